@@ -1,0 +1,157 @@
+//! `berth`: the one binary. Thin: parses the command line and calls the crates.
+
+use anyhow::Context as _;
+use berth_server::{Config, Server};
+use berth_store::Durability;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod bench;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "A self-hosted container platform with an ECS-compatible API",
+    long_about = "berth runs containers on managed instances behind an Amazon ECS-compatible API: \
+                  point `aws ecs` or boto3 at it with --endpoint-url and use them as you would with ECS."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// fsync every commit: an acknowledged write survives power loss.
+    Full,
+    /// Survive a crash of the server process, not of the machine (faster).
+    Process,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    /// Address to serve the ECS API on.
+    #[arg(long, default_value = "127.0.0.1:7700", env = "BERTH_LISTEN")]
+    listen: SocketAddr,
+    /// Where berth keeps its state (the store, the credentials file).
+    /// Default: $XDG_DATA_HOME/berth, else ~/.local/share/berth.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Region in ARNs and in the SigV4 credential scope.
+    #[arg(long, default_value = "us-east-1", env = "BERTH_REGION")]
+    region: String,
+    /// Account id in ARNs.
+    #[arg(long, default_value = "000000000000", env = "BERTH_ACCOUNT_ID")]
+    account_id: String,
+    /// How hard each commit waits for the disk.
+    #[arg(long, value_enum, default_value = "full")]
+    durability: DurabilityArg,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: the ECS API on --listen, state in --data-dir.
+    Server(ServerArgs),
+    /// Measure the API: requests/s and latency percentiles against a running server.
+    Bench(bench::BenchArgs),
+}
+
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(x).join("berth"));
+    }
+    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set: pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/berth"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down");
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => default_data_dir()?,
+    };
+    let config = Config {
+        listen: args.listen,
+        data_dir,
+        region: args.region,
+        account_id: args.account_id,
+        durability: match args.durability {
+            DurabilityArg::Full => Durability::Full,
+            DurabilityArg::Process => Durability::Process,
+        },
+    };
+    let server = Server::bind(&config).await?;
+    let addr = server.local_addr()?;
+    let creds = &server.credentials;
+    eprintln!("berth {} serving the ECS API on http://{addr}", env!("CARGO_PKG_VERSION"));
+    eprintln!("  region {}, account {}, data dir {}", config.region, config.account_id, config.data_dir.display());
+    match &creds.file {
+        Some(f) if creds.generated => eprintln!("  generated the root access key {} in {}", creds.access_key_id, f.display()),
+        Some(f) => eprintln!("  root access key {} from {}", creds.access_key_id, f.display()),
+        None => eprintln!("  root access key {} from BERTH_ACCESS_KEY_ID", creds.access_key_id),
+    }
+    if let Some(f) = &creds.file {
+        eprintln!(
+            "  try: AWS_SHARED_CREDENTIALS_FILE={} aws ecs list-clusters --endpoint-url http://{addr} --region {}",
+            f.display(),
+            config.region
+        );
+    }
+    server.serve(shutdown_signal(), Duration::from_secs(10)).await
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => server(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

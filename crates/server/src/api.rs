@@ -1,0 +1,157 @@
+//! The HTTP edge: SigV4, `X-Amz-Target`, JSON in, JSON or the ECS error shape out.
+
+use crate::ops::{self, Ctx};
+use crate::sigv4::{self, AuthError, Scope};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use berth_model::ecs::{Operation, TARGET_PREFIX};
+use berth_model::{EcsError, ErrorKind};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The largest request body accepted. AWS caps a task definition at 64 KiB;
+/// this leaves room for the largest shapes while bounding memory.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub ctx: Arc<Ctx>,
+    /// Access key id → secret.
+    keys: RwLock<HashMap<String, String>>,
+}
+
+impl AppState {
+    pub fn new(ctx: Ctx, root: &crate::credentials::RootKey) -> Self {
+        let mut keys = HashMap::new();
+        keys.insert(root.access_key_id.clone(), root.secret_access_key.clone());
+        Self { ctx: Arc::new(ctx), keys: RwLock::new(keys) }
+    }
+
+    fn secret_for(&self, access_key_id: &str) -> Option<String> {
+        self.keys.read().ok()?.get(access_key_id).cloned()
+    }
+}
+
+/// The router, without a socket, so tests can drive it directly.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/", post(ecs))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let ctx = state.ctx.clone();
+    let ok = tokio::task::spawn_blocking(move || ctx.store.read(|tx| tx.meta("schema")).is_ok())
+        .await
+        .unwrap_or(false);
+    if ok {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
+    }
+}
+
+fn auth_kind(e: &AuthError) -> ErrorKind {
+    match e {
+        AuthError::MissingAuthenticationToken => ErrorKind::MissingAuthenticationToken,
+        AuthError::IncompleteSignature(_) => ErrorKind::IncompleteSignature,
+        AuthError::UnrecognizedClient => ErrorKind::UnrecognizedClient,
+        AuthError::InvalidSignature(_) => ErrorKind::InvalidSignature,
+    }
+}
+
+fn error_response(request_id: &str, e: &EcsError) -> Response {
+    let body = serde_json::json!({ "__type": e.kind.name(), "message": e.message });
+    let status = StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = (status, body.to_string()).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(e.kind.name()) {
+        h.insert("x-amzn-errortype", v);
+    }
+    resp
+}
+
+fn ok_response(request_id: &str, body: Vec<u8>) -> Response {
+    let mut resp = (StatusCode::OK, Body::from(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+/// Reads the operation out of `X-Amz-Target`.
+fn operation(headers: &HeaderMap) -> Result<Operation, EcsError> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = target
+        .strip_prefix(TARGET_PREFIX)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or("");
+    Operation::parse(name).ok_or_else(|| {
+        EcsError::new(
+            ErrorKind::UnknownOperation,
+            if target.is_empty() {
+                "Missing the X-Amz-Target header: it names the operation, for example AmazonEC2ContainerServiceV20141113.ListClusters.".to_string()
+            } else {
+                format!("Unknown operation {target}.")
+            },
+        )
+    })
+}
+
+async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = EcsError::new(
+                ErrorKind::RequestEntityTooLarge,
+                format!("The request body is larger than {MAX_BODY_BYTES} bytes."),
+            );
+            return error_response(&request_id, &e);
+        }
+    };
+    let now = time::OffsetDateTime::UNIX_EPOCH + state.ctx.clock.now();
+    let scope = Scope { region: &state.ctx.arns.region, service: "ecs" };
+    let lookup = |id: &str| state.secret_for(id);
+    let principal = match sigv4::verify(&parts.method, &parts.uri, &parts.headers, &body, scope, now, &lookup) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(request_id, error = %e, "authentication refused");
+            return error_response(&request_id, &EcsError::new(auth_kind(&e), e.to_string()));
+        }
+    };
+    let op = match operation(&parts.headers) {
+        Ok(op) => op,
+        Err(e) => return error_response(&request_id, &e),
+    };
+    let ctx = state.ctx.clone();
+    let result = tokio::task::spawn_blocking(move || ops::dispatch(&ctx, op, &principal, &body)).await;
+    match result {
+        Ok(Ok(bytes)) => ok_response(&request_id, bytes),
+        Ok(Err(e)) => {
+            if e.kind == ErrorKind::Server {
+                tracing::error!(request_id, operation = op.name(), error = %e.message, "request failed");
+            }
+            error_response(&request_id, &e)
+        }
+        Err(join) => {
+            tracing::error!(request_id, operation = op.name(), error = %join, "request handler panicked");
+            error_response(&request_id, &EcsError::server("Internal error; the request may be retried."))
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! berth's control plane: the ECS API over HTTP.
+//!
+//! # Design
+//!
+//! [`api`] is the edge: it checks the SigV4 signature, turns `X-Amz-Target`
+//! plus the JSON body into one typed request of [`berth_model::ecs`], hands it to
+//! the service layer in [`ops`], and renders the answer or the ECS error shape.
+//! Nothing past the edge sees raw JSON. The service layer holds every rule of
+//! every operation in one place and runs each API write as one store
+//! transaction, committed before the answer is sent.
+//!
+//! # Limitations
+//!
+//! Operations that later parts of berth will implement answer
+//! `UnsupportedFeatureException` naming the operation.
+
+pub mod api;
+pub mod credentials;
+pub mod ops;
+pub mod sigv4;
+
+use anyhow::Context as _;
+use berth_model::arn::ArnContext;
+use berth_model::clock::Clock;
+use berth_store::{Durability, Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The real clock: the only place berth reads the system time.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Duration {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
+}
+
+/// How a server is started.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub account_id: String,
+    pub durability: Durability,
+}
+
+/// A server bound to its address, ready to serve.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<api::AppState>,
+    pub credentials: credentials::RootKey,
+}
+
+impl Server {
+    /// Opens the store, loads or creates the root key and binds the address.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data dir {}", config.data_dir.display()))?;
+        let db = config.data_dir.join("berth.db");
+        let store = Store::open_sqlite(&db, config.durability)
+            .with_context(|| format!("cannot open the store {}", db.display()))?;
+        let credentials = credentials::RootKey::load_or_create(&config.data_dir)?;
+        let ctx = ops::Ctx {
+            store,
+            arns: ArnContext { region: config.region.clone(), account: config.account_id.clone() },
+            clock: Arc::new(SystemClock),
+            catalog: berth_catalog::Catalog::embedded(),
+        };
+        let state = Arc::new(api::AppState::new(ctx, &credentials));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Self { listener, state, credentials })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains open requests for at most `grace`.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let app = api::app(self.state);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = tx.send(());
+        });
+        let mut handle = tokio::spawn(async move { server.await });
+        tokio::select! {
+            r = &mut handle => return Ok(r??),
+            _ = rx => {}
+        }
+        match tokio::time::timeout(grace, &mut handle).await {
+            Ok(r) => Ok(r??),
+            Err(_) => {
+                tracing::warn!(grace_secs = grace.as_secs(), "requests still open after the grace period; closing them");
+                handle.abort();
+                Ok(())
+            }
+        }
+    }
+}

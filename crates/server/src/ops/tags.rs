@@ -1,0 +1,118 @@
+//! Tags on any taggable ARN: TagResource, UntagResource, ListTagsForResource.
+
+use super::task_definitions::{load_tags, save_tags};
+use super::{Ctx, OpResult};
+use berth_model::arn::{Arn, Resource};
+use berth_model::ecs::*;
+use berth_model::{tags, EcsError, ErrorKind};
+use berth_store::{Expect, Tx};
+
+fn not_found(arn: &str) -> EcsError {
+    EcsError::new(ErrorKind::ResourceNotFound, format!("The specified resource is not found: {arn}"))
+}
+
+/// Reads the tags of a resource, or its absence.
+fn get(ctx: &Ctx, tx: &dyn Tx, arn_text: &str) -> OpResult<Vec<Tag>> {
+    edit(ctx, tx, arn_text, None)
+}
+
+/// Reads a resource's tags and, when `change` is given, writes them back changed.
+fn edit(
+    ctx: &Ctx,
+    tx: &dyn Tx,
+    arn_text: &str,
+    change: Option<&dyn Fn(&mut Vec<Tag>) -> OpResult<()>>,
+) -> OpResult<Vec<Tag>> {
+    let arn = Arn::parse(arn_text)?;
+    if arn.region != ctx.arns.region || arn.account != ctx.arns.account {
+        return Err(not_found(arn_text));
+    }
+    match arn.resource {
+        Resource::Cluster { name } => {
+            let Some(mut c) = tx.cluster(&name)?.filter(|c| c.value.status.as_deref() == Some("ACTIVE")) else {
+                return Err(EcsError::cluster_not_found());
+            };
+            let mut t = c.value.tags.take().unwrap_or_default();
+            if let Some(f) = change {
+                f(&mut t)?;
+                c.value.tags = Some(t.clone());
+                tx.put_cluster(&c.value, Expect::Version(c.version))?;
+            }
+            Ok(t)
+        }
+        Resource::CapacityProvider { name } => {
+            let Some(mut cp) = tx.capacity_provider(&name)? else { return Err(not_found(arn_text)) };
+            let mut t = cp.value.tags.take().unwrap_or_default();
+            if let Some(f) = change {
+                f(&mut t)?;
+                cp.value.tags = Some(t.clone());
+                tx.put_capacity_provider(&cp.value, Expect::Version(cp.version))?;
+            }
+            Ok(t)
+        }
+        Resource::TaskDefinition { family, revision } => {
+            if tx.task_definition(&family, Some(revision))?.is_none() {
+                return Err(not_found(arn_text));
+            }
+            let mut t = load_tags(tx, arn_text)?;
+            if let Some(f) = change {
+                f(&mut t)?;
+                save_tags(tx, arn_text, &t)?;
+            }
+            Ok(t)
+        }
+        Resource::Task { .. } => {
+            let Some(mut task) = tx.task(arn_text)? else { return Err(not_found(arn_text)) };
+            let mut t = task.value.tags.take().unwrap_or_default();
+            if let Some(f) = change {
+                f(&mut t)?;
+                task.value.tags = Some(t.clone());
+                tx.put_task(&task.value, Expect::Version(task.version))?;
+            }
+            Ok(t)
+        }
+        Resource::ContainerInstance { cluster, .. } => {
+            let Some(mut ci) = tx.container_instance(arn_text)? else { return Err(not_found(arn_text)) };
+            let mut t = ci.value.tags.take().unwrap_or_default();
+            if let Some(f) = change {
+                f(&mut t)?;
+                ci.value.tags = Some(t.clone());
+                tx.put_container_instance(&ctx.arns.cluster(&cluster), &ci.value, Expect::Version(ci.version))?;
+            }
+            Ok(t)
+        }
+        Resource::Service { .. } => Err(not_found(arn_text)),
+    }
+}
+
+pub fn tag(ctx: &Ctx, req: TagResourceRequest) -> OpResult<TagResourceResponse> {
+    let arn = req.resource_arn.clone().unwrap_or_default();
+    let add = req.tags.clone().unwrap_or_default();
+    tags::validate(&add)?;
+    ctx.store.write(|tx| {
+        edit(ctx, tx, &arn, Some(&|t: &mut Vec<Tag>| tags::merge(t, &add)))?;
+        Ok(TagResourceResponse {})
+    })
+}
+
+pub fn untag(ctx: &Ctx, req: UntagResourceRequest) -> OpResult<UntagResourceResponse> {
+    let arn = req.resource_arn.clone().unwrap_or_default();
+    let keys = req.tag_keys.clone().unwrap_or_default();
+    ctx.store.write(|tx| {
+        edit(
+            ctx,
+            tx,
+            &arn,
+            Some(&|t: &mut Vec<Tag>| {
+                t.retain(|x| !keys.iter().any(|k| Some(k) == x.key.as_ref()));
+                Ok(())
+            }),
+        )?;
+        Ok(UntagResourceResponse {})
+    })
+}
+
+pub fn list(ctx: &Ctx, req: ListTagsForResourceRequest) -> OpResult<ListTagsForResourceResponse> {
+    let arn = req.resource_arn.clone().unwrap_or_default();
+    ctx.store.read(|tx| Ok(ListTagsForResourceResponse { tags: Some(get(ctx, tx, &arn)?) }))
+}

@@ -1,0 +1,471 @@
+//! Tasks: RunTask, StopTask, DescribeTasks, ListTasks.
+//!
+//! RunTask stores each task durably in `PROVISIONING` with desiredStatus
+//! `RUNNING` before it answers; placing and starting it is the scheduler's job.
+
+use super::task_definitions::{find, load_tags, parse_ref};
+use super::{active_cluster, decode_token, encode_token, page_size, Ctx, OpResult};
+use berth_model::arn::{Arn, Resource};
+use berth_model::ecs::*;
+use berth_model::resources::{parse_cpu, parse_memory};
+use berth_model::{tags, EcsError, ErrorKind};
+use berth_store::{ClientToken, Expect, TaskFilter, Tx, Versioned};
+use sha2::Digest as _;
+
+/// Splits `count` tasks over a capacity provider strategy: bases first, then by weight.
+pub(super) fn spread(strategy: &[CapacityProviderStrategyItem], count: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(count);
+    let mut assigned = vec![0i64; strategy.len()];
+    for (i, item) in strategy.iter().enumerate() {
+        while out.len() < count && assigned[i] < i64::from(item.base) {
+            out.push(item.capacity_provider.clone().unwrap_or_default());
+            assigned[i] += 1;
+        }
+    }
+    let total_weight: i64 = strategy.iter().map(|i| i64::from(i.weight)).sum();
+    while out.len() < count {
+        // The item furthest below its weighted share gets the next task.
+        let n = out.len() as i64 + 1;
+        let pick = strategy
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.weight > 0 || total_weight == 0)
+            .max_by(|(a, ia), (b, ib)| {
+                let share = |w: i32, got: i64| {
+                    let w = if total_weight == 0 { 1.0 } else { f64::from(w) / total_weight as f64 };
+                    w * n as f64 - got as f64
+                };
+                share(ia.weight, assigned[*a])
+                    .total_cmp(&share(ib.weight, assigned[*b]))
+                    .then(b.cmp(a))
+            })
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        out.push(strategy.get(pick).and_then(|i| i.capacity_provider.clone()).unwrap_or_default());
+        assigned[pick] += 1;
+    }
+    out
+}
+
+fn digest(req: &RunTaskRequest) -> String {
+    let mut r = req.clone();
+    r.client_token = None;
+    let text = serde_json::to_string(&r).unwrap_or_default();
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn check_network(nc: &Option<NetworkConfiguration>) -> OpResult<()> {
+    if let Some(vpc) = nc.as_ref().and_then(|n| n.awsvpc_configuration.as_ref()) {
+        let subnets = vpc.subnets.as_deref().unwrap_or_default();
+        if subnets.is_empty() || subnets.len() > 16 {
+            return Err(EcsError::invalid("awsvpcConfiguration needs between 1 and 16 subnets."));
+        }
+        for s in subnets.iter().chain(vpc.security_groups.iter().flatten()) {
+            let ok = ["subnet-", "sg-"].iter().any(|p| {
+                s.strip_prefix(p)
+                    .is_some_and(|h| (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            });
+            if !ok {
+                return Err(EcsError::invalid(format!("'{s}' is not a valid subnet or security group ID.")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_placement(constraints: &[PlacementConstraint], strategy: &[PlacementStrategy]) -> OpResult<()> {
+    if constraints.len() > 10 {
+        return Err(EcsError::invalid("At most 10 placement constraints are allowed in one request."));
+    }
+    for c in constraints {
+        match c.r#type {
+            Some(PlacementConstraintType::MemberOf) => {
+                if c.expression.as_deref().unwrap_or("").trim().is_empty() {
+                    return Err(EcsError::invalid("A memberOf placement constraint needs an expression."));
+                }
+            }
+            Some(PlacementConstraintType::DistinctInstance) => {
+                if c.expression.is_some() {
+                    return Err(EcsError::invalid("A distinctInstance placement constraint takes no expression."));
+                }
+            }
+            None => return Err(EcsError::invalid("A placement constraint needs a type.")),
+        }
+    }
+    if strategy.len() > 5 {
+        return Err(EcsError::invalid("At most 5 placement strategies are allowed in one request."));
+    }
+    for s in strategy {
+        match (s.r#type, s.field.as_deref()) {
+            (Some(PlacementStrategyType::Random), _) => {}
+            (Some(PlacementStrategyType::Binpack), Some(f)) if ["cpu", "memory", "CPU", "MEMORY"].contains(&f) => {}
+            (Some(PlacementStrategyType::Binpack), _) => {
+                return Err(EcsError::invalid("A binpack placement strategy needs the field cpu or memory."))
+            }
+            (Some(PlacementStrategyType::Spread), Some(f)) if !f.is_empty() => {}
+            (Some(PlacementStrategyType::Spread), _) => {
+                return Err(EcsError::invalid("A spread placement strategy needs a field, such as instanceId or attribute:ecs.availability-zone."))
+            }
+            (None, _) => return Err(EcsError::invalid("A placement strategy needs a type.")),
+        }
+    }
+    Ok(())
+}
+
+/// The task ARN a `task` parameter (ID or ARN) names, within a cluster.
+fn task_arn(ctx: &Ctx, cluster: &Cluster, given: &str) -> String {
+    if given.starts_with("arn:") {
+        given.to_string()
+    } else {
+        ctx.arns.task(cluster.cluster_name.as_deref().unwrap_or(""), given)
+    }
+}
+
+fn present(mut t: Task, include_tags: bool) -> Task {
+    if !include_tags {
+        t.tags = None;
+    }
+    t
+}
+
+pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
+    let count = req.count.unwrap_or(1);
+    if !(1..=10).contains(&count) {
+        return Err(EcsError::invalid("count must be between 1 and 10."));
+    }
+    if req.launch_type.is_some() && req.capacity_provider_strategy.is_some() {
+        return Err(EcsError::invalid("Specifying both a launch type and capacity provider strategy is not supported."));
+    }
+    if let Some(lt) = req.launch_type {
+        return Err(EcsError::invalid(format!(
+            "The launch type {lt} is not supported: berth runs tasks on managed instances. Omit launchType and use a capacityProviderStrategy naming a managed instances capacity provider (or the cluster's default strategy)."
+        )));
+    }
+    let tag_list = req.tags.clone().unwrap_or_default();
+    tags::validate(&tag_list)?;
+    if req.started_by.as_deref().is_some_and(|s| s.len() > 128) {
+        return Err(EcsError::invalid("startedBy can be at most 128 characters."));
+    }
+    if req.group.as_deref().is_some_and(|g| g.len() > 255) {
+        return Err(EcsError::invalid("group can be at most 255 characters."));
+    }
+    if req.client_token.as_deref().is_some_and(|t| t.is_empty() || t.len() > 64) {
+        return Err(EcsError::invalid("clientToken must be between 1 and 64 characters."));
+    }
+    check_network(&req.network_configuration)?;
+    check_placement(
+        req.placement_constraints.as_deref().unwrap_or_default(),
+        req.placement_strategy.as_deref().unwrap_or_default(),
+    )?;
+    let td_ref = parse_ref(req.task_definition.as_deref().unwrap_or(""))?;
+    let request_digest = digest(&req);
+    ctx.store.write(|tx| {
+        let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
+        let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
+        let cluster_name = cluster.cluster_name.clone().unwrap_or_default();
+        if let Some(token) = &req.client_token {
+            if let Some(prev) = tx.client_token(&cluster_arn, token)? {
+                if prev.request_digest != request_digest {
+                    return Err(EcsError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "The clientToken is already in use with a different RunTask request. Existing tasks: {}",
+                            prev.task_arns.join(", ")
+                        ),
+                    ));
+                }
+                let mut tasks = vec![];
+                for arn in &prev.task_arns {
+                    if let Some(t) = tx.task(arn)? {
+                        tasks.push(present(t.value, false));
+                    }
+                }
+                return Ok(RunTaskResponse { tasks: Some(tasks), failures: Some(vec![]) });
+            }
+        }
+        let Some(td) = find(tx, &td_ref)? else {
+            return Err(EcsError::client(format!(
+                "Unable to find the task definition '{}'.",
+                req.task_definition.as_deref().unwrap_or("")
+            )));
+        };
+        let td = td.value;
+        if td.status != Some(TaskDefinitionStatus::Active) {
+            return Err(EcsError::client("TaskDefinition is inactive"));
+        }
+        if !td.compatibilities.iter().flatten().any(|c| *c == Compatibility::ManagedInstances) {
+            return Err(EcsError::client(
+                "Task definition does not support launch_type MANAGED_INSTANCES.",
+            ));
+        }
+        let strategy = match &req.capacity_provider_strategy {
+            Some(s) => s.clone(),
+            None => cluster.default_capacity_provider_strategy.clone().unwrap_or_default(),
+        };
+        if strategy.is_empty() {
+            return Err(EcsError::invalid(
+                "No capacity provider strategy was given and the cluster has no default capacity provider strategy. Pass capacityProviderStrategy naming a managed instances capacity provider of this cluster.",
+            ));
+        }
+        super::clusters::validate_strategy(&strategy, cluster.capacity_providers.as_deref().unwrap_or_default())?;
+        for item in &strategy {
+            let name = item.capacity_provider.clone().unwrap_or_default();
+            match tx.capacity_provider(&name)? {
+                Some(cp)
+                    if cp.value.r#type == Some(CapacityProviderType::ManagedInstances)
+                        && cp.value.status == Some(CapacityProviderStatus::Active) => {}
+                _ => {
+                    return Err(EcsError::invalid(format!(
+                        "The capacity provider {name} is not an active managed instances capacity provider of this cluster."
+                    )))
+                }
+            }
+        }
+        let containers = td.container_definitions.clone().unwrap_or_default();
+        let overrides = req.overrides.clone().unwrap_or_default();
+        for o in overrides.container_overrides.iter().flatten() {
+            let name = o.name.as_deref().unwrap_or("");
+            if !containers.iter().any(|c| c.name.as_deref() == Some(name)) {
+                return Err(EcsError::invalid(format!(
+                    "Override for container named {name} is not a container in the TaskDefinition."
+                )));
+            }
+        }
+        let task_cpu = match overrides.cpu.as_deref().map(parse_cpu).transpose()? {
+            Some(c) => Some(c.to_string()),
+            None => td.cpu.clone(),
+        };
+        let task_memory = match overrides.memory.as_deref().map(parse_memory).transpose()? {
+            Some(m) => Some(m.to_string()),
+            None => td.memory.clone(),
+        };
+        let mut task_tags = tag_list.clone();
+        if req.propagate_tags == Some(PropagateTags::TaskDefinition) {
+            let td_tags = load_tags(tx, td.task_definition_arn.as_deref().unwrap_or(""))?;
+            for t in td_tags {
+                if !task_tags.iter().any(|x| x.key == t.key) {
+                    task_tags.push(t);
+                }
+            }
+            tags::validate(&task_tags)?;
+        }
+        let family = td.family.clone().unwrap_or_default();
+        let providers = spread(&strategy, count as usize);
+        let now = ctx.now();
+        let mut tasks = vec![];
+        for provider in providers {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let arn = ctx.arns.task(&cluster_name, &id);
+            let container_overrides: Vec<ContainerOverride> = containers
+                .iter()
+                .map(|c| {
+                    overrides
+                        .container_overrides
+                        .iter()
+                        .flatten()
+                        .find(|o| o.name == c.name)
+                        .cloned()
+                        .unwrap_or(ContainerOverride { name: c.name.clone(), ..Default::default() })
+                })
+                .collect();
+            let task_containers = containers
+                .iter()
+                .map(|c| Container {
+                    container_arn: Some(format!(
+                        "arn:aws:ecs:{}:{}:container/{}/{}/{}",
+                        ctx.arns.region,
+                        ctx.arns.account,
+                        cluster_name,
+                        id,
+                        uuid::Uuid::new_v4()
+                    )),
+                    task_arn: Some(arn.clone()),
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    last_status: Some("PENDING".into()),
+                    network_bindings: Some(vec![]),
+                    network_interfaces: Some(vec![]),
+                    health_status: Some(HealthStatus::Unknown),
+                    cpu: Some(c.cpu.to_string()),
+                    memory: c.memory.map(|m| m.to_string()),
+                    memory_reservation: c.memory_reservation.map(|m| m.to_string()),
+                    ..Default::default()
+                })
+                .collect();
+            let attachments = if td.network_mode == Some(NetworkMode::Awsvpc) {
+                let mut details = vec![];
+                if let Some(vpc) = req.network_configuration.as_ref().and_then(|n| n.awsvpc_configuration.as_ref()) {
+                    if let Some(s) = vpc.subnets.as_ref().and_then(|s| s.first()) {
+                        details.push(KeyValuePair { name: Some("subnetId".into()), value: Some(s.clone()) });
+                    }
+                }
+                vec![Attachment {
+                    id: Some(uuid::Uuid::new_v4().to_string()),
+                    r#type: Some("ElasticNetworkInterface".into()),
+                    status: Some("PRECREATED".into()),
+                    details: Some(details),
+                }]
+            } else {
+                vec![]
+            };
+            let task = Task {
+                attachments: Some(attachments),
+                attributes: Some(vec![]),
+                capacity_provider_name: Some(provider),
+                cluster_arn: Some(cluster_arn.clone()),
+                containers: Some(task_containers),
+                cpu: task_cpu.clone(),
+                created_at: Some(now),
+                desired_status: Some("RUNNING".into()),
+                enable_execute_command: req.enable_execute_command,
+                group: Some(req.group.clone().unwrap_or_else(|| format!("family:{family}"))),
+                health_status: Some(HealthStatus::Unknown),
+                last_status: Some("PROVISIONING".into()),
+                launch_type: Some(LaunchType::ManagedInstances),
+                memory: task_memory.clone(),
+                overrides: Some(TaskOverride {
+                    container_overrides: Some(container_overrides),
+                    inference_accelerator_overrides: Some(vec![]),
+                    ..overrides.clone()
+                }),
+                started_by: req.started_by.clone(),
+                tags: Some(task_tags.clone()),
+                task_arn: Some(arn.clone()),
+                task_definition_arn: td.task_definition_arn.clone(),
+                version: 1,
+                ..Default::default()
+            };
+            tx.put_task(&task, Expect::Absent)?;
+            tasks.push(task);
+        }
+        if let Some(token) = &req.client_token {
+            let value = ClientToken {
+                request_digest: request_digest.clone(),
+                task_arns: tasks.iter().filter_map(|t| t.task_arn.clone()).collect(),
+            };
+            tx.put_client_token(&cluster_arn, token, &value)?;
+        }
+        Ok(RunTaskResponse {
+            tasks: Some(tasks.into_iter().map(|t| present(t, false)).collect()),
+            failures: Some(vec![]),
+        })
+    })
+}
+
+pub fn stop(ctx: &Ctx, req: StopTaskRequest) -> OpResult<StopTaskResponse> {
+    let reason = req.reason.clone().unwrap_or_else(|| "Task stopped by user".to_string());
+    if reason.len() > 1024 {
+        return Err(EcsError::invalid("reason can be at most 1024 characters."));
+    }
+    ctx.store.write(|tx| {
+        let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
+        let arn = task_arn(ctx, &cluster, req.task.as_deref().unwrap_or(""));
+        let found = tx.task(&arn)?.filter(|t| t.value.cluster_arn == cluster.cluster_arn);
+        let Some(Versioned { version, value: mut t }) = found else {
+            return Err(EcsError::invalid("The referenced task was not found."));
+        };
+        if t.desired_status.as_deref() != Some("STOPPED") {
+            let now = ctx.now();
+            t.desired_status = Some("STOPPED".into());
+            t.stop_code = Some(TaskStopCode::UserInitiated);
+            t.stopped_reason = Some(reason.clone());
+            t.stopping_at = Some(now);
+            t.version += 1;
+            if t.container_instance_arn.is_none() {
+                // Never placed: nothing runs anywhere, so it is stopped at once.
+                t.last_status = Some("STOPPED".into());
+                t.execution_stopped_at = Some(now);
+                t.stopped_at = Some(now);
+                for c in t.containers.iter_mut().flatten() {
+                    c.last_status = Some("STOPPED".into());
+                }
+            }
+            tx.put_task(&t, Expect::Version(version))?;
+        }
+        Ok(StopTaskResponse { task: Some(present(t, false)) })
+    })
+}
+
+pub fn describe(ctx: &Ctx, req: DescribeTasksRequest) -> OpResult<DescribeTasksResponse> {
+    let wanted = req.tasks.clone().unwrap_or_default();
+    if wanted.len() > 100 {
+        return Err(EcsError::invalid("DescribeTasks accepts at most 100 tasks."));
+    }
+    let include_tags = req.include.as_deref().unwrap_or_default().contains(&TaskField::Tags);
+    ctx.store.read(|tx| {
+        let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
+        let mut tasks = vec![];
+        let mut failures = vec![];
+        for w in &wanted {
+            let arn = task_arn(ctx, &cluster, w);
+            match tx.task(&arn)?.filter(|t| t.value.cluster_arn == cluster.cluster_arn) {
+                Some(t) => tasks.push(present(t.value, include_tags)),
+                None => failures.push(Failure { arn: Some(arn), reason: Some("MISSING".into()), detail: None }),
+            }
+        }
+        Ok(DescribeTasksResponse { tasks: Some(tasks), failures: Some(failures) })
+    })
+}
+
+pub fn list(ctx: &Ctx, req: ListTasksRequest) -> OpResult<ListTasksResponse> {
+    let limit = page_size(req.max_results, 100, 100)?;
+    let after = decode_token(Operation::ListTasks, req.next_token.as_deref())?;
+    ctx.store.read(|tx| {
+        let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
+        if let Some(lt) = req.launch_type {
+            if lt != LaunchType::ManagedInstances {
+                return Ok(ListTasksResponse { task_arns: Some(vec![]), next_token: None });
+            }
+        }
+        let container_instance_arn = req.container_instance.as_ref().map(|ci| {
+            if ci.starts_with("arn:") {
+                ci.clone()
+            } else {
+                ctx.arns.container_instance(cluster.cluster_name.as_deref().unwrap_or(""), ci)
+            }
+        });
+        if let Some(arn) = &container_instance_arn {
+            let ok = matches!(Arn::parse(arn).map(|a| a.resource), Ok(Resource::ContainerInstance { .. }));
+            if !ok {
+                return Err(EcsError::invalid(format!("'{arn}' is not a container instance ID or ARN.")));
+            }
+        }
+        let filter = TaskFilter {
+            cluster_arn: cluster.cluster_arn.clone().unwrap_or_default(),
+            family: req.family.clone(),
+            started_by: req.started_by.clone(),
+            group: req.service_name.as_ref().map(|s| format!("service:{s}")),
+            container_instance_arn,
+            desired_status: Some(req.desired_status.unwrap_or(DesiredStatus::Running).as_str().to_string()),
+            last_status: None,
+        };
+        let page = tx.tasks(&filter, after.as_deref(), limit)?;
+        let next_token = page.next.as_deref().map(|k| encode_token(Operation::ListTasks, k));
+        Ok(ListTasksResponse {
+            task_arns: Some(page.items.into_iter().filter_map(|t| t.value.task_arn).collect()),
+            next_token,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(name: &str, weight: i32, base: i32) -> CapacityProviderStrategyItem {
+        CapacityProviderStrategyItem { capacity_provider: Some(name.into()), weight, base }
+    }
+
+    #[test]
+    fn spread_honours_base_then_weights() {
+        let s = [item("a", 1, 2), item("b", 3, 0)];
+        let got = spread(&s, 6);
+        assert_eq!(got.iter().filter(|p| *p == "a").count(), 3);
+        assert_eq!(got.iter().filter(|p| *p == "b").count(), 3);
+        assert_eq!(&got[..2], &["a".to_string(), "a".to_string()]);
+        let only = spread(&[item("x", 0, 0)], 3);
+        assert_eq!(only, vec!["x", "x", "x"]);
+        let weighted = spread(&[item("a", 1, 0), item("b", 1, 0)], 10);
+        assert_eq!(weighted.iter().filter(|p| *p == "a").count(), 5);
+    }
+}

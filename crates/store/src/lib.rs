@@ -1,0 +1,303 @@
+//! berth's durable state.
+//!
+//! # Design
+//!
+//! Resources are kept as the ECS wire shapes of [`berth_model::ecs`]
+//! (a `Cluster`, a `Task`, …) serialised as JSON documents, one row each, beside
+//! the few columns the API filters and sorts on, which the backend extracts from
+//! the document itself so they can never disagree with it. Every row carries a
+//! `version`; writes are compare-and-swap on the version read, so two writers
+//! never silently overwrite each other.
+//!
+//! All access goes through a transaction: [`Store::read`] gives a consistent
+//! snapshot, [`Store::write`] runs a closure in one transaction that commits
+//! (durably, before the call returns) only when the closure returns `Ok`. An API
+//! write is one `write` call, so a crash at any point leaves either all of it or
+//! none of it.
+//!
+//! The operations a transaction offers are the [`Tx`] trait, so a second backend
+//! (PostgreSQL, for several server replicas) implements `Tx` and joins
+//! [`Backend`] without any change above this crate.
+//!
+//! # Limitations
+//!
+//! SQLite serialises writers: one write transaction at a time per data dir.
+//! Reads run concurrently with writes (WAL).
+
+mod sqlite;
+
+use berth_model::ecs::{
+    Attribute, CapacityProvider, Cluster, ContainerInstance, Setting, Task, TaskDefinition,
+    TaskDefinitionStatus,
+};
+use std::path::Path;
+
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A compare-and-swap lost: the row changed (or appeared, or vanished) since it was read.
+    #[error("conflict on {key}: it changed since it was read")]
+    Conflict { key: String },
+    /// A stored document no longer parses as its shape.
+    #[error("stored {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// The database itself failed (I/O, full disk, locked beyond the timeout).
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A stored value with the version to pass back for compare-and-swap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    pub version: i64,
+    pub value: T,
+}
+
+/// How a `put_*` call relates to what is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The row must not exist yet (insert).
+    Absent,
+    /// The row must exist at exactly this version (update).
+    Version(i64),
+}
+
+/// Filters of ListTasks. `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub cluster_arn: String,
+    /// Task definition family (the part of the task definition ARN before `:revision`).
+    pub family: Option<String>,
+    pub started_by: Option<String>,
+    /// The task's `group`, for example `service:web`.
+    pub group: Option<String>,
+    pub container_instance_arn: Option<String>,
+    /// `RUNNING`, `PENDING` or `STOPPED`, compared with the task's `desiredStatus`.
+    pub desired_status: Option<String>,
+    /// Compared with the task's `lastStatus`.
+    pub last_status: Option<String>,
+}
+
+/// Filters of ListTaskDefinitions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskDefinitionFilter {
+    pub family_prefix: Option<String>,
+    pub status: Option<TaskDefinitionStatus>,
+    /// Newest revision first when true (sort DESC).
+    pub descending: bool,
+}
+
+/// Filters of ListAttributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttributeFilter {
+    pub cluster_arn: String,
+    pub target_type: Option<String>,
+    pub name: Option<String>,
+    pub value: Option<String>,
+}
+
+/// A RunTask `clientToken` remembered for idempotency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    /// A digest of the request that used the token first.
+    pub request_digest: String,
+    /// The task ARNs that request created, in order.
+    pub task_arns: Vec<String>,
+}
+
+/// A page of keys: `next` is the last key returned when more may follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Everything a transaction can do. Reads see the transaction's snapshot and
+/// its own writes. Listing calls return at most `limit` items strictly after
+/// the key `after` in the listing's order, and `next` set to the last item's
+/// key when exactly `limit` items came back.
+pub trait Tx {
+    // ---- clusters (keyed by name; ARN derivable) ----
+    fn cluster(&self, name: &str) -> Result<Option<Versioned<Cluster>>>;
+    /// Clusters ordered by ARN; `after` is an ARN.
+    fn clusters(&self, after: Option<&str>, limit: usize) -> Result<Page<Cluster>>;
+    fn put_cluster(&self, cluster: &Cluster, expect: Expect) -> Result<i64>;
+
+    // ---- capacity providers (keyed by name, unique in the account) ----
+    fn capacity_provider(&self, name: &str) -> Result<Option<Versioned<CapacityProvider>>>;
+    /// Capacity providers ordered by name; `after` is a name.
+    fn capacity_providers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CapacityProvider>>;
+    fn put_capacity_provider(&self, cp: &CapacityProvider, expect: Expect) -> Result<i64>;
+    fn delete_capacity_provider(&self, name: &str, version: i64) -> Result<()>;
+
+    // ---- task definitions (keyed by family + revision) ----
+    /// A revision of a family; `None` means the latest ACTIVE revision.
+    fn task_definition(
+        &self,
+        family: &str,
+        revision: Option<i32>,
+    ) -> Result<Option<Versioned<TaskDefinition>>>;
+    /// Task definition ARNs ordered by family, then revision (both reversed when
+    /// `descending`); `after` is an ARN.
+    fn task_definitions(
+        &self,
+        filter: &TaskDefinitionFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>>;
+    /// Family names ordered by name that have at least one revision in `status`
+    /// (any status when `None`); `after` is a family name.
+    fn families(
+        &self,
+        prefix: Option<&str>,
+        status: Option<TaskDefinitionStatus>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>>;
+    /// Reserves and returns the next revision number of a family (1 for a new
+    /// family). Numbers are never reused, even after a revision is deleted.
+    fn next_revision(&self, family: &str) -> Result<i32>;
+    fn put_task_definition(&self, td: &TaskDefinition, expect: Expect) -> Result<i64>;
+    fn delete_task_definition(&self, family: &str, revision: i32, version: i64) -> Result<()>;
+
+    // ---- tasks (keyed by ARN) ----
+    fn task(&self, arn: &str) -> Result<Option<Versioned<Task>>>;
+    /// Tasks ordered by ARN; `after` is an ARN.
+    fn tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Versioned<Task>>>;
+    /// How many tasks of a cluster are in each `lastStatus`: `(lastStatus, count)`.
+    fn task_counts(&self, cluster_arn: &str) -> Result<Vec<(String, i64)>>;
+    fn put_task(&self, task: &Task, expect: Expect) -> Result<i64>;
+
+    // ---- container instances (keyed by ARN) ----
+    fn container_instance(&self, arn: &str) -> Result<Option<Versioned<ContainerInstance>>>;
+    /// Container instances of a cluster ordered by ARN, optionally only one `status`.
+    fn container_instances(
+        &self,
+        cluster_arn: &str,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ContainerInstance>>>;
+    fn put_container_instance(
+        &self,
+        cluster_arn: &str,
+        ci: &ContainerInstance,
+        expect: Expect,
+    ) -> Result<i64>;
+    fn delete_container_instance(&self, arn: &str, version: i64) -> Result<()>;
+
+    // ---- attributes (keyed by cluster, target id, name) ----
+    /// Inserts or replaces an attribute (ECS PutAttributes semantics).
+    fn put_attribute(&self, cluster_arn: &str, attribute: &Attribute) -> Result<()>;
+    /// Removes an attribute; returns whether it existed.
+    fn delete_attribute(&self, cluster_arn: &str, target_id: &str, name: &str) -> Result<bool>;
+    /// Attributes ordered by (target id, name); `after` is the opaque key from a previous page's `next`.
+    fn attributes(
+        &self,
+        filter: &AttributeFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Attribute>>;
+    /// How many attributes a target has.
+    fn attribute_count(&self, cluster_arn: &str, target_id: &str) -> Result<i64>;
+
+    // ---- account settings (keyed by principal ARN, name) ----
+    /// Account defaults are stored under the principal `"default"`.
+    fn put_setting(&self, setting: &Setting) -> Result<()>;
+    fn delete_setting(&self, principal_arn: &str, name: &str) -> Result<bool>;
+    /// Settings of one principal ordered by name.
+    fn settings(&self, principal_arn: &str) -> Result<Vec<Setting>>;
+
+    // ---- idempotency ----
+    fn client_token(&self, cluster_arn: &str, token: &str) -> Result<Option<ClientToken>>;
+    fn put_client_token(&self, cluster_arn: &str, token: &str, value: &ClientToken) -> Result<()>;
+
+    // ---- small key/value state (server identity, counters) ----
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+    fn put_meta(&self, key: &str, value: &str) -> Result<()>;
+}
+
+/// The backends, chosen by configuration.
+pub enum Backend {
+    Sqlite(SqliteStore),
+}
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss (SQLite `synchronous=FULL`).
+    #[default]
+    Full,
+    /// Survives a crash of the process, not of the machine (`synchronous=NORMAL`).
+    Process,
+}
+
+/// berth's store: a backend behind one interface.
+pub struct Store {
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating and migrating when needed) the SQLite store at `path`.
+    pub fn open_sqlite(path: &Path, durability: Durability) -> Result<Self> {
+        Ok(Self {
+            backend: Backend::Sqlite(SqliteStore::open(path, durability)?),
+        })
+    }
+
+    /// An in-memory SQLite store, for tests and simulation.
+    pub fn in_memory() -> Result<Self> {
+        Ok(Self {
+            backend: Backend::Sqlite(SqliteStore::in_memory()?),
+        })
+    }
+
+    /// Runs `f` over a consistent snapshot.
+    pub fn read<R, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        match &self.backend {
+            Backend::Sqlite(s) => s.read(f),
+        }
+    }
+
+    /// Runs `f` in one write transaction, committed durably only when `f`
+    /// returns `Ok`; on `Err` nothing of it is kept.
+    pub fn write<R, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        match &self.backend {
+            Backend::Sqlite(s) => s.write(f),
+        }
+    }
+}
+
+/// Store failures as the API reports them: a lost compare-and-swap is a
+/// `ServerException` the SDKs retry; anything else is berth's fault too.
+impl From<StoreError> for berth_model::EcsError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { key } => berth_model::EcsError::server(format!(
+                "{key} was changed by another request at the same time; retry the request."
+            )),
+            StoreError::Corrupt { .. } | StoreError::Backend(_) => {
+                berth_model::EcsError::server(format!("The request could not be stored: {e}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,1248 @@
+//! The SQLite backend: one file per data dir, for a single server.
+//!
+//! Writes go through one connection behind a mutex and run as `BEGIN
+//! IMMEDIATE` transactions, so SQLite's single-writer rule shows up as a
+//! queue on the mutex rather than as `SQLITE_BUSY` half-way through a request.
+//! Reads take a connection of their own from a small pool of read-only
+//! connections: in WAL mode each sees the snapshot of its first read and never
+//! waits for the writer. An in-memory database has no WAL and no second
+//! connection can see it, so there reads share the writer's connection.
+//!
+//! The filter and sort columns are written from the document on every put and
+//! never on their own, so a row's columns always describe its document.
+//! Statements are cached per connection (`prepare_cached`): the hot paths
+//! (RunTask, DescribeTasks) then only bind and step.
+
+mod schema;
+
+use crate::{
+    AttributeFilter, ClientToken, Durability, Expect, Page, Result, StoreError,
+    TaskDefinitionFilter, TaskFilter, Tx, Versioned,
+};
+use berth_model::ecs::{
+    Attribute, CapacityProvider, Cluster, ContainerInstance, Setting, SettingName, SettingType,
+    TargetType, Task, TaskDefinition, TaskDefinitionStatus,
+};
+use rusqlite::types::ValueRef;
+use rusqlite::{
+    CachedStatement, Connection, ErrorCode, OpenFlags, Row, ToSql, Transaction, TransactionBehavior,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// How long a statement waits for another process holding the database lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements kept per connection: the fixed ones plus the variants
+/// of the filtered listings.
+const STATEMENT_CACHE: usize = 128;
+/// Idle read connections kept open for the next read.
+const IDLE_READERS: usize = 4;
+
+/// berth's state in one SQLite database.
+///
+/// A closure must not call `write` of the same store (nor, in memory, `read`):
+/// it would wait for its own transaction.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    /// `None` for an in-memory database: reads use the writer connection.
+    readers: Option<Readers>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Readers go first so the writer is the last connection and, closing,
+        // checkpoints the WAL into the database file and removes it.
+        if let Some(readers) = &self.readers {
+            lock(&readers.idle).clear();
+        }
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Refreshes the planner's statistics where they are stale; cheap, and
+        // best effort: a failure here loses nothing.
+        if let Err(e) = writer.execute_batch("PRAGMA optimize") {
+            tracing::debug!(error = %e, "PRAGMA optimize on close failed");
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.readers.as_ref().map(|r| &r.path))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it when missing, and brings
+    /// its schema up to date. A database from a newer berth is refused.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self> {
+        let what = path.display().to_string();
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {what}: {e}")))?;
+        conn.busy_timeout(BUSY_TIMEOUT).db()?;
+        schema::check_not_newer(&conn, schema::MIGRATIONS.len(), &what)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .db()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "{what}: cannot switch to WAL mode (journal mode is {mode})"
+            )));
+        }
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous).db()?;
+        conn.pragma_update(None, "foreign_keys", "ON").db()?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        schema::migrate(&conn, schema::MIGRATIONS, &what)?;
+        // SQLite's own absolute name of the file, so readers open the same one
+        // whatever the working directory becomes.
+        let path = match conn.path() {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => path.to_path_buf(),
+        };
+        Ok(Self {
+            writer: Mutex::new(conn),
+            readers: Some(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// A private in-memory database, gone when the store is dropped.
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().db()?;
+        conn.pragma_update(None, "foreign_keys", "ON").db()?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        schema::migrate(&conn, schema::MIGRATIONS, "the in-memory database")?;
+        Ok(Self {
+            writer: Mutex::new(conn),
+            readers: None,
+        })
+    }
+
+    /// Runs `f` over a consistent snapshot. Its writes fail.
+    pub fn read<R, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        match &self.readers {
+            Some(readers) => readers.with(|conn| run(conn, false, f))?,
+            None => run(&lock(&self.writer), false, f),
+        }
+    }
+
+    /// Runs `f` in one write transaction, committed only when it returns `Ok`.
+    pub fn write<R, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        run(&lock(&self.writer), true, f)
+    }
+}
+
+/// A mutex whose holder panicked is still usable: the panicking transaction was
+/// rolled back when it unwound, so the connection is consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `f` in a transaction on `conn`: committed when writable and `f` succeeds,
+/// rolled back otherwise (including when `f` panics).
+fn run<R, E>(
+    conn: &Connection,
+    writable: bool,
+    f: impl FnOnce(&dyn Tx) -> Result<R, E>,
+) -> Result<R, E>
+where
+    E: From<StoreError>,
+{
+    if !conn.is_autocommit() {
+        // Only reachable if a previous rollback itself failed.
+        conn.execute_batch("ROLLBACK").db()?;
+    }
+    let behavior = if writable {
+        TransactionBehavior::Immediate
+    } else {
+        TransactionBehavior::Deferred
+    };
+    let t = Transaction::new_unchecked(conn, behavior).db()?;
+    let tx = SqliteTx { conn: &t, writable };
+    let out = f(&tx)?;
+    if writable {
+        t.commit().db()?;
+    }
+    Ok(out)
+}
+
+/// Read-only connections to a database file, opened on demand.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn with<R>(&self, f: impl FnOnce(&Connection) -> R) -> Result<R> {
+        let idle = lock(&self.idle).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let out = f(&conn);
+        // A connection whose closure panicked never comes back here: it is
+        // dropped during the unwind.
+        if conn.is_autocommit() {
+            let mut idle = lock(&self.idle);
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+        Ok(out)
+    }
+
+    fn open(&self) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot open {} for reading: {e}",
+                self.path.display()
+            ))
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT).db()?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+}
+
+/// rusqlite results as the store's.
+trait DbResult<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T> DbResult<T> for rusqlite::Result<T> {
+    fn db(self) -> Result<T> {
+        self.map_err(|e| StoreError::Backend(e.to_string()))
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == ErrorCode::ConstraintViolation
+            && (f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY))
+}
+
+fn conflict(what: &str, key: &str) -> StoreError {
+    StoreError::Conflict {
+        key: format!("{what} {key}"),
+    }
+}
+
+fn corrupt(what: &str, key: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: format!("{what} {key}"),
+        reason: reason.to_string(),
+    }
+}
+
+/// A document without a field that keys or indexes it cannot be stored.
+fn required<'a>(value: Option<&'a str>, what: &str, field: &str) -> Result<&'a str> {
+    value.ok_or_else(|| StoreError::Backend(format!("cannot store a {what} without {field}")))
+}
+
+fn to_doc<T: Serialize>(value: &T, what: &str, key: &str) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Backend(format!("cannot serialise {what} {key}: {e}")))
+}
+
+/// The document in column `idx` of `row`.
+fn doc<T: DeserializeOwned>(row: &Row<'_>, idx: usize, what: &str, key: &str) -> Result<T> {
+    match row.get_ref(idx).db()? {
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            serde_json::from_slice(bytes).map_err(|e| corrupt(what, key, e))
+        }
+        other => Err(corrupt(
+            what,
+            key,
+            format!("document is {:?}, not text", other.data_type()),
+        )),
+    }
+}
+
+fn limit_param(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A page from the rows of a listing query: `next` when it came back full.
+fn page<T>(items: Vec<T>, last_key: Option<String>, limit: usize) -> Page<T> {
+    let next = if limit > 0 && items.len() == limit {
+        last_key
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+/// The family of a task definition ARN (`…:task-definition/FAMILY:REV`), or of a
+/// bare `FAMILY:REV` / `FAMILY`.
+fn family_of(task_definition_arn: &str) -> &str {
+    let rest = match task_definition_arn.rfind("task-definition/") {
+        Some(i) => &task_definition_arn[i + "task-definition/".len()..],
+        None => task_definition_arn,
+    };
+    split_revision(rest).map_or(rest, |(family, _)| family)
+}
+
+/// `FAMILY:REV` → (`FAMILY`, REV).
+fn split_revision(s: &str) -> Option<(&str, i64)> {
+    let (family, rev) = s.rsplit_once(':')?;
+    Some((family, rev.parse().ok()?))
+}
+
+/// Splits an attribute paging key made by [`attribute_key`].
+fn split_attribute_key(key: &str) -> (&str, &str) {
+    key.split_once('\u{0}').unwrap_or((key, ""))
+}
+
+fn attribute_key(target_id: &str, name: &str) -> String {
+    format!("{target_id}\u{0}{name}")
+}
+
+/// Appends ` AND {column} = ?N` for a filter that is set.
+fn filter_eq<'p>(
+    sql: &mut String,
+    params: &mut Vec<&'p dyn ToSql>,
+    column: &str,
+    value: &'p Option<String>,
+) {
+    if let Some(v) = value {
+        params.push(v);
+        sql.push_str(&format!(" AND {column} = ?{}", params.len()));
+    }
+}
+
+/// A transaction on one connection.
+struct SqliteTx<'c> {
+    conn: &'c Connection,
+    writable: bool,
+}
+
+const CLUSTER: &str = "cluster";
+const CAPACITY_PROVIDER: &str = "capacity provider";
+const TASK_DEFINITION: &str = "task definition";
+const TASK: &str = "task";
+const CONTAINER_INSTANCE: &str = "container instance";
+const ATTRIBUTE: &str = "attribute";
+const SETTING: &str = "setting";
+const CLIENT_TOKEN: &str = "client token";
+
+impl<'c> SqliteTx<'c> {
+    fn stmt(&self, sql: &str) -> Result<CachedStatement<'c>> {
+        self.conn.prepare_cached(sql).db()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(
+                "a read transaction cannot write".into(),
+            ))
+        }
+    }
+
+    /// One `(version, doc)` row.
+    fn get<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        key: &str,
+        sql: &str,
+        params: &[&dyn ToSql],
+    ) -> Result<Option<Versioned<T>>> {
+        let mut stmt = self.stmt(sql)?;
+        let mut rows = stmt.query(params).db()?;
+        match rows.next().db()? {
+            None => Ok(None),
+            Some(row) => Ok(Some(Versioned {
+                version: row.get(0).db()?,
+                value: doc(row, 1, what, key)?,
+            })),
+        }
+    }
+
+    /// Rows of a listing, each made an item and its paging key by `item`.
+    fn list<T>(
+        &self,
+        sql: &str,
+        params: &[&dyn ToSql],
+        limit: usize,
+        mut item: impl FnMut(&Row<'_>) -> Result<(String, T)>,
+    ) -> Result<Page<T>> {
+        let mut stmt = self.stmt(sql)?;
+        let mut rows = stmt.query(params).db()?;
+        let mut items = Vec::new();
+        let mut last = None;
+        while let Some(row) = rows.next().db()? {
+            let (key, value) = item(row)?;
+            items.push(value);
+            last = Some(key);
+        }
+        Ok(page(items, last, limit))
+    }
+
+    /// Compare-and-swap write of a document row. `params` are the values of
+    /// `?1..?N` of both statements; `update` also takes the new version as
+    /// `?N+1` and the expected one as `?N+2`.
+    fn put(
+        &self,
+        what: &str,
+        key: &str,
+        expect: Expect,
+        insert: &str,
+        update: &str,
+        params: &[&dyn ToSql],
+    ) -> Result<i64> {
+        self.check_writable()?;
+        let mapped = |e: rusqlite::Error| {
+            if is_unique_violation(&e) {
+                conflict(what, key)
+            } else {
+                StoreError::Backend(e.to_string())
+            }
+        };
+        match expect {
+            Expect::Absent => {
+                self.insert(what, key, insert, params)?;
+                Ok(1)
+            }
+            Expect::Version(expected) => {
+                let next = expected.checked_add(1).ok_or_else(|| conflict(what, key))?;
+                let mut all = params.to_vec();
+                all.push(&next);
+                all.push(&expected);
+                match self.stmt(update)?.execute(&*all).map_err(mapped)? {
+                    0 => Err(conflict(what, key)),
+                    _ => Ok(next),
+                }
+            }
+        }
+    }
+
+    /// Inserts a row; one already there under the same key is a `Conflict`.
+    fn insert(&self, what: &str, key: &str, sql: &str, params: &[&dyn ToSql]) -> Result<()> {
+        self.check_writable()?;
+        match self.stmt(sql)?.execute(params) {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(conflict(what, key)),
+            Err(e) => Err(StoreError::Backend(e.to_string())),
+        }
+    }
+
+    /// Deletes a document row at exactly `version`.
+    fn delete(&self, what: &str, key: &str, sql: &str, params: &[&dyn ToSql]) -> Result<()> {
+        self.check_writable()?;
+        match self.stmt(sql)?.execute(params).db()? {
+            0 => Err(conflict(what, key)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Executes a statement, returning how many rows it changed.
+    fn exec(&self, sql: &str, params: &[&dyn ToSql]) -> Result<usize> {
+        self.check_writable()?;
+        self.stmt(sql)?.execute(params).db()
+    }
+
+    /// Where a task definition listing resumes after `arn`: the row's
+    /// (family, revision), or what the ARN says when the row is gone.
+    fn task_definition_position(&self, arn: &str, descending: bool) -> Result<(String, i64)> {
+        let mut stmt = self.stmt("SELECT family, revision FROM task_definitions WHERE arn = ?1")?;
+        let mut rows = stmt.query([arn]).db()?;
+        if let Some(row) = rows.next().db()? {
+            return Ok((row.get(0).db()?, row.get(1).db()?));
+        }
+        let rest = match arn.rfind("task-definition/") {
+            Some(i) => &arn[i + "task-definition/".len()..],
+            None => arn,
+        };
+        Ok(match split_revision(rest) {
+            Some((family, revision)) => (family.to_owned(), revision),
+            // A bare family: resume after all of its revisions.
+            None if descending => (rest.to_owned(), i64::MIN),
+            None => (rest.to_owned(), i64::MAX),
+        })
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    // ---- clusters ----
+
+    fn cluster(&self, name: &str) -> Result<Option<Versioned<Cluster>>> {
+        self.get(
+            CLUSTER,
+            name,
+            "SELECT version, doc FROM clusters WHERE cluster_name = ?1",
+            &[&name],
+        )
+    }
+
+    fn clusters(&self, after: Option<&str>, limit: usize) -> Result<Page<Cluster>> {
+        let limit_p = limit_param(limit);
+        let item = |row: &Row<'_>| -> Result<(String, Cluster)> {
+            let arn: String = row.get(0).db()?;
+            let value = doc(row, 1, CLUSTER, &arn)?;
+            Ok((arn, value))
+        };
+        match after {
+            Some(after) => self.list(
+                "SELECT arn, doc FROM clusters WHERE arn > ?1 ORDER BY arn LIMIT ?2",
+                &[&after, &limit_p],
+                limit,
+                item,
+            ),
+            None => self.list(
+                "SELECT arn, doc FROM clusters ORDER BY arn LIMIT ?1",
+                &[&limit_p],
+                limit,
+                item,
+            ),
+        }
+    }
+
+    fn put_cluster(&self, cluster: &Cluster, expect: Expect) -> Result<i64> {
+        let name = required(cluster.cluster_name.as_deref(), CLUSTER, "clusterName")?;
+        let arn = required(cluster.cluster_arn.as_deref(), CLUSTER, "clusterArn")?;
+        let doc = to_doc(cluster, CLUSTER, name)?;
+        self.put(
+            CLUSTER,
+            name,
+            expect,
+            "INSERT INTO clusters (cluster_name, arn, status, doc, version) VALUES (?1, ?2, ?3, ?4, 1)",
+            "UPDATE clusters SET arn = ?2, status = ?3, doc = ?4, version = ?5
+             WHERE cluster_name = ?1 AND version = ?6",
+            &[&name, &arn, &cluster.status, &doc],
+        )
+    }
+
+    // ---- capacity providers ----
+
+    fn capacity_provider(&self, name: &str) -> Result<Option<Versioned<CapacityProvider>>> {
+        self.get(
+            CAPACITY_PROVIDER,
+            name,
+            "SELECT version, doc FROM capacity_providers WHERE name = ?1",
+            &[&name],
+        )
+    }
+
+    fn capacity_providers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CapacityProvider>> {
+        let limit_p = limit_param(limit);
+        let item = |row: &Row<'_>| -> Result<(String, CapacityProvider)> {
+            let name: String = row.get(0).db()?;
+            let value = doc(row, 1, CAPACITY_PROVIDER, &name)?;
+            Ok((name, value))
+        };
+        match after {
+            Some(after) => self.list(
+                "SELECT name, doc FROM capacity_providers WHERE name > ?1 ORDER BY name LIMIT ?2",
+                &[&after, &limit_p],
+                limit,
+                item,
+            ),
+            None => self.list(
+                "SELECT name, doc FROM capacity_providers ORDER BY name LIMIT ?1",
+                &[&limit_p],
+                limit,
+                item,
+            ),
+        }
+    }
+
+    fn put_capacity_provider(&self, cp: &CapacityProvider, expect: Expect) -> Result<i64> {
+        let name = required(cp.name.as_deref(), CAPACITY_PROVIDER, "name")?;
+        let status = cp.status.map(|s| s.as_str());
+        let doc = to_doc(cp, CAPACITY_PROVIDER, name)?;
+        self.put(
+            CAPACITY_PROVIDER,
+            name,
+            expect,
+            "INSERT INTO capacity_providers (name, arn, cluster, status, doc, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+            "UPDATE capacity_providers SET arn = ?2, cluster = ?3, status = ?4, doc = ?5, version = ?6
+             WHERE name = ?1 AND version = ?7",
+            &[&name, &cp.capacity_provider_arn, &cp.cluster, &status, &doc],
+        )
+    }
+
+    fn delete_capacity_provider(&self, name: &str, version: i64) -> Result<()> {
+        self.delete(
+            CAPACITY_PROVIDER,
+            name,
+            "DELETE FROM capacity_providers WHERE name = ?1 AND version = ?2",
+            &[&name, &version],
+        )
+    }
+
+    // ---- task definitions ----
+
+    fn task_definition(
+        &self,
+        family: &str,
+        revision: Option<i32>,
+    ) -> Result<Option<Versioned<TaskDefinition>>> {
+        match revision {
+            Some(revision) => self.get(
+                TASK_DEFINITION,
+                &format!("{family}:{revision}"),
+                "SELECT version, doc FROM task_definitions WHERE family = ?1 AND revision = ?2",
+                &[&family, &revision],
+            ),
+            None => self.get(
+                TASK_DEFINITION,
+                family,
+                "SELECT version, doc FROM task_definitions WHERE family = ?1 AND status = 'ACTIVE'
+                 ORDER BY revision DESC LIMIT 1",
+                &[&family],
+            ),
+        }
+    }
+
+    fn task_definitions(
+        &self,
+        filter: &TaskDefinitionFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>> {
+        let prefix = filter.family_prefix.as_deref().unwrap_or("");
+        let status = filter.status.map(|s| s.as_str());
+        let position = after
+            .map(|a| self.task_definition_position(a, filter.descending))
+            .transpose()?;
+        let limit_p = limit_param(limit);
+
+        let mut sql = String::from(
+            "SELECT arn FROM task_definitions WHERE family >= ?1 AND substr(family, 1, length(?1)) = ?1",
+        );
+        let mut params: Vec<&dyn ToSql> = vec![&prefix];
+        if let Some(status) = &status {
+            params.push(status);
+            sql.push_str(&format!(" AND status = ?{}", params.len()));
+        }
+        if let Some((family, revision)) = &position {
+            params.push(family);
+            params.push(revision);
+            let op = if filter.descending { "<" } else { ">" };
+            let n = params.len();
+            sql.push_str(&format!(" AND (family, revision) {op} (?{}, ?{n})", n - 1));
+        }
+        let order = if filter.descending { "DESC" } else { "ASC" };
+        params.push(&limit_p);
+        sql.push_str(&format!(
+            " ORDER BY family {order}, revision {order} LIMIT ?{}",
+            params.len()
+        ));
+
+        self.list(&sql, &params, limit, |row| {
+            let arn: String = row.get(0).db()?;
+            Ok((arn.clone(), arn))
+        })
+    }
+
+    fn families(
+        &self,
+        prefix: Option<&str>,
+        status: Option<TaskDefinitionStatus>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>> {
+        let prefix = prefix.unwrap_or("");
+        let status = status.map(|s| s.as_str());
+        let limit_p = limit_param(limit);
+
+        let mut sql = String::from(
+            "SELECT DISTINCT family FROM task_definitions
+             WHERE family >= ?1 AND substr(family, 1, length(?1)) = ?1",
+        );
+        let mut params: Vec<&dyn ToSql> = vec![&prefix];
+        if let Some(status) = &status {
+            params.push(status);
+            sql.push_str(&format!(" AND status = ?{}", params.len()));
+        }
+        if let Some(after) = &after {
+            params.push(after);
+            sql.push_str(&format!(" AND family > ?{}", params.len()));
+        }
+        params.push(&limit_p);
+        sql.push_str(&format!(" ORDER BY family LIMIT ?{}", params.len()));
+
+        self.list(&sql, &params, limit, |row| {
+            let family: String = row.get(0).db()?;
+            Ok((family.clone(), family))
+        })
+    }
+
+    fn next_revision(&self, family: &str) -> Result<i32> {
+        self.check_writable()?;
+        let revision: i64 = self
+            .stmt(
+                "INSERT INTO families (family, last_revision) VALUES (?1, 1)
+                 ON CONFLICT (family) DO UPDATE SET last_revision = last_revision + 1
+                 RETURNING last_revision",
+            )?
+            .query_row([family], |r| r.get(0))
+            .db()?;
+        i32::try_from(revision).map_err(|_| {
+            StoreError::Backend(format!(
+                "task definition family {family} has run out of revisions"
+            ))
+        })
+    }
+
+    fn put_task_definition(&self, td: &TaskDefinition, expect: Expect) -> Result<i64> {
+        let family = required(td.family.as_deref(), TASK_DEFINITION, "family")?;
+        let arn = required(
+            td.task_definition_arn.as_deref(),
+            TASK_DEFINITION,
+            "taskDefinitionArn",
+        )?;
+        let key = format!("{family}:{}", td.revision);
+        let status = td.status.map(|s| s.as_str());
+        let doc = to_doc(td, TASK_DEFINITION, &key)?;
+        let version = self.put(
+            TASK_DEFINITION,
+            &key,
+            expect,
+            "INSERT INTO task_definitions (family, revision, arn, status, doc, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+            "UPDATE task_definitions SET arn = ?3, status = ?4, doc = ?5, version = ?6
+             WHERE family = ?1 AND revision = ?2 AND version = ?7",
+            &[&family, &td.revision, &arn, &status, &doc],
+        )?;
+        if expect == Expect::Absent {
+            // A revision stored without next_revision still reserves its number.
+            self.exec(
+                "INSERT INTO families (family, last_revision) VALUES (?1, ?2)
+                 ON CONFLICT (family) DO UPDATE SET last_revision = max(last_revision, excluded.last_revision)",
+                &[&family, &td.revision],
+            )?;
+        }
+        Ok(version)
+    }
+
+    fn delete_task_definition(&self, family: &str, revision: i32, version: i64) -> Result<()> {
+        self.delete(
+            TASK_DEFINITION,
+            &format!("{family}:{revision}"),
+            "DELETE FROM task_definitions WHERE family = ?1 AND revision = ?2 AND version = ?3",
+            &[&family, &revision, &version],
+        )
+    }
+
+    // ---- tasks ----
+
+    fn task(&self, arn: &str) -> Result<Option<Versioned<Task>>> {
+        self.get(
+            TASK,
+            arn,
+            "SELECT version, doc FROM tasks WHERE arn = ?1",
+            &[&arn],
+        )
+    }
+
+    fn tasks(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Versioned<Task>>> {
+        let limit_p = limit_param(limit);
+        let mut sql = String::from("SELECT arn, version, doc FROM tasks WHERE cluster_arn = ?1");
+        let mut params: Vec<&dyn ToSql> = vec![&filter.cluster_arn];
+        filter_eq(&mut sql, &mut params, "family", &filter.family);
+        filter_eq(&mut sql, &mut params, "started_by", &filter.started_by);
+        filter_eq(&mut sql, &mut params, "grp", &filter.group);
+        filter_eq(
+            &mut sql,
+            &mut params,
+            "container_instance_arn",
+            &filter.container_instance_arn,
+        );
+        filter_eq(
+            &mut sql,
+            &mut params,
+            "desired_status",
+            &filter.desired_status,
+        );
+        filter_eq(&mut sql, &mut params, "last_status", &filter.last_status);
+        if let Some(after) = &after {
+            params.push(after);
+            sql.push_str(&format!(" AND arn > ?{}", params.len()));
+        }
+        params.push(&limit_p);
+        sql.push_str(&format!(" ORDER BY arn LIMIT ?{}", params.len()));
+
+        self.list(&sql, &params, limit, |row| {
+            let arn: String = row.get(0).db()?;
+            let value = Versioned {
+                version: row.get(1).db()?,
+                value: doc(row, 2, TASK, &arn)?,
+            };
+            Ok((arn, value))
+        })
+    }
+
+    fn task_counts(&self, cluster_arn: &str) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self.stmt(
+            "SELECT last_status, count(*) FROM tasks
+             WHERE cluster_arn = ?1 AND last_status IS NOT NULL
+             GROUP BY last_status ORDER BY last_status",
+        )?;
+        let rows = stmt
+            .query_map([cluster_arn], |r| Ok((r.get(0)?, r.get(1)?)))
+            .db()?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().db()
+    }
+
+    fn put_task(&self, task: &Task, expect: Expect) -> Result<i64> {
+        let arn = required(task.task_arn.as_deref(), TASK, "taskArn")?;
+        let cluster_arn = required(task.cluster_arn.as_deref(), TASK, "clusterArn")?;
+        let family = task.task_definition_arn.as_deref().map(family_of);
+        let doc = to_doc(task, TASK, arn)?;
+        self.put(
+            TASK,
+            arn,
+            expect,
+            "INSERT INTO tasks (arn, cluster_arn, family, started_by, grp, container_instance_arn,
+                                desired_status, last_status, doc, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
+            "UPDATE tasks SET cluster_arn = ?2, family = ?3, started_by = ?4, grp = ?5,
+                              container_instance_arn = ?6, desired_status = ?7, last_status = ?8,
+                              doc = ?9, version = ?10
+             WHERE arn = ?1 AND version = ?11",
+            &[
+                &arn,
+                &cluster_arn,
+                &family,
+                &task.started_by,
+                &task.group,
+                &task.container_instance_arn,
+                &task.desired_status,
+                &task.last_status,
+                &doc,
+            ],
+        )
+    }
+
+    // ---- container instances ----
+
+    fn container_instance(&self, arn: &str) -> Result<Option<Versioned<ContainerInstance>>> {
+        self.get(
+            CONTAINER_INSTANCE,
+            arn,
+            "SELECT version, doc FROM container_instances WHERE arn = ?1",
+            &[&arn],
+        )
+    }
+
+    fn container_instances(
+        &self,
+        cluster_arn: &str,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ContainerInstance>>> {
+        let limit_p = limit_param(limit);
+        let mut sql = String::from(
+            "SELECT arn, version, doc FROM container_instances WHERE cluster_arn = ?1",
+        );
+        let mut params: Vec<&dyn ToSql> = vec![&cluster_arn];
+        if let Some(status) = &status {
+            params.push(status);
+            sql.push_str(&format!(" AND status = ?{}", params.len()));
+        }
+        if let Some(after) = &after {
+            params.push(after);
+            sql.push_str(&format!(" AND arn > ?{}", params.len()));
+        }
+        params.push(&limit_p);
+        sql.push_str(&format!(" ORDER BY arn LIMIT ?{}", params.len()));
+
+        self.list(&sql, &params, limit, |row| {
+            let arn: String = row.get(0).db()?;
+            let value = Versioned {
+                version: row.get(1).db()?,
+                value: doc(row, 2, CONTAINER_INSTANCE, &arn)?,
+            };
+            Ok((arn, value))
+        })
+    }
+
+    fn put_container_instance(
+        &self,
+        cluster_arn: &str,
+        ci: &ContainerInstance,
+        expect: Expect,
+    ) -> Result<i64> {
+        let arn = required(
+            ci.container_instance_arn.as_deref(),
+            CONTAINER_INSTANCE,
+            "containerInstanceArn",
+        )?;
+        let doc = to_doc(ci, CONTAINER_INSTANCE, arn)?;
+        self.put(
+            CONTAINER_INSTANCE,
+            arn,
+            expect,
+            "INSERT INTO container_instances (arn, cluster_arn, status, ec2_instance_id, doc, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+            "UPDATE container_instances SET cluster_arn = ?2, status = ?3, ec2_instance_id = ?4,
+                                            doc = ?5, version = ?6
+             WHERE arn = ?1 AND version = ?7",
+            &[&arn, &cluster_arn, &ci.status, &ci.ec2_instance_id, &doc],
+        )
+    }
+
+    fn delete_container_instance(&self, arn: &str, version: i64) -> Result<()> {
+        self.delete(
+            CONTAINER_INSTANCE,
+            arn,
+            "DELETE FROM container_instances WHERE arn = ?1 AND version = ?2",
+            &[&arn, &version],
+        )
+    }
+
+    // ---- attributes ----
+
+    fn put_attribute(&self, cluster_arn: &str, attribute: &Attribute) -> Result<()> {
+        let name = required(attribute.name.as_deref(), ATTRIBUTE, "name")?;
+        // An attribute without a target is stored under the empty target id.
+        let target_id = attribute.target_id.as_deref().unwrap_or("");
+        let target_type = attribute.target_type.map(|t| t.as_str());
+        self.exec(
+            "INSERT INTO attributes (cluster_arn, target_id, name, target_type, value)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (cluster_arn, target_id, name)
+             DO UPDATE SET target_type = excluded.target_type, value = excluded.value",
+            &[
+                &cluster_arn,
+                &target_id,
+                &name,
+                &target_type,
+                &attribute.value,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_attribute(&self, cluster_arn: &str, target_id: &str, name: &str) -> Result<bool> {
+        let n = self.exec(
+            "DELETE FROM attributes WHERE cluster_arn = ?1 AND target_id = ?2 AND name = ?3",
+            &[&cluster_arn, &target_id, &name],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn attributes(
+        &self,
+        filter: &AttributeFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Attribute>> {
+        let limit_p = limit_param(limit);
+        let after = after.map(split_attribute_key);
+        let mut sql = String::from(
+            "SELECT target_id, name, target_type, value FROM attributes WHERE cluster_arn = ?1",
+        );
+        let mut params: Vec<&dyn ToSql> = vec![&filter.cluster_arn];
+        filter_eq(&mut sql, &mut params, "target_type", &filter.target_type);
+        filter_eq(&mut sql, &mut params, "name", &filter.name);
+        filter_eq(&mut sql, &mut params, "value", &filter.value);
+        if let Some((target_id, name)) = &after {
+            params.push(target_id);
+            params.push(name);
+            let n = params.len();
+            sql.push_str(&format!(" AND (target_id, name) > (?{}, ?{n})", n - 1));
+        }
+        params.push(&limit_p);
+        sql.push_str(&format!(
+            " ORDER BY target_id, name LIMIT ?{}",
+            params.len()
+        ));
+
+        self.list(&sql, &params, limit, |row| {
+            let target_id: String = row.get(0).db()?;
+            let name: String = row.get(1).db()?;
+            let key = attribute_key(&target_id, &name);
+            let target_type = match row.get::<_, Option<String>>(2).db()? {
+                None => None,
+                Some(t) => Some(TargetType::parse(&t).ok_or_else(|| {
+                    corrupt(ATTRIBUTE, &key, format!("unknown target type {t:?}"))
+                })?),
+            };
+            let attribute = Attribute {
+                name: Some(name),
+                value: row.get(3).db()?,
+                target_type,
+                target_id: (!target_id.is_empty()).then_some(target_id),
+            };
+            Ok((key, attribute))
+        })
+    }
+
+    fn attribute_count(&self, cluster_arn: &str, target_id: &str) -> Result<i64> {
+        self.stmt("SELECT count(*) FROM attributes WHERE cluster_arn = ?1 AND target_id = ?2")?
+            .query_row([cluster_arn, target_id], |r| r.get(0))
+            .db()
+    }
+
+    // ---- account settings ----
+
+    fn put_setting(&self, setting: &Setting) -> Result<()> {
+        let name = setting
+            .name
+            .map(|n| n.as_str())
+            .ok_or_else(|| StoreError::Backend("cannot store a setting without name".into()))?;
+        let principal = setting.principal_arn.as_deref().unwrap_or("default");
+        let r#type = setting.r#type.map(|t| t.as_str());
+        self.exec(
+            "INSERT INTO settings (principal_arn, name, value, type) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (principal_arn, name) DO UPDATE SET value = excluded.value, type = excluded.type",
+            &[&principal, &name, &setting.value, &r#type],
+        )?;
+        Ok(())
+    }
+
+    fn delete_setting(&self, principal_arn: &str, name: &str) -> Result<bool> {
+        let n = self.exec(
+            "DELETE FROM settings WHERE principal_arn = ?1 AND name = ?2",
+            &[&principal_arn, &name],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn settings(&self, principal_arn: &str) -> Result<Vec<Setting>> {
+        let mut stmt = self.stmt(
+            "SELECT name, value, type FROM settings WHERE principal_arn = ?1 ORDER BY name",
+        )?;
+        let mut rows = stmt.query([principal_arn]).db()?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().db()? {
+            let name: String = row.get(0).db()?;
+            let key = format!("{principal_arn} {name}");
+            let parsed = SettingName::parse(&name)
+                .ok_or_else(|| corrupt(SETTING, &key, format!("unknown setting name {name:?}")))?;
+            let r#type = match row.get::<_, Option<String>>(2).db()? {
+                None => None,
+                Some(t) => Some(SettingType::parse(&t).ok_or_else(|| {
+                    corrupt(SETTING, &key, format!("unknown setting type {t:?}"))
+                })?),
+            };
+            out.push(Setting {
+                name: Some(parsed),
+                value: row.get(1).db()?,
+                principal_arn: Some(principal_arn.to_owned()),
+                r#type,
+            });
+        }
+        Ok(out)
+    }
+
+    // ---- idempotency ----
+
+    fn client_token(&self, cluster_arn: &str, token: &str) -> Result<Option<ClientToken>> {
+        let mut stmt = self.stmt(
+            "SELECT request_digest, task_arns FROM client_tokens WHERE cluster_arn = ?1 AND token = ?2",
+        )?;
+        let mut rows = stmt.query([cluster_arn, token]).db()?;
+        let Some(row) = rows.next().db()? else {
+            return Ok(None);
+        };
+        let key = format!("{cluster_arn} {token}");
+        Ok(Some(ClientToken {
+            request_digest: row.get(0).db()?,
+            task_arns: doc(row, 1, CLIENT_TOKEN, &key)?,
+        }))
+    }
+
+    /// Records a token the first time; a second record of the same token is a `Conflict`.
+    fn put_client_token(&self, cluster_arn: &str, token: &str, value: &ClientToken) -> Result<()> {
+        let key = format!("{cluster_arn} {token}");
+        let arns = to_doc(&value.task_arns, CLIENT_TOKEN, &key)?;
+        self.insert(
+            CLIENT_TOKEN,
+            &key,
+            "INSERT INTO client_tokens (cluster_arn, token, request_digest, task_arns) VALUES (?1, ?2, ?3, ?4)",
+            &[&cluster_arn, &token, &value.request_digest, &arns],
+        )
+    }
+
+    // ---- meta ----
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        let mut stmt = self.stmt("SELECT value FROM meta WHERE key = ?1")?;
+        let mut rows = stmt.query([key]).db()?;
+        match rows.next().db()? {
+            Some(row) => Ok(Some(row.get(0).db()?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.exec(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pragma(store: &SqliteStore, name: &str) -> String {
+        let conn = lock(&store.writer);
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| {
+            r.get::<_, rusqlite::types::Value>(0)
+        })
+        .map(|v| match v {
+            rusqlite::types::Value::Integer(i) => i.to_string(),
+            rusqlite::types::Value::Text(s) => s,
+            other => format!("{other:?}"),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn pragmas_follow_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = SqliteStore::open(&dir.path().join("full.db"), Durability::Full).unwrap();
+        assert_eq!(pragma(&full, "journal_mode"), "wal");
+        assert_eq!(pragma(&full, "synchronous"), "2");
+        assert_eq!(pragma(&full, "foreign_keys"), "1");
+        assert_eq!(pragma(&full, "busy_timeout"), "5000");
+        let process =
+            SqliteStore::open(&dir.path().join("process.db"), Durability::Process).unwrap();
+        assert_eq!(pragma(&process, "synchronous"), "1");
+    }
+
+    #[test]
+    fn migrations_apply_only_the_missing_ones() {
+        let conn = Connection::open_in_memory().unwrap();
+        let first = [MIGRATION_TEST_1];
+        schema::migrate(&conn, &first, "test").unwrap();
+        assert_eq!(schema::version(&conn).unwrap(), 1);
+        conn.execute("INSERT INTO t1 (x) VALUES (1)", []).unwrap();
+
+        // A newer berth adds a migration: only it runs, and the data stays.
+        let both = [MIGRATION_TEST_1, MIGRATION_TEST_2];
+        schema::migrate(&conn, &both, "test").unwrap();
+        schema::migrate(&conn, &both, "test").unwrap();
+        assert_eq!(schema::version(&conn).unwrap(), 2);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+        let applied: Vec<i64> = conn
+            .prepare("SELECT version FROM schema_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(applied, [1, 2]);
+
+        // The older berth refuses it.
+        let err = schema::migrate(&conn, &first, "test").unwrap_err();
+        assert!(err.to_string().contains("newer berth"), "{err}");
+    }
+
+    #[test]
+    fn failed_migration_leaves_the_previous_version() {
+        let conn = Connection::open_in_memory().unwrap();
+        schema::migrate(&conn, &[MIGRATION_TEST_1], "test").unwrap();
+        let broken = [MIGRATION_TEST_1, "CREATE TABLE t2 (y); THIS IS NOT SQL;"];
+        let err = schema::migrate(&conn, &broken, "test").unwrap_err();
+        assert!(err.to_string().contains("migration 2"), "{err}");
+        assert_eq!(schema::version(&conn).unwrap(), 1);
+        let t2: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 't2'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(t2, 0);
+    }
+
+    const MIGRATION_TEST_1: &str = "
+        CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT '');
+        CREATE TABLE t1 (x INTEGER);";
+    const MIGRATION_TEST_2: &str = "ALTER TABLE t1 ADD COLUMN y TEXT;";
+
+    #[test]
+    fn family_parsing() {
+        assert_eq!(
+            family_of("arn:aws:ecs:us-east-1:1:task-definition/web:3"),
+            "web"
+        );
+        assert_eq!(
+            family_of("arn:aws:ecs:us-east-1:1:task-definition/a:b:12"),
+            "a:b"
+        );
+        assert_eq!(family_of("web:7"), "web");
+        assert_eq!(family_of("web"), "web");
+    }
+
+    #[test]
+    fn read_transactions_cannot_write() {
+        let store = SqliteStore::in_memory().unwrap();
+        let err = store.read(|tx| tx.put_meta("k", "v")).unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)));
+        let err = store.read(|tx| tx.next_revision("f")).unwrap_err();
+        assert!(matches!(err, StoreError::Backend(_)));
+        assert_eq!(store.read(|tx| tx.meta("k")).unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_documents_are_reported_not_panicked_on() {
+        let store = SqliteStore::in_memory().unwrap();
+        {
+            let conn = lock(&store.writer);
+            conn.execute(
+                "INSERT INTO clusters (cluster_name, arn, status, doc, version) VALUES ('c', 'arn:c', NULL, '{not json', 1)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO settings (principal_arn, name, value, type) VALUES ('default', 'noSuchSetting', 'x', NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let err = store.read(|tx| tx.cluster("c")).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { key, .. } if key == "cluster c"),
+            "{err}"
+        );
+        let err = store.read(|tx| tx.clusters(None, 10)).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let err = store.read(|tx| tx.settings("default")).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+}

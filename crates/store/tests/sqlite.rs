@@ -1,0 +1,1656 @@
+//! The SQLite store against real database files.
+
+#![allow(clippy::unwrap_used)]
+
+use berth_model::ecs::{
+    Attribute, CapacityProvider, CapacityProviderStatus, Cluster, ContainerInstance, Setting,
+    SettingName, SettingType, TargetType, Task, TaskDefinition, TaskDefinitionStatus,
+};
+use berth_store::{
+    AttributeFilter, ClientToken, Durability, Expect, Page, SqliteStore, Store, StoreError,
+    TaskDefinitionFilter, TaskFilter, Versioned,
+};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+use tempfile::TempDir;
+
+const ACCOUNT: &str = "arn:aws:ecs:us-east-1:000000000000";
+
+fn file_store() -> (TempDir, PathBuf, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.db");
+    let store = Store::open_sqlite(&path, Durability::Full).unwrap();
+    (dir, path, store)
+}
+
+fn cluster(name: &str) -> Cluster {
+    Cluster {
+        cluster_arn: Some(format!("{ACCOUNT}:cluster/{name}")),
+        cluster_name: Some(name.into()),
+        status: Some("ACTIVE".into()),
+        ..Default::default()
+    }
+}
+
+fn cluster_arn(name: &str) -> String {
+    format!("{ACCOUNT}:cluster/{name}")
+}
+
+fn capacity_provider(name: &str) -> CapacityProvider {
+    CapacityProvider {
+        capacity_provider_arn: Some(format!("{ACCOUNT}:capacity-provider/{name}")),
+        name: Some(name.into()),
+        status: Some(CapacityProviderStatus::Active),
+        ..Default::default()
+    }
+}
+
+fn td_arn(family: &str, revision: i32) -> String {
+    format!("{ACCOUNT}:task-definition/{family}:{revision}")
+}
+
+fn task_definition(family: &str, revision: i32, status: TaskDefinitionStatus) -> TaskDefinition {
+    TaskDefinition {
+        task_definition_arn: Some(td_arn(family, revision)),
+        family: Some(family.into()),
+        revision,
+        status: Some(status),
+        cpu: Some("256".into()),
+        ..Default::default()
+    }
+}
+
+fn task(cluster: &str, id: &str, family: &str) -> Task {
+    Task {
+        task_arn: Some(format!("{ACCOUNT}:task/{cluster}/{id}")),
+        cluster_arn: Some(cluster_arn(cluster)),
+        task_definition_arn: Some(td_arn(family, 1)),
+        desired_status: Some("RUNNING".into()),
+        last_status: Some("PENDING".into()),
+        ..Default::default()
+    }
+}
+
+fn container_instance(cluster: &str, id: &str) -> ContainerInstance {
+    ContainerInstance {
+        container_instance_arn: Some(format!("{ACCOUNT}:container-instance/{cluster}/{id}")),
+        ec2_instance_id: Some(format!("i-{id}")),
+        status: Some("ACTIVE".into()),
+        agent_connected: true,
+        ..Default::default()
+    }
+}
+
+fn attribute(target: &str, name: &str, value: Option<&str>) -> Attribute {
+    Attribute {
+        name: Some(name.into()),
+        value: value.map(Into::into),
+        target_type: Some(TargetType::ContainerInstance),
+        target_id: Some(target.into()),
+    }
+}
+
+/// Walks every page of a listing with `limit`, checking the paging contract,
+/// and returns the items in the order they came.
+fn walk<T: Clone>(limit: usize, mut list: impl FnMut(Option<&str>, usize) -> Page<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = list(after.as_deref(), limit);
+        assert!(page.items.len() <= limit, "page larger than the limit");
+        out.extend(page.items.iter().cloned());
+        match page.next {
+            Some(next) => {
+                assert_eq!(page.items.len(), limit, "next on a page that is not full");
+                assert_ne!(
+                    after.as_deref(),
+                    Some(next.as_str()),
+                    "paging does not advance"
+                );
+                after = Some(next);
+            }
+            None => {
+                assert!(
+                    page.items.len() < limit || limit == 0,
+                    "a full page without next"
+                );
+                return out;
+            }
+        }
+    }
+    panic!("paging never ends");
+}
+
+// ---------------------------------------------------------------- round trips
+
+#[test]
+fn cluster_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let mut c = cluster("default");
+    c.tags = Some(vec![berth_model::ecs::Tag {
+        key: Some("team".into()),
+        value: Some("infra".into()),
+    }]);
+    assert_eq!(
+        store
+            .write(|tx| tx.put_cluster(&c, Expect::Absent))
+            .unwrap(),
+        1
+    );
+
+    let got = store.read(|tx| tx.cluster("default")).unwrap().unwrap();
+    assert_eq!(
+        got,
+        Versioned {
+            version: 1,
+            value: c.clone()
+        }
+    );
+    assert_eq!(store.read(|tx| tx.cluster("missing")).unwrap(), None);
+
+    c.status = Some("INACTIVE".into());
+    c.running_tasks_count = 3;
+    assert_eq!(
+        store
+            .write(|tx| tx.put_cluster(&c, Expect::Version(1)))
+            .unwrap(),
+        2
+    );
+    let got = store.read(|tx| tx.cluster("default")).unwrap().unwrap();
+    assert_eq!(
+        got,
+        Versioned {
+            version: 2,
+            value: c.clone()
+        }
+    );
+    let page = store.read(|tx| tx.clusters(None, 10)).unwrap();
+    assert_eq!(
+        page,
+        Page {
+            items: vec![c],
+            next: None
+        }
+    );
+}
+
+#[test]
+fn capacity_provider_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let mut cp = capacity_provider("spot");
+    cp.cluster = Some("default".into());
+    assert_eq!(
+        store
+            .write(|tx| tx.put_capacity_provider(&cp, Expect::Absent))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.read(|tx| tx.capacity_provider("spot")).unwrap(),
+        Some(Versioned {
+            version: 1,
+            value: cp.clone()
+        })
+    );
+
+    cp.status = Some(CapacityProviderStatus::Inactive);
+    assert_eq!(
+        store
+            .write(|tx| tx.put_capacity_provider(&cp, Expect::Version(1)))
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .read(|tx| tx.capacity_provider("spot"))
+            .unwrap()
+            .unwrap()
+            .value,
+        cp
+    );
+
+    store
+        .write(|tx| tx.delete_capacity_provider("spot", 2))
+        .unwrap();
+    assert_eq!(store.read(|tx| tx.capacity_provider("spot")).unwrap(), None);
+}
+
+#[test]
+fn task_definition_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let td = store
+        .write(|tx| {
+            let revision = tx.next_revision("web")?;
+            let td = task_definition("web", revision, TaskDefinitionStatus::Active);
+            assert_eq!(tx.put_task_definition(&td, Expect::Absent)?, 1);
+            Ok::<_, StoreError>(td)
+        })
+        .unwrap();
+    assert_eq!(td.revision, 1);
+    assert_eq!(
+        store.read(|tx| tx.task_definition("web", Some(1))).unwrap(),
+        Some(Versioned {
+            version: 1,
+            value: td.clone()
+        })
+    );
+    assert_eq!(
+        store
+            .read(|tx| tx.task_definition("web", None))
+            .unwrap()
+            .unwrap()
+            .value,
+        td
+    );
+    assert_eq!(
+        store.read(|tx| tx.task_definition("web", Some(2))).unwrap(),
+        None
+    );
+
+    let mut inactive = td.clone();
+    inactive.status = Some(TaskDefinitionStatus::Inactive);
+    assert_eq!(
+        store
+            .write(|tx| tx.put_task_definition(&inactive, Expect::Version(1)))
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .read(|tx| tx.task_definition("web", Some(1)))
+            .unwrap()
+            .unwrap()
+            .value,
+        inactive
+    );
+    assert_eq!(
+        store.read(|tx| tx.task_definition("web", None)).unwrap(),
+        None
+    );
+
+    store
+        .write(|tx| tx.delete_task_definition("web", 1, 2))
+        .unwrap();
+    assert_eq!(
+        store.read(|tx| tx.task_definition("web", Some(1))).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn task_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let mut t = task("default", "a1", "web");
+    t.group = Some("service:web".into());
+    t.started_by = Some("ecs-svc/1".into());
+    t.cpu = Some("256".into());
+    assert_eq!(
+        store.write(|tx| tx.put_task(&t, Expect::Absent)).unwrap(),
+        1
+    );
+    let arn = t.task_arn.clone().unwrap();
+    assert_eq!(
+        store.read(|tx| tx.task(&arn)).unwrap(),
+        Some(Versioned {
+            version: 1,
+            value: t.clone()
+        })
+    );
+
+    t.last_status = Some("RUNNING".into());
+    t.version = 2;
+    assert_eq!(
+        store
+            .write(|tx| tx.put_task(&t, Expect::Version(1)))
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.read(|tx| tx.task(&arn)).unwrap(),
+        Some(Versioned {
+            version: 2,
+            value: t.clone()
+        })
+    );
+    // The columns follow the document.
+    let running = TaskFilter {
+        cluster_arn: cluster_arn("default"),
+        last_status: Some("RUNNING".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .read(|tx| tx.tasks(&running, None, 10))
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(store.read(|tx| tx.task("nope")).unwrap(), None);
+}
+
+#[test]
+fn container_instance_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let mut ci = container_instance("default", "c1");
+    let arn = ci.container_instance_arn.clone().unwrap();
+    let cl = cluster_arn("default");
+    assert_eq!(
+        store
+            .write(|tx| tx.put_container_instance(&cl, &ci, Expect::Absent))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.read(|tx| tx.container_instance(&arn)).unwrap(),
+        Some(Versioned {
+            version: 1,
+            value: ci.clone()
+        })
+    );
+
+    ci.status = Some("DRAINING".into());
+    assert_eq!(
+        store
+            .write(|tx| tx.put_container_instance(&cl, &ci, Expect::Version(1)))
+            .unwrap(),
+        2
+    );
+    let draining = store
+        .read(|tx| tx.container_instances(&cl, Some("DRAINING"), None, 10))
+        .unwrap();
+    assert_eq!(
+        draining.items,
+        vec![Versioned {
+            version: 2,
+            value: ci.clone()
+        }]
+    );
+    assert!(store
+        .read(|tx| tx.container_instances(&cl, Some("ACTIVE"), None, 10))
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(store
+        .read(|tx| tx.container_instances("other", None, None, 10))
+        .unwrap()
+        .items
+        .is_empty());
+
+    store
+        .write(|tx| tx.delete_container_instance(&arn, 2))
+        .unwrap();
+    assert_eq!(store.read(|tx| tx.container_instance(&arn)).unwrap(), None);
+}
+
+#[test]
+fn attribute_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let cl = cluster_arn("default");
+    let a = attribute("c1", "stack", Some("prod"));
+    let b = attribute("c1", "flag", None);
+    store
+        .write(|tx| {
+            tx.put_attribute(&cl, &a)?;
+            tx.put_attribute(&cl, &b)?;
+            tx.put_attribute(&cluster_arn("other"), &a)
+        })
+        .unwrap();
+    let filter = AttributeFilter {
+        cluster_arn: cl.clone(),
+        ..Default::default()
+    };
+    let all = store.read(|tx| tx.attributes(&filter, None, 10)).unwrap();
+    assert_eq!(all.items, vec![b.clone(), a.clone()]);
+    assert_eq!(store.read(|tx| tx.attribute_count(&cl, "c1")).unwrap(), 2);
+
+    // Put replaces.
+    let a2 = attribute("c1", "stack", Some("dev"));
+    store.write(|tx| tx.put_attribute(&cl, &a2)).unwrap();
+    assert_eq!(
+        store
+            .read(|tx| tx.attributes(&filter, None, 10))
+            .unwrap()
+            .items,
+        vec![b.clone(), a2]
+    );
+    assert_eq!(store.read(|tx| tx.attribute_count(&cl, "c1")).unwrap(), 2);
+
+    assert!(store
+        .write(|tx| tx.delete_attribute(&cl, "c1", "stack"))
+        .unwrap());
+    assert!(!store
+        .write(|tx| tx.delete_attribute(&cl, "c1", "stack"))
+        .unwrap());
+    assert_eq!(store.read(|tx| tx.attribute_count(&cl, "c1")).unwrap(), 1);
+    assert_eq!(
+        store
+            .read(|tx| tx.attribute_count(&cluster_arn("other"), "c1"))
+            .unwrap(),
+        1
+    );
+}
+
+#[test]
+fn attribute_filters() {
+    let (_dir, _path, store) = file_store();
+    let cl = cluster_arn("default");
+    store
+        .write(|tx| {
+            tx.put_attribute(&cl, &attribute("c1", "stack", Some("prod")))?;
+            tx.put_attribute(&cl, &attribute("c2", "stack", Some("dev")))?;
+            tx.put_attribute(&cl, &attribute("c2", "gpu", Some("yes")))
+        })
+        .unwrap();
+    let names = |f: AttributeFilter| -> Vec<(String, String)> {
+        store
+            .read(|tx| tx.attributes(&f, None, 100))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|a| (a.target_id.unwrap(), a.name.unwrap()))
+            .collect()
+    };
+    let base = AttributeFilter {
+        cluster_arn: cl.clone(),
+        ..Default::default()
+    };
+    let pair = |t: &str, n: &str| (t.to_owned(), n.to_owned());
+    assert_eq!(
+        names(AttributeFilter {
+            name: Some("stack".into()),
+            ..base.clone()
+        }),
+        vec![pair("c1", "stack"), pair("c2", "stack")]
+    );
+    assert_eq!(
+        names(AttributeFilter {
+            name: Some("stack".into()),
+            value: Some("dev".into()),
+            ..base.clone()
+        }),
+        vec![pair("c2", "stack")]
+    );
+    assert_eq!(
+        names(AttributeFilter {
+            target_type: Some("container-instance".into()),
+            ..base.clone()
+        })
+        .len(),
+        3
+    );
+    assert!(names(AttributeFilter {
+        target_type: Some("other".into()),
+        ..base.clone()
+    })
+    .is_empty());
+}
+
+#[test]
+fn settings_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let setting = |principal: &str, name: SettingName, value: &str| Setting {
+        name: Some(name),
+        value: Some(value.into()),
+        principal_arn: Some(principal.into()),
+        r#type: Some(SettingType::User),
+    };
+    let user = "arn:aws:iam::000000000000:user/alice";
+    store
+        .write(|tx| {
+            tx.put_setting(&setting(user, SettingName::TaskLongArnFormat, "enabled"))?;
+            tx.put_setting(&setting(user, SettingName::ContainerInsights, "disabled"))?;
+            tx.put_setting(&setting(
+                "default",
+                SettingName::TaskLongArnFormat,
+                "disabled",
+            ))
+        })
+        .unwrap();
+    // Replaced, not duplicated.
+    store
+        .write(|tx| tx.put_setting(&setting(user, SettingName::ContainerInsights, "enabled")))
+        .unwrap();
+    let got = store.read(|tx| tx.settings(user)).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            setting(user, SettingName::ContainerInsights, "enabled"),
+            setting(user, SettingName::TaskLongArnFormat, "enabled"),
+        ]
+    );
+    assert_eq!(store.read(|tx| tx.settings("default")).unwrap().len(), 1);
+    assert!(store
+        .write(|tx| tx.delete_setting(user, "containerInsights"))
+        .unwrap());
+    assert!(!store
+        .write(|tx| tx.delete_setting(user, "containerInsights"))
+        .unwrap());
+    assert_eq!(store.read(|tx| tx.settings(user)).unwrap().len(), 1);
+    assert!(store.read(|tx| tx.settings("nobody")).unwrap().is_empty());
+}
+
+#[test]
+fn client_token_and_meta_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let cl = cluster_arn("default");
+    let token = ClientToken {
+        request_digest: "abc".into(),
+        task_arns: vec!["t1".into(), "t2".into()],
+    };
+    store
+        .write(|tx| tx.put_client_token(&cl, "tok", &token))
+        .unwrap();
+    assert_eq!(
+        store.read(|tx| tx.client_token(&cl, "tok")).unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(
+        store.read(|tx| tx.client_token(&cl, "other")).unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .read(|tx| tx.client_token("other-cluster", "tok"))
+            .unwrap(),
+        None
+    );
+    let again = store.write(|tx| tx.put_client_token(&cl, "tok", &token));
+    assert!(
+        matches!(again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+
+    assert_eq!(store.read(|tx| tx.meta("server-id")).unwrap(), None);
+    store.write(|tx| tx.put_meta("server-id", "one")).unwrap();
+    store.write(|tx| tx.put_meta("server-id", "two")).unwrap();
+    assert_eq!(
+        store.read(|tx| tx.meta("server-id")).unwrap().as_deref(),
+        Some("two")
+    );
+}
+
+#[test]
+fn in_memory_store_reads_its_writes() {
+    let store = Store::in_memory().unwrap();
+    store
+        .write(|tx| tx.put_cluster(&cluster("a"), Expect::Absent))
+        .unwrap();
+    assert_eq!(
+        store.read(|tx| tx.cluster("a")).unwrap().unwrap().version,
+        1
+    );
+    let store = SqliteStore::in_memory().unwrap();
+    assert_eq!(store.read(|tx| tx.cluster("a")).unwrap(), None);
+}
+
+// ---------------------------------------------------------------- compare-and-swap
+
+fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::Conflict { .. }))
+}
+
+#[test]
+fn cas_conflicts() {
+    let (_dir, _path, store) = file_store();
+    let c = cluster("default");
+    store
+        .write(|tx| tx.put_cluster(&c, Expect::Absent))
+        .unwrap();
+    assert!(is_conflict(
+        store.write(|tx| tx.put_cluster(&c, Expect::Absent))
+    ));
+    // Another name with the same ARN is the same cluster.
+    let mut twin = cluster("twin");
+    twin.cluster_arn = c.cluster_arn.clone();
+    assert!(is_conflict(
+        store.write(|tx| tx.put_cluster(&twin, Expect::Absent))
+    ));
+    assert_eq!(
+        store
+            .write(|tx| tx.put_cluster(&c, Expect::Version(1)))
+            .unwrap(),
+        2
+    );
+    assert!(is_conflict(
+        store.write(|tx| tx.put_cluster(&c, Expect::Version(1)))
+    ));
+    assert!(is_conflict(
+        store.write(|tx| tx.put_cluster(&c, Expect::Version(3)))
+    ));
+    assert!(is_conflict(store.write(|tx| {
+        tx.put_cluster(&cluster("missing"), Expect::Version(1))
+    })));
+    assert_eq!(
+        store
+            .read(|tx| tx.cluster("default"))
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+
+    let cp = capacity_provider("cp");
+    store
+        .write(|tx| tx.put_capacity_provider(&cp, Expect::Absent))
+        .unwrap();
+    assert!(is_conflict(
+        store.write(|tx| tx.put_capacity_provider(&cp, Expect::Absent))
+    ));
+    assert!(is_conflict(
+        store.write(|tx| tx.put_capacity_provider(&cp, Expect::Version(2)))
+    ));
+    assert!(is_conflict(
+        store.write(|tx| tx.delete_capacity_provider("cp", 2))
+    ));
+    assert!(is_conflict(
+        store.write(|tx| tx.delete_capacity_provider("nope", 1))
+    ));
+    store
+        .write(|tx| tx.delete_capacity_provider("cp", 1))
+        .unwrap();
+    assert!(is_conflict(
+        store.write(|tx| tx.delete_capacity_provider("cp", 1))
+    ));
+
+    let td = task_definition("web", 1, TaskDefinitionStatus::Active);
+    store
+        .write(|tx| tx.put_task_definition(&td, Expect::Absent))
+        .unwrap();
+    assert!(is_conflict(
+        store.write(|tx| tx.put_task_definition(&td, Expect::Absent))
+    ));
+    assert!(is_conflict(
+        store.write(|tx| tx.put_task_definition(&td, Expect::Version(5)))
+    ));
+    assert!(is_conflict(
+        store.write(|tx| tx.delete_task_definition("web", 1, 2))
+    ));
+    store
+        .write(|tx| tx.delete_task_definition("web", 1, 1))
+        .unwrap();
+
+    let t = task("default", "t", "web");
+    store.write(|tx| tx.put_task(&t, Expect::Absent)).unwrap();
+    assert!(is_conflict(
+        store.write(|tx| tx.put_task(&t, Expect::Absent))
+    ));
+    assert!(is_conflict(
+        store.write(|tx| tx.put_task(&t, Expect::Version(0)))
+    ));
+    assert_eq!(
+        store
+            .write(|tx| tx.put_task(&t, Expect::Version(1)))
+            .unwrap(),
+        2
+    );
+
+    let cl = cluster_arn("default");
+    let ci = container_instance("default", "i");
+    let arn = ci.container_instance_arn.clone().unwrap();
+    store
+        .write(|tx| tx.put_container_instance(&cl, &ci, Expect::Absent))
+        .unwrap();
+    assert!(is_conflict(store.write(|tx| tx.put_container_instance(
+        &cl,
+        &ci,
+        Expect::Absent
+    ))));
+    assert!(is_conflict(store.write(|tx| tx.put_container_instance(
+        &cl,
+        &ci,
+        Expect::Version(2)
+    ))));
+    assert!(is_conflict(
+        store.write(|tx| tx.delete_container_instance(&arn, 3))
+    ));
+    store
+        .write(|tx| tx.delete_container_instance(&arn, 1))
+        .unwrap();
+}
+
+#[test]
+fn documents_without_their_keys_are_refused() {
+    let store = Store::in_memory().unwrap();
+    let err = store
+        .write(|tx| tx.put_cluster(&Cluster::default(), Expect::Absent))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    let err = store
+        .write(|tx| tx.put_task(&Task::default(), Expect::Absent))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    let err = store
+        .write(|tx| tx.put_attribute("c", &Attribute::default()))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+}
+
+#[test]
+fn concurrent_cas_increments_end_with_the_exact_total() {
+    let (_dir, _path, store) = file_store();
+    store
+        .write(|tx| tx.put_cluster(&cluster("counter"), Expect::Absent))
+        .unwrap();
+    let store = Arc::new(store);
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 50;
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                let mut conflicts = 0;
+                for _ in 0..PER_THREAD {
+                    loop {
+                        // Read in a read transaction, write in another: the
+                        // version is what keeps the increments from being lost.
+                        let current = store.read(|tx| tx.cluster("counter")).unwrap().unwrap();
+                        let mut next = current.value.clone();
+                        next.running_tasks_count += 1;
+                        match store
+                            .write(|tx| tx.put_cluster(&next, Expect::Version(current.version)))
+                        {
+                            Ok(_) => break,
+                            Err(StoreError::Conflict { .. }) => conflicts += 1,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let conflicts: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let total = THREADS * PER_THREAD;
+    let end = store.read(|tx| tx.cluster("counter")).unwrap().unwrap();
+    assert_eq!(end.value.running_tasks_count as usize, total);
+    assert_eq!(end.version as usize, total + 1);
+    eprintln!("{conflicts} conflicts retried");
+}
+
+// ---------------------------------------------------------------- paging
+
+#[test]
+fn paging_clusters_and_capacity_providers() {
+    let (_dir, _path, store) = file_store();
+    let names: Vec<String> = (0..23).map(|i| format!("c{:02}", (i * 7) % 23)).collect();
+    store
+        .write(|tx| {
+            for n in &names {
+                tx.put_cluster(&cluster(n), Expect::Absent)?;
+                tx.put_capacity_provider(&capacity_provider(n), Expect::Absent)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let mut arns: Vec<String> = names.iter().map(|n| cluster_arn(n)).collect();
+    arns.sort();
+    let mut sorted = names.clone();
+    sorted.sort();
+    for limit in [1, 2, 5, 23, 100] {
+        let got: Vec<String> = walk(limit, |after, limit| {
+            store.read(|tx| tx.clusters(after, limit)).unwrap()
+        })
+        .into_iter()
+        .map(|c| c.cluster_arn.unwrap())
+        .collect();
+        assert_eq!(got, arns, "limit {limit}");
+        let got: Vec<String> = walk(limit, |after, limit| {
+            store
+                .read(|tx| tx.capacity_providers(after, limit))
+                .unwrap()
+        })
+        .into_iter()
+        .map(|c| c.name.unwrap())
+        .collect();
+        assert_eq!(got, sorted, "limit {limit}");
+    }
+    // Exactly `limit` items left: next is set, and the page after it is empty.
+    let page = store.read(|tx| tx.clusters(Some(&arns[20]), 2)).unwrap();
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(page.next.as_deref(), Some(arns[22].as_str()));
+    let page = store
+        .read(|tx| tx.clusters(page.next.as_deref(), 2))
+        .unwrap();
+    assert_eq!(
+        page,
+        Page {
+            items: vec![],
+            next: None
+        }
+    );
+}
+
+fn seed_task_definitions(store: &Store) -> Vec<(String, i32)> {
+    let mut all = Vec::new();
+    store
+        .write(|tx| {
+            for family in ["web", "api", "worker", "web-canary", "batch"] {
+                for _ in 0..4 {
+                    let revision = tx.next_revision(family)?;
+                    let status = if revision % 2 == 0 {
+                        TaskDefinitionStatus::Inactive
+                    } else {
+                        TaskDefinitionStatus::Active
+                    };
+                    tx.put_task_definition(
+                        &task_definition(family, revision, status),
+                        Expect::Absent,
+                    )?;
+                    all.push((family.to_owned(), revision));
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    all.sort();
+    all
+}
+
+#[test]
+fn paging_task_definitions() {
+    let (_dir, _path, store) = file_store();
+    let all = seed_task_definitions(&store);
+    let arns = |v: &[(String, i32)]| v.iter().map(|(f, r)| td_arn(f, *r)).collect::<Vec<_>>();
+
+    for limit in [1, 3, 4, 7, 50] {
+        let asc = TaskDefinitionFilter::default();
+        let got = walk(limit, |after, limit| {
+            store
+                .read(|tx| tx.task_definitions(&asc, after, limit))
+                .unwrap()
+        });
+        assert_eq!(got, arns(&all), "limit {limit}");
+
+        let desc = TaskDefinitionFilter {
+            descending: true,
+            ..Default::default()
+        };
+        let got = walk(limit, |after, limit| {
+            store
+                .read(|tx| tx.task_definitions(&desc, after, limit))
+                .unwrap()
+        });
+        let mut reversed = all.clone();
+        reversed.reverse();
+        assert_eq!(got, arns(&reversed), "limit {limit}");
+
+        let web_active = TaskDefinitionFilter {
+            family_prefix: Some("web".into()),
+            status: Some(TaskDefinitionStatus::Active),
+            descending: false,
+        };
+        let got = walk(limit, |after, limit| {
+            store
+                .read(|tx| tx.task_definitions(&web_active, after, limit))
+                .unwrap()
+        });
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|(f, r)| f.starts_with("web") && r % 2 == 1)
+            .cloned()
+            .collect();
+        assert_eq!(got, arns(&expected), "limit {limit}");
+        assert_eq!(expected.len(), 4);
+    }
+
+    // Paging resumes after a revision that was deleted in between.
+    let first = store
+        .read(|tx| tx.task_definitions(&TaskDefinitionFilter::default(), None, 2))
+        .unwrap();
+    assert_eq!(first.next.as_deref(), Some(td_arn("api", 2).as_str()));
+    store
+        .write(|tx| tx.delete_task_definition("api", 2, 1))
+        .unwrap();
+    let rest = store
+        .read(|tx| tx.task_definitions(&TaskDefinitionFilter::default(), first.next.as_deref(), 2))
+        .unwrap();
+    assert_eq!(rest.items, vec![td_arn("api", 3), td_arn("api", 4)]);
+}
+
+#[test]
+fn families_listing() {
+    let (_dir, _path, store) = file_store();
+    seed_task_definitions(&store);
+    store
+        .write(|tx| {
+            let revision = tx.next_revision("retired")?;
+            tx.put_task_definition(
+                &task_definition("retired", revision, TaskDefinitionStatus::Inactive),
+                Expect::Absent,
+            )
+        })
+        .unwrap();
+    let families = |prefix: Option<&str>, status: Option<TaskDefinitionStatus>, limit: usize| {
+        walk(limit, |after, limit| {
+            store
+                .read(|tx| tx.families(prefix, status, after, limit))
+                .unwrap()
+        })
+    };
+    for limit in [1, 2, 10] {
+        assert_eq!(
+            families(None, None, limit),
+            ["api", "batch", "retired", "web", "web-canary", "worker"]
+        );
+        assert_eq!(
+            families(None, Some(TaskDefinitionStatus::Active), limit),
+            ["api", "batch", "web", "web-canary", "worker"]
+        );
+        assert_eq!(
+            families(None, Some(TaskDefinitionStatus::Inactive), limit).len(),
+            6
+        );
+        assert_eq!(
+            families(Some("w"), None, limit),
+            ["web", "web-canary", "worker"]
+        );
+        assert_eq!(
+            families(Some("web"), Some(TaskDefinitionStatus::Active), limit),
+            ["web", "web-canary"]
+        );
+        assert!(families(Some("zzz"), None, limit).is_empty());
+        assert!(families(None, Some(TaskDefinitionStatus::DeleteInProgress), limit).is_empty());
+    }
+}
+
+#[test]
+fn paging_tasks_and_container_instances() {
+    let (_dir, _path, store) = file_store();
+    let cl = cluster_arn("default");
+    let mut task_arns = Vec::new();
+    let mut ci_arns = Vec::new();
+    store
+        .write(|tx| {
+            for i in 0..31 {
+                let id = format!("{:08x}", (i * 2_654_435_761u64) % 0xffff_ffff);
+                let t = task("default", &id, "web");
+                task_arns.push(t.task_arn.clone().unwrap());
+                tx.put_task(&t, Expect::Absent)?;
+                let ci = container_instance("default", &id);
+                ci_arns.push(ci.container_instance_arn.clone().unwrap());
+                tx.put_container_instance(&cl, &ci, Expect::Absent)?;
+                // Another cluster's rows never show up.
+                tx.put_task(&task("other", &id, "web"), Expect::Absent)?;
+                tx.put_container_instance(
+                    &cluster_arn("other"),
+                    &container_instance("other", &id),
+                    Expect::Absent,
+                )?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    task_arns.sort();
+    ci_arns.sort();
+    let filter = TaskFilter {
+        cluster_arn: cl.clone(),
+        ..Default::default()
+    };
+    for limit in [1, 4, 10, 31, 32] {
+        let got: Vec<String> = walk(limit, |after, limit| {
+            store.read(|tx| tx.tasks(&filter, after, limit)).unwrap()
+        })
+        .into_iter()
+        .map(|t| t.value.task_arn.unwrap())
+        .collect();
+        assert_eq!(got, task_arns, "limit {limit}");
+        let got: Vec<String> = walk(limit, |after, limit| {
+            store
+                .read(|tx| tx.container_instances(&cl, None, after, limit))
+                .unwrap()
+        })
+        .into_iter()
+        .map(|c| c.value.container_instance_arn.unwrap())
+        .collect();
+        assert_eq!(got, ci_arns, "limit {limit}");
+    }
+}
+
+#[test]
+fn paging_attributes() {
+    let (_dir, _path, store) = file_store();
+    let cl = cluster_arn("default");
+    let mut expected = Vec::new();
+    store
+        .write(|tx| {
+            for target in ["b", "a", "c", "a-1"] {
+                for name in ["z", "m", "a.b", "a"] {
+                    tx.put_attribute(&cl, &attribute(target, name, Some("v")))?;
+                    expected.push((target.to_owned(), name.to_owned()));
+                }
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    expected.sort();
+    let filter = AttributeFilter {
+        cluster_arn: cl,
+        ..Default::default()
+    };
+    for limit in [1, 3, 4, 16, 20] {
+        let got: Vec<(String, String)> = walk(limit, |after, limit| {
+            store
+                .read(|tx| tx.attributes(&filter, after, limit))
+                .unwrap()
+        })
+        .into_iter()
+        .map(|a| (a.target_id.unwrap(), a.name.unwrap()))
+        .collect();
+        assert_eq!(got, expected, "limit {limit}");
+    }
+}
+
+// ---------------------------------------------------------------- tasks
+
+#[test]
+fn task_filters() {
+    let (_dir, _path, store) = file_store();
+    let cl = cluster_arn("default");
+    let ci1 = format!("{ACCOUNT}:container-instance/default/ci1");
+    let ci2 = format!("{ACCOUNT}:container-instance/default/ci2");
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let family = if i % 3 == 0 { "web" } else { "batch" };
+        let mut t = task("default", &format!("t{i:02}"), family);
+        t.started_by = Some(if i % 2 == 0 { "alice" } else { "bob" }.into());
+        t.group = Some(if i < 6 { "service:web" } else { "family:batch" }.into());
+        t.container_instance_arn = Some(if i % 4 == 0 { ci1.clone() } else { ci2.clone() });
+        t.desired_status = Some(if i >= 9 { "STOPPED" } else { "RUNNING" }.into());
+        t.last_status = Some(
+            match i % 3 {
+                0 => "RUNNING",
+                1 => "PENDING",
+                _ => "STOPPED",
+            }
+            .into(),
+        );
+        tasks.push(t);
+    }
+    store
+        .write(|tx| {
+            for t in &tasks {
+                tx.put_task(t, Expect::Absent)?;
+            }
+            tx.put_task(&task("other", "x", "web"), Expect::Absent)
+        })
+        .unwrap();
+
+    let check = |filter: TaskFilter, keep: &dyn Fn(&Task) -> bool| {
+        let expected: Vec<&Task> = tasks.iter().filter(|t| keep(t)).collect();
+        assert!(
+            !expected.is_empty() && expected.len() < tasks.len(),
+            "a filter that selects nothing or everything tests little"
+        );
+        let got = walk(2, |after, limit| {
+            store.read(|tx| tx.tasks(&filter, after, limit)).unwrap()
+        });
+        let got: Vec<&Task> = got.iter().map(|v| &v.value).collect();
+        assert_eq!(got, expected, "{filter:?}");
+    };
+    let base = TaskFilter {
+        cluster_arn: cl.clone(),
+        ..Default::default()
+    };
+    check(
+        TaskFilter {
+            family: Some("web".into()),
+            ..base.clone()
+        },
+        &|t| t.task_definition_arn.as_deref() == Some(&td_arn("web", 1)),
+    );
+    check(
+        TaskFilter {
+            started_by: Some("alice".into()),
+            ..base.clone()
+        },
+        &|t| t.started_by.as_deref() == Some("alice"),
+    );
+    check(
+        TaskFilter {
+            group: Some("service:web".into()),
+            ..base.clone()
+        },
+        &|t| t.group.as_deref() == Some("service:web"),
+    );
+    check(
+        TaskFilter {
+            container_instance_arn: Some(ci1.clone()),
+            ..base.clone()
+        },
+        &|t| t.container_instance_arn.as_ref() == Some(&ci1),
+    );
+    check(
+        TaskFilter {
+            desired_status: Some("STOPPED".into()),
+            ..base.clone()
+        },
+        &|t| t.desired_status.as_deref() == Some("STOPPED"),
+    );
+    check(
+        TaskFilter {
+            last_status: Some("PENDING".into()),
+            ..base.clone()
+        },
+        &|t| t.last_status.as_deref() == Some("PENDING"),
+    );
+    check(
+        TaskFilter {
+            family: Some("batch".into()),
+            started_by: Some("bob".into()),
+            desired_status: Some("RUNNING".into()),
+            ..base.clone()
+        },
+        &|t| {
+            t.task_definition_arn.as_deref() == Some(&td_arn("batch", 1))
+                && t.started_by.as_deref() == Some("bob")
+                && t.desired_status.as_deref() == Some("RUNNING")
+        },
+    );
+    let none = TaskFilter {
+        family: Some("nope".into()),
+        ..base.clone()
+    };
+    assert!(store
+        .read(|tx| tx.tasks(&none, None, 10))
+        .unwrap()
+        .items
+        .is_empty());
+    let other = TaskFilter {
+        cluster_arn: cluster_arn("other"),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .read(|tx| tx.tasks(&other, None, 10))
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    let counts = store.read(|tx| tx.task_counts(&cl)).unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            ("PENDING".into(), 4),
+            ("RUNNING".into(), 4),
+            ("STOPPED".into(), 4)
+        ]
+    );
+    assert!(store
+        .read(|tx| tx.task_counts(&cluster_arn("empty")))
+        .unwrap()
+        .is_empty());
+}
+
+// ---------------------------------------------------------------- task definition revisions
+
+#[test]
+fn revisions_are_never_reused() {
+    let (_dir, path, store) = file_store();
+    let register = |store: &Store, family: &str| {
+        store
+            .write(|tx| {
+                let revision = tx.next_revision(family)?;
+                tx.put_task_definition(
+                    &task_definition(family, revision, TaskDefinitionStatus::Active),
+                    Expect::Absent,
+                )?;
+                Ok::<_, StoreError>(revision)
+            })
+            .unwrap()
+    };
+    assert_eq!(register(&store, "web"), 1);
+    assert_eq!(register(&store, "web"), 2);
+    assert_eq!(register(&store, "api"), 1);
+    store
+        .write(|tx| tx.delete_task_definition("web", 2, 1))
+        .unwrap();
+    store
+        .write(|tx| tx.delete_task_definition("web", 1, 1))
+        .unwrap();
+    assert_eq!(register(&store, "web"), 3);
+    assert!(store
+        .read(|tx| tx.families(None, None, None, 10))
+        .unwrap()
+        .items
+        .contains(&"web".to_owned()));
+
+    // A revision stored without asking next_revision still reserves its number.
+    store
+        .write(|tx| {
+            tx.put_task_definition(
+                &task_definition("api", 9, TaskDefinitionStatus::Active),
+                Expect::Absent,
+            )
+        })
+        .unwrap();
+    assert_eq!(register(&store, "api"), 10);
+
+    drop(store);
+    let store = Store::open_sqlite(&path, Durability::Full).unwrap();
+    assert_eq!(register(&store, "web"), 4);
+}
+
+#[test]
+fn latest_active_revision_skips_inactive() {
+    let store = Store::in_memory().unwrap();
+    store
+        .write(|tx| {
+            for (revision, status) in [
+                (1, TaskDefinitionStatus::Active),
+                (2, TaskDefinitionStatus::Active),
+                (3, TaskDefinitionStatus::Inactive),
+                (4, TaskDefinitionStatus::DeleteInProgress),
+            ] {
+                tx.put_task_definition(&task_definition("web", revision, status), Expect::Absent)?;
+            }
+            tx.put_task_definition(
+                &task_definition("web-other", 7, TaskDefinitionStatus::Active),
+                Expect::Absent,
+            )
+        })
+        .unwrap();
+    let latest = store
+        .read(|tx| tx.task_definition("web", None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.value.revision, 2);
+    assert_eq!(
+        store
+            .read(|tx| tx.task_definition("web", Some(3)))
+            .unwrap()
+            .unwrap()
+            .value
+            .revision,
+        3
+    );
+    assert_eq!(
+        store.read(|tx| tx.task_definition("nope", None)).unwrap(),
+        None
+    );
+}
+
+// ---------------------------------------------------------------- transactions
+
+#[test]
+fn failed_write_leaves_nothing_behind() {
+    let (_dir, _path, store) = file_store();
+    #[derive(Debug)]
+    #[allow(dead_code)] // the store error is carried for its Debug output only
+    enum AppError {
+        Store(StoreError),
+        Refused,
+    }
+    impl From<StoreError> for AppError {
+        fn from(e: StoreError) -> Self {
+            Self::Store(e)
+        }
+    }
+    let result: Result<(), AppError> = store.write(|tx| {
+        tx.put_cluster(&cluster("ghost"), Expect::Absent)?;
+        tx.put_task(&task("ghost", "t", "web"), Expect::Absent)?;
+        tx.next_revision("ghost-family")?;
+        tx.put_meta("ghost", "yes")?;
+        tx.put_attribute(&cluster_arn("ghost"), &attribute("c", "n", None))?;
+        // The transaction sees its own writes...
+        assert!(tx.cluster("ghost")?.is_some());
+        Err(AppError::Refused)
+    });
+    assert!(matches!(result, Err(AppError::Refused)));
+    // ...and nothing of them outlives it.
+    assert_eq!(store.read(|tx| tx.cluster("ghost")).unwrap(), None);
+    assert_eq!(store.read(|tx| tx.meta("ghost")).unwrap(), None);
+    assert_eq!(
+        store
+            .read(|tx| tx.attribute_count(&cluster_arn("ghost"), "c"))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.write(|tx| tx.next_revision("ghost-family")).unwrap(),
+        1
+    );
+
+    // A store error from inside the closure rolls back the earlier writes too.
+    let result = store.write(|tx| {
+        tx.put_cluster(&cluster("first"), Expect::Absent)?;
+        tx.put_cluster(&cluster("first"), Expect::Absent)
+    });
+    assert!(matches!(result, Err(StoreError::Conflict { .. })));
+    assert_eq!(store.read(|tx| tx.cluster("first")).unwrap(), None);
+}
+
+#[test]
+fn panicking_write_rolls_back_and_the_store_still_works() {
+    let (_dir, _path, store) = file_store();
+    let store = Arc::new(store);
+    let s = Arc::clone(&store);
+    let joined = thread::spawn(move || {
+        s.write(|tx| -> Result<(), StoreError> {
+            tx.put_cluster(&cluster("doomed"), Expect::Absent)?;
+            panic!("handler bug");
+        })
+    })
+    .join();
+    assert!(joined.is_err());
+    assert_eq!(store.read(|tx| tx.cluster("doomed")).unwrap(), None);
+    store
+        .write(|tx| tx.put_cluster(&cluster("doomed"), Expect::Absent))
+        .unwrap();
+    assert!(store.read(|tx| tx.cluster("doomed")).unwrap().is_some());
+}
+
+#[test]
+fn reads_see_a_consistent_snapshot() {
+    let (_dir, _path, store) = file_store();
+    store
+        .write(|tx| {
+            tx.put_cluster(&cluster("a"), Expect::Absent)?;
+            tx.put_cluster(&cluster("b"), Expect::Absent)
+        })
+        .unwrap();
+    let store = Arc::new(store);
+    let (read_started, wait_read) = mpsc::channel();
+    let (write_done, wait_write) = mpsc::channel();
+    let writer = {
+        let store = Arc::clone(&store);
+        thread::spawn(move || {
+            wait_read.recv().unwrap();
+            // Moves "one unit" from a to b in one transaction, while the
+            // reader is in the middle of its snapshot.
+            store
+                .write(|tx| {
+                    let mut a = tx.cluster("a")?.unwrap();
+                    let mut b = tx.cluster("b")?.unwrap();
+                    a.value.running_tasks_count -= 1;
+                    b.value.running_tasks_count += 1;
+                    tx.put_cluster(&a.value, Expect::Version(a.version))?;
+                    tx.put_cluster(&b.value, Expect::Version(b.version))?;
+                    tx.put_cluster(&cluster("c"), Expect::Absent)
+                })
+                .unwrap();
+            write_done.send(()).unwrap();
+        })
+    };
+    let (a, b, listed) = store
+        .read(|tx| {
+            let a = tx.cluster("a")?.unwrap();
+            read_started.send(()).unwrap();
+            wait_write.recv().unwrap();
+            let b = tx.cluster("b")?.unwrap();
+            let listed = tx.clusters(None, 10)?.items.len();
+            Ok::<_, StoreError>((a, b, listed))
+        })
+        .unwrap();
+    writer.join().unwrap();
+    // The read saw the state before the write, all of it.
+    assert_eq!((a.version, b.version), (1, 1));
+    assert_eq!(a.value.running_tasks_count + b.value.running_tasks_count, 0);
+    assert_eq!(listed, 2);
+    // A fresh read sees the write.
+    assert_eq!(
+        store.read(|tx| tx.clusters(None, 10)).unwrap().items.len(),
+        3
+    );
+    assert_eq!(
+        store
+            .read(|tx| tx.cluster("b"))
+            .unwrap()
+            .unwrap()
+            .value
+            .running_tasks_count,
+        1
+    );
+}
+
+#[test]
+fn reads_do_not_wait_for_a_writer() {
+    let (_dir, _path, store) = file_store();
+    store
+        .write(|tx| tx.put_cluster(&cluster("a"), Expect::Absent))
+        .unwrap();
+    let store = Arc::new(store);
+    let (in_write, wait_in_write) = mpsc::channel();
+    let (release, wait_release) = mpsc::channel::<()>();
+    let writer = {
+        let store = Arc::clone(&store);
+        thread::spawn(move || {
+            store
+                .write(|tx| {
+                    tx.put_cluster(&cluster("b"), Expect::Absent)?;
+                    in_write.send(()).unwrap();
+                    wait_release.recv_timeout(Duration::from_secs(30)).unwrap();
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap();
+        })
+    };
+    wait_in_write.recv().unwrap();
+    // The write transaction is open and holds the write lock; reads go on.
+    let names: Vec<String> = store
+        .read(|tx| tx.clusters(None, 10))
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.cluster_name.unwrap())
+        .collect();
+    assert_eq!(names, ["a"]);
+    release.send(()).unwrap();
+    writer.join().unwrap();
+    assert_eq!(
+        store.read(|tx| tx.clusters(None, 10)).unwrap().items.len(),
+        2
+    );
+}
+
+#[test]
+fn read_transactions_refuse_writes() {
+    let (_dir, _path, store) = file_store();
+    let err = store
+        .read(|tx| tx.put_cluster(&cluster("a"), Expect::Absent))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    assert_eq!(store.read(|tx| tx.cluster("a")).unwrap(), None);
+}
+
+// ---------------------------------------------------------------- files and migrations
+
+#[test]
+fn data_survives_close_and_reopen() {
+    let (_dir, path, store) = file_store();
+    let t = task("default", "t1", "web");
+    let cl = cluster_arn("default");
+    store
+        .write(|tx| {
+            tx.put_cluster(&cluster("default"), Expect::Absent)?;
+            tx.put_task(&t, Expect::Absent)?;
+            tx.put_meta("server-id", "s1")?;
+            tx.put_attribute(&cl, &attribute("c1", "stack", Some("prod")))?;
+            tx.put_client_token(
+                &cl,
+                "tok",
+                &ClientToken {
+                    request_digest: "d".into(),
+                    task_arns: vec!["t1".into()],
+                },
+            )
+        })
+        .unwrap();
+    // Reads leave idle reader connections behind; closing still checkpoints
+    // the WAL and removes it.
+    assert!(store.read(|tx| tx.cluster("default")).unwrap().is_some());
+    drop(store);
+    let wal = path.with_extension("db-wal");
+    assert!(!wal.exists(), "{} left behind", wal.display());
+    for durability in [Durability::Process, Durability::Full] {
+        let store = Store::open_sqlite(&path, durability).unwrap();
+        assert_eq!(
+            store
+                .read(|tx| tx.cluster("default"))
+                .unwrap()
+                .unwrap()
+                .value,
+            cluster("default")
+        );
+        assert_eq!(
+            store
+                .read(|tx| tx.task(t.task_arn.as_deref().unwrap()))
+                .unwrap()
+                .unwrap()
+                .value,
+            t
+        );
+        assert_eq!(
+            store.read(|tx| tx.meta("server-id")).unwrap().as_deref(),
+            Some("s1")
+        );
+        assert_eq!(store.read(|tx| tx.attribute_count(&cl, "c1")).unwrap(), 1);
+        assert!(store
+            .read(|tx| tx.client_token(&cl, "tok"))
+            .unwrap()
+            .is_some());
+    }
+}
+
+fn migrations_of(path: &Path) -> (i64, Vec<(i64, String)>) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let version = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    let rows = conn
+        .prepare("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    (version, rows)
+}
+
+#[test]
+fn reopening_applies_no_migration_twice() {
+    let (_dir, path, store) = file_store();
+    store.write(|tx| tx.put_meta("k", "v")).unwrap();
+    drop(store);
+    let (version, applied) = migrations_of(&path);
+    assert!(version >= 1);
+    assert_eq!(
+        applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        (1..=version).collect::<Vec<_>>()
+    );
+    thread::sleep(Duration::from_millis(5));
+    for _ in 0..3 {
+        let store = SqliteStore::open(&path, Durability::Full).unwrap();
+        assert_eq!(store.read(|tx| tx.meta("k")).unwrap().as_deref(), Some("v"));
+        drop(store);
+        assert_eq!(migrations_of(&path), (version, applied.clone()));
+    }
+}
+
+#[test]
+fn a_database_from_a_newer_berth_is_refused() {
+    let (_dir, path, store) = file_store();
+    store.write(|tx| tx.put_meta("k", "v")).unwrap();
+    drop(store);
+    let (version, _) = migrations_of(&path);
+    let future = version + 1;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!("PRAGMA user_version = {future}"))
+        .unwrap();
+    let err = SqliteStore::open(&path, Durability::Full).unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::Backend(_)), "{message}");
+    assert!(
+        message.contains("newer berth") && message.contains(&future.to_string()),
+        "{message}"
+    );
+    // Refusing changed nothing.
+    assert_eq!(migrations_of(&path).0, future);
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.db");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    assert!(matches!(
+        SqliteStore::open(&path, Durability::Full),
+        Err(StoreError::Backend(_))
+    ));
+}
+
+#[test]
+fn corrupt_documents_in_a_file_are_reported() {
+    let (_dir, path, store) = file_store();
+    let t = task("default", "t1", "web");
+    let arn = t.task_arn.clone().unwrap();
+    store.write(|tx| tx.put_task(&t, Expect::Absent)).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE tasks SET doc = '{\"taskArn\": 42}' WHERE arn = ?1",
+            [&arn],
+        )
+        .unwrap();
+    let err = store.read(|tx| tx.task(&arn)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { key, .. } if key.contains(&arn)),
+        "{err}"
+    );
+    let filter = TaskFilter {
+        cluster_arn: cluster_arn("default"),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.read(|tx| tx.tasks(&filter, None, 10)),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+/// Rough numbers for the hot paths; `cargo test -p berth-store --release -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("berth.db"), Durability::Process).unwrap();
+    const N: usize = 2000;
+    let tasks: Vec<Task> = (0..N)
+        .map(|i| task("default", &format!("{i:08}"), "web"))
+        .collect();
+    let start = std::time::Instant::now();
+    for t in &tasks {
+        store.write(|tx| tx.put_task(t, Expect::Absent)).unwrap();
+    }
+    let put = start.elapsed();
+    let start = std::time::Instant::now();
+    for t in &tasks {
+        store
+            .read(|tx| tx.task(t.task_arn.as_deref().unwrap()))
+            .unwrap()
+            .unwrap();
+    }
+    let get = start.elapsed();
+    let filter = TaskFilter {
+        cluster_arn: cluster_arn("default"),
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    let listed = walk(100, |after, limit| {
+        store.read(|tx| tx.tasks(&filter, after, limit)).unwrap()
+    });
+    assert_eq!(listed.len(), N);
+    eprintln!(
+        "{N} tasks: put {:?}/op (one transaction each), get {:?}/op, list all {:?}",
+        put / N as u32,
+        get / N as u32,
+        start.elapsed()
+    );
+}
