@@ -203,7 +203,16 @@ impl Catalog {
             }
             let source = PriceSource::parse(row.opt_str("source").ok().flatten().unwrap_or(""));
             let prices = &mut region_data.entry(region.to_string()).or_default().prices;
-            if prices.insert(name.to_string(), Price { usd_per_hour, source }).is_some() {
+            if prices
+                .insert(
+                    name.to_string(),
+                    Price {
+                        usd_per_hour,
+                        source,
+                    },
+                )
+                .is_some()
+            {
                 return Err(row.error(format!("a second price for {region} {name}")));
             }
         }
@@ -221,7 +230,16 @@ impl Catalog {
             let basis = FeeBasis::parse(basis_text)
                 .ok_or_else(|| row.error(format!("unknown fee basis `{basis_text}`")))?;
             let fees = &mut region_data.entry(region.to_string()).or_default().fees;
-            if fees.insert(name.to_string(), Fee { usd_per_hour, basis }).is_some() {
+            if fees
+                .insert(
+                    name.to_string(),
+                    Fee {
+                        usd_per_hour,
+                        basis,
+                    },
+                )
+                .is_some()
+            {
                 return Err(row.error(format!("a second fee for {region} {name}")));
             }
         }
@@ -276,12 +294,21 @@ impl Catalog {
     /// How many availability-zone ids of `region` offer the type, when the
     /// offering data says so.
     pub fn az_count(&self, region: &str, instance_type: &str) -> Option<u32> {
-        self.region_data.get(region)?.offerings.as_ref()?.get(instance_type).copied()
+        self.region_data
+            .get(region)?
+            .offerings
+            .as_ref()?
+            .get(instance_type)
+            .copied()
     }
 
     /// The Linux on-demand price with its source.
     pub fn price(&self, region: &str, instance_type: &str) -> Option<Price> {
-        self.region_data.get(region)?.prices.get(instance_type).copied()
+        self.region_data
+            .get(region)?
+            .prices
+            .get(instance_type)
+            .copied()
     }
 
     /// The Linux on-demand price, USD per hour.
@@ -299,13 +326,17 @@ impl Catalog {
             return Some(*fee);
         }
         let price = data.prices.get(instance_type)?;
-        Some(Fee { usd_per_hour: price.usd_per_hour * ESTIMATED_FEE_RATIO, basis: FeeBasis::Extrapolated })
+        Some(Fee {
+            usd_per_hour: price.usd_per_hour * ESTIMATED_FEE_RATIO,
+            basis: FeeBasis::Extrapolated,
+        })
     }
 
     /// The ECS Managed Instances management fee, USD per hour (mostly an
     /// estimate: see [`Catalog::management_fee_quote`]).
     pub fn management_fee(&self, region: &str, instance_type: &str) -> Option<f64> {
-        self.management_fee_quote(region, instance_type).map(|f| f.usd_per_hour)
+        self.management_fee_quote(region, instance_type)
+            .map(|f| f.usd_per_hour)
     }
 
     /// What an instance of the type costs per hour under ECS Managed
@@ -332,23 +363,31 @@ impl Catalog {
         candidates
             .iter()
             .copied()
-            .filter(|t| t.cpu_units() >= cpu_units && t.memory_mib >= memory_mib && t.whole_gpus() >= gpus)
+            .filter(|t| {
+                t.cpu_units() >= cpu_units && t.memory_mib >= memory_mib && t.whole_gpus() >= gpus
+            })
             .filter_map(|t| self.hourly_cost(region, &t.name).map(|cost| (cost, t)))
             .min_by(|(ca, a), (cb, b)| {
-                ca.total_cmp(cb).then(a.vcpus.cmp(&b.vcpus)).then_with(|| a.name.cmp(&b.name))
+                ca.total_cmp(cb)
+                    .then(a.vcpus.cmp(&b.vcpus))
+                    .then_with(|| a.name.cmp(&b.name))
             })
             .map(|(_, t)| t)
     }
 }
 
 fn nonempty<'r>(row: &'r crate::csv::Row<'_, '_>, column: &str) -> Result<&'r str, DataError> {
-    row.opt_str(column)?.ok_or_else(|| row.error(format!("column `{column}` is empty")))
+    row.opt_str(column)?
+        .ok_or_else(|| row.error(format!("column `{column}` is empty")))
 }
 
 fn parse_types(text: &str) -> Result<Vec<InstanceType>, DataError> {
     let table = Table::parse("instance-types.csv", text)?;
     table.require(types::COLUMNS)?;
-    table.rows().map(|row| InstanceType::from_row(&row)).collect()
+    table
+        .rows()
+        .map(|row| InstanceType::from_row(&row))
+        .collect()
 }
 
 #[cfg(test)]
@@ -372,6 +411,14 @@ mod tests {
     }
 
     #[test]
+    fn catalog_is_shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Catalog>();
+        let handle = std::thread::spawn(|| Catalog::embedded().types().len());
+        assert_eq!(handle.join().unwrap(), Catalog::embedded().types().len());
+    }
+
+    #[test]
     fn counts_match_the_readme() {
         let c = Catalog::embedded();
         let current = c.types().iter().filter(|t| t.current_generation).count();
@@ -379,8 +426,15 @@ mod tests {
         assert_eq!(c.types().iter().filter(|t| t.has_gpu()).count(), 65);
         assert_eq!(c.types().iter().filter(|t| t.burstable).count(), 28);
         assert_eq!(c.types().iter().filter(|t| t.bare_metal).count(), 154);
-        assert_eq!(c.types().iter().filter(|t| t.local_storage_gb > 0).count(), 579);
-        let offered = c.types().iter().filter(|t| c.offered("us-east-1", &t.name)).count();
+        assert_eq!(
+            c.types().iter().filter(|t| t.local_storage_gb > 0).count(),
+            579
+        );
+        let offered = c
+            .types()
+            .iter()
+            .filter(|t| c.offered("us-east-1", &t.name))
+            .count();
         assert_eq!(offered, 1375);
     }
 
@@ -409,7 +463,10 @@ mod tests {
 
         let i4i = c.get("i4i.large").unwrap();
         assert_eq!(i4i.local_storage_gb, 468);
-        assert_eq!(i4i.local_storage_type, Some(berth_model::ecs::LocalStorageType::Ssd));
+        assert_eq!(
+            i4i.local_storage_type,
+            Some(berth_model::ecs::LocalStorageType::Ssd)
+        );
 
         let metal = c.get("m7i.metal-24xl").unwrap();
         assert!(metal.bare_metal);
@@ -421,21 +478,32 @@ mod tests {
 
         let inf2 = c.get("inf2.xlarge").unwrap();
         assert_eq!(inf2.accelerator_kind, Some(crate::AcceleratorKind::Neuron));
-        assert_eq!(inf2.accelerator_types(), vec![berth_model::ecs::AcceleratorType::Inference]);
+        assert_eq!(
+            inf2.accelerator_types(),
+            vec![berth_model::ecs::AcceleratorType::Inference]
+        );
         assert!(c.get("m5.micro").is_none());
     }
 
     #[test]
     fn known_prices_and_fees() {
         let c = Catalog::embedded();
-        assert!(close(c.on_demand_price("us-east-1", "c6a.2xlarge").unwrap(), 0.306));
+        assert!(close(
+            c.on_demand_price("us-east-1", "c6a.2xlarge").unwrap(),
+            0.306
+        ));
         let fee = c.management_fee_quote("us-east-1", "c6a.2xlarge").unwrap();
         assert!(close(fee.usd_per_hour, 0.037));
         assert_eq!(fee.basis, FeeBasis::PublishedExample);
         assert!(!fee.basis.is_estimate());
-        assert!(close(c.hourly_cost("us-east-1", "c6a.2xlarge").unwrap(), 0.343));
+        assert!(close(
+            c.hourly_cost("us-east-1", "c6a.2xlarge").unwrap(),
+            0.343
+        ));
 
-        let measured = c.management_fee_quote("ap-northeast-1", "g6.xlarge").unwrap();
+        let measured = c
+            .management_fee_quote("ap-northeast-1", "g6.xlarge")
+            .unwrap();
         assert_eq!(measured.basis, FeeBasis::MeasuredRatio);
         assert!(close(measured.usd_per_hour, 0.091042));
 
@@ -450,7 +518,10 @@ mod tests {
         assert_eq!(x.basis, FeeBasis::Extrapolated);
         assert!(close(x.usd_per_hour, p * ESTIMATED_FEE_RATIO));
 
-        assert_eq!(c.price("us-east-1", "c6a.2xlarge").unwrap().source, PriceSource::Karpenter);
+        assert_eq!(
+            c.price("us-east-1", "c6a.2xlarge").unwrap().source,
+            PriceSource::Karpenter
+        );
         assert_eq!(c.on_demand_price("us-east-1", "mac2.metal"), None);
         assert_eq!(c.management_fee("us-east-1", "mac2.metal"), None);
         assert_eq!(c.on_demand_price("nowhere-1", "m7i.large"), None);
@@ -467,7 +538,11 @@ mod tests {
         assert!(c.az_count("us-east-1", "m7i.large").unwrap() >= 1);
         // GovCloud: prices, no offering dump → priced means offered.
         assert!(c.has_region("us-gov-west-1"));
-        let gov_priced = c.types().iter().find(|t| c.price("us-gov-west-1", &t.name).is_some()).unwrap();
+        let gov_priced = c
+            .types()
+            .iter()
+            .find(|t| c.price("us-gov-west-1", &t.name).is_some())
+            .unwrap();
         assert!(c.offered("us-gov-west-1", &gov_priced.name));
         assert_eq!(c.az_count("us-gov-west-1", &gov_priced.name), None);
     }
@@ -475,27 +550,49 @@ mod tests {
     #[test]
     fn cheapest_fitting_picks_the_lowest_total_cost() {
         let c = Catalog::embedded();
-        let names = ["m7i.large", "m7i.xlarge", "c7i.2xlarge", "r7i.large", "g6.xlarge", "g6f.large"];
+        let names = [
+            "m7i.large",
+            "m7i.xlarge",
+            "c7i.2xlarge",
+            "r7i.large",
+            "g6.xlarge",
+            "g6f.large",
+        ];
         let cands: Vec<&InstanceType> = names.iter().map(|n| c.get(n).unwrap()).collect();
         // 1 vCPU / 4 GiB: m7i.large is the cheapest that fits.
-        let pick = c.cheapest_fitting("us-east-1", &cands, 1024, 4096, 0).unwrap();
+        let pick = c
+            .cheapest_fitting("us-east-1", &cands, 1024, 4096, 0)
+            .unwrap();
         assert_eq!(pick.name, "m7i.large");
         // 2 vCPU / 16 GiB: r7i.large (16 GiB) beats m7i.xlarge.
-        let pick = c.cheapest_fitting("us-east-1", &cands, 2048, 16384, 0).unwrap();
+        let pick = c
+            .cheapest_fitting("us-east-1", &cands, 2048, 16384, 0)
+            .unwrap();
         assert_eq!(pick.name, "r7i.large");
         // A whole GPU: only g6.xlarge; the fractional g6f.large does not count.
-        let pick = c.cheapest_fitting("us-east-1", &cands, 1024, 1024, 1).unwrap();
+        let pick = c
+            .cheapest_fitting("us-east-1", &cands, 1024, 1024, 1)
+            .unwrap();
         assert_eq!(pick.name, "g6.xlarge");
-        assert!(c.cheapest_fitting("us-east-1", &cands, 1024, 1024, 2).is_none());
-        assert!(c.cheapest_fitting("us-east-1", &cands, 64 * 1024, 1024, 0).is_none());
-        assert!(c.cheapest_fitting("nowhere-1", &cands, 1024, 1024, 0).is_none());
+        assert!(c
+            .cheapest_fitting("us-east-1", &cands, 1024, 1024, 2)
+            .is_none());
+        assert!(c
+            .cheapest_fitting("us-east-1", &cands, 64 * 1024, 1024, 0)
+            .is_none());
+        assert!(c
+            .cheapest_fitting("nowhere-1", &cands, 1024, 1024, 0)
+            .is_none());
         assert!(c.cheapest_fitting("us-east-1", &[], 0, 0, 0).is_none());
     }
 
     #[test]
     fn bad_data_is_reported() {
         let good = CatalogCsv::EMBEDDED;
-        let bad_price = CatalogCsv { prices: "region,instance_type,usd_per_hour,source\nus-east-1,m7i.large,-1,x\n", ..good };
+        let bad_price = CatalogCsv {
+            prices: "region,instance_type,usd_per_hour,source\nus-east-1,m7i.large,-1,x\n",
+            ..good
+        };
         let err = Catalog::from_csv(&bad_price).unwrap_err();
         assert_eq!(err.file, "prices-on-demand.csv");
         assert_eq!(err.line, 2);
@@ -504,9 +601,15 @@ mod tests {
             ..good
         };
         assert!(Catalog::from_csv(&dup).is_err());
-        let bad_fee = CatalogCsv { fees: "region,instance_type,fee_usd_per_hour,basis\nr,t.x,1,guess\n", ..good };
+        let bad_fee = CatalogCsv {
+            fees: "region,instance_type,fee_usd_per_hour,basis\nr,t.x,1,guess\n",
+            ..good
+        };
         assert!(Catalog::from_csv(&bad_fee).is_err());
-        let no_col = CatalogCsv { offerings: "region\nr\n", ..good };
+        let no_col = CatalogCsv {
+            offerings: "region\nr\n",
+            ..good
+        };
         assert!(Catalog::from_csv(&no_col).is_err());
         let bad_arch = CatalogCsv {
             instance_types: &good.instance_types.replacen(",x86_64,", ",sparc,", 1),

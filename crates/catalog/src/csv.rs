@@ -15,7 +15,7 @@ use crate::DataError;
 pub(crate) struct Table<'a> {
     file: &'static str,
     columns: HashMap<&'a str, usize>,
-    rows: Vec<(usize, Vec<Cow<'a, str>>)>,
+    rows: Vec<Record<'a>>,
 }
 
 /// One row, with its 1-based line number.
@@ -28,17 +28,29 @@ pub(crate) struct Row<'t, 'a> {
 impl<'a> Table<'a> {
     /// Parses `text`. The first record is the header; blank lines are skipped.
     pub(crate) fn parse(file: &'static str, text: &'a str) -> Result<Self, DataError> {
-        let mut records = Records { text, pos: 0, line: 1 };
+        let mut records = Records {
+            text,
+            pos: 0,
+            line: 1,
+        };
         let (_, header) = records
             .next_record(file)?
             .ok_or_else(|| DataError::new(file, 1, "the file is empty (no header row)"))?;
         let mut columns = HashMap::new();
         for (i, name) in header.iter().enumerate() {
             let Cow::Borrowed(name) = name else {
-                return Err(DataError::new(file, 1, "quoted header cells are not supported"));
+                return Err(DataError::new(
+                    file,
+                    1,
+                    "quoted header cells are not supported",
+                ));
             };
             if columns.insert(*name, i).is_some() {
-                return Err(DataError::new(file, 1, format!("duplicate column `{name}`")));
+                return Err(DataError::new(
+                    file,
+                    1,
+                    format!("duplicate column `{name}`"),
+                ));
             }
         }
         let mut rows = Vec::new();
@@ -50,26 +62,42 @@ impl<'a> Table<'a> {
                 return Err(DataError::new(
                     file,
                     line,
-                    format!("{} cells where the header has {}", cells.len(), header.len()),
+                    format!(
+                        "{} cells where the header has {}",
+                        cells.len(),
+                        header.len()
+                    ),
                 ));
             }
             rows.push((line, cells));
         }
-        Ok(Table { file, columns, rows })
+        Ok(Table {
+            file,
+            columns,
+            rows,
+        })
     }
 
     /// Fails unless every named column is present.
     pub(crate) fn require(&self, names: &[&str]) -> Result<(), DataError> {
         for name in names {
             if !self.columns.contains_key(name) {
-                return Err(DataError::new(self.file, 1, format!("missing column `{name}`")));
+                return Err(DataError::new(
+                    self.file,
+                    1,
+                    format!("missing column `{name}`"),
+                ));
             }
         }
         Ok(())
     }
 
     pub(crate) fn rows(&self) -> impl Iterator<Item = Row<'_, 'a>> {
-        self.rows.iter().map(move |(line, cells)| Row { table: self, line: *line, cells })
+        self.rows.iter().map(move |(line, cells)| Row {
+            table: self,
+            line: *line,
+            cells,
+        })
     }
 }
 
@@ -130,6 +158,9 @@ impl Row<'_, '_> {
     }
 }
 
+/// A record: the line it starts on, and its cells.
+type Record<'a> = (usize, Vec<Cow<'a, str>>);
+
 /// Splits text into records of cells.
 struct Records<'a> {
     text: &'a str,
@@ -139,10 +170,7 @@ struct Records<'a> {
 
 impl<'a> Records<'a> {
     /// The next record and the line it starts on, or `None` at the end.
-    fn next_record(
-        &mut self,
-        file: &'static str,
-    ) -> Result<Option<(usize, Vec<Cow<'a, str>>)>, DataError> {
+    fn next_record(&mut self, file: &'static str) -> Result<Option<Record<'a>>, DataError> {
         if self.pos >= self.text.len() {
             return Ok(None);
         }
@@ -157,7 +185,11 @@ impl<'a> Records<'a> {
                 loop {
                     match bytes.get(i) {
                         None => {
-                            return Err(DataError::new(file, start_line, "unterminated quoted cell"))
+                            return Err(DataError::new(
+                                file,
+                                start_line,
+                                "unterminated quoted cell",
+                            ))
                         }
                         Some(b'"') if bytes.get(i + 1) == Some(&b'"') => {
                             value.push('"');
@@ -237,7 +269,10 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let err = Table::parse("t.csv", "a,b\n1\n").err().unwrap();
-        assert_eq!(err.to_string(), "t.csv line 2: 1 cells where the header has 2");
+        assert_eq!(
+            err.to_string(),
+            "t.csv line 2: 1 cells where the header has 2"
+        );
         assert!(Table::parse("t.csv", "").is_err());
         assert!(Table::parse("t.csv", "a,a\n").is_err());
         assert!(Table::parse("t.csv", "a\n\"x").is_err());

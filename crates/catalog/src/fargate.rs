@@ -108,13 +108,20 @@ impl Catalog {
     /// Whether `cpu_units`/`memory_mib` is a valid Fargate task size for `os`.
     pub fn fargate_size_supported(&self, cpu_units: u32, memory_mib: u32, os: FargateOs) -> bool {
         self.fargate_task_sizes.iter().any(|s| {
-            s.cpu_units == cpu_units && s.memory_mib == memory_mib && (os == FargateOs::Linux || s.windows)
+            s.cpu_units == cpu_units
+                && s.memory_mib == memory_mib
+                && (os == FargateOs::Linux || s.windows)
         })
     }
 
     /// The smallest valid Fargate size holding `cpu_units` and `memory_mib`
     /// (fewest CPU units, then least memory), if any.
-    pub fn fargate_size_for(&self, cpu_units: u32, memory_mib: u32, os: FargateOs) -> Option<FargateTaskSize> {
+    pub fn fargate_size_for(
+        &self,
+        cpu_units: u32,
+        memory_mib: u32,
+        os: FargateOs,
+    ) -> Option<FargateTaskSize> {
         self.fargate_task_sizes
             .iter()
             .filter(|s| s.cpu_units >= cpu_units && s.memory_mib >= memory_mib)
@@ -238,12 +245,20 @@ mod tests {
         use Architecture::*;
         use FargateOs::*;
         // 1 vCPU, 2 GB Linux/x86: 0.04048 + 2 × 0.004445.
-        let cost = c.fargate_hourly_cost("us-east-1", Linux, X86_64, 1024, 2048).unwrap();
+        let cost = c
+            .fargate_hourly_cost("us-east-1", Linux, X86_64, 1024, 2048)
+            .unwrap();
         assert!(close(cost, 0.04048 + 2.0 * 0.004445));
-        let win = c.fargate_hourly_cost("us-east-1", Windows, X86_64, 1024, 2048).unwrap();
+        let win = c
+            .fargate_hourly_cost("us-east-1", Windows, X86_64, 1024, 2048)
+            .unwrap();
         assert!(close(win, 0.09148 + 0.046 + 2.0 * 0.01005));
-        assert!(c.fargate_hourly_cost("us-east-1", Windows, Arm64, 1024, 2048).is_none());
-        assert!(c.fargate_hourly_cost("sa-east-1", Linux, X86_64, 1024, 2048).is_none());
+        assert!(c
+            .fargate_hourly_cost("us-east-1", Windows, Arm64, 1024, 2048)
+            .is_none());
+        assert!(c
+            .fargate_hourly_cost("sa-east-1", Linux, X86_64, 1024, 2048)
+            .is_none());
     }
 
     #[test]
@@ -260,13 +275,19 @@ mod tests {
         assert_eq!((s.cpu_units, s.memory_mib), (512, 1024));
         let s = c.fargate_size_for(300, 600, FargateOs::Windows).unwrap();
         assert_eq!((s.cpu_units, s.memory_mib), (1024, 2048));
-        assert!(c.fargate_size_for(16384, 130000, FargateOs::Linux).is_none());
+        assert!(c
+            .fargate_size_for(16384, 130000, FargateOs::Linux)
+            .is_none());
     }
 
     #[test]
     fn bad_rows_are_rejected() {
-        assert!(parse_rates("region,os,architecture,dimension,unit,usd\nr,mac,any,vcpu,u,1\n").is_err());
-        assert!(parse_rates("region,os,architecture,dimension,unit,usd\nr,any,any,gpu,u,1\n").is_err());
+        assert!(
+            parse_rates("region,os,architecture,dimension,unit,usd\nr,mac,any,vcpu,u,1\n").is_err()
+        );
+        assert!(
+            parse_rates("region,os,architecture,dimension,unit,usd\nr,any,any,gpu,u,1\n").is_err()
+        );
         assert!(parse_sizes("cpu_units,vcpu,memory_mib,os\n256,0.25,512,windows\n").is_err());
     }
 }

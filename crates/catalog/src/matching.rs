@@ -114,6 +114,15 @@ pub enum RequirementsError {
     },
 }
 
+impl RequirementsError {
+    /// Whether the request itself is invalid (AWS would answer
+    /// `InvalidParameterException`), as opposed to valid but unsatisfiable
+    /// ([`RequirementsError::NoMatch`]) or aimed at an unknown region.
+    pub fn is_invalid_request(&self) -> bool {
+        !matches!(self, Self::NoMatch { .. } | Self::UnknownRegion(_))
+    }
+}
+
 /// What price protection compares (berth's choice; see [`MatchOptions`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PriceBasis {
@@ -135,10 +144,20 @@ pub enum PriceBasis {
 /// on larger instances, so counting per instance (which would drop every size
 /// above the smallest) cannot be what it does; berth compares per vCPU by
 /// default.
+///
+/// **Architecture.** The ECS request has no architecture member; ECS takes
+/// it from the task definition's `runtimePlatform`. EC2's own preview call,
+/// `GetInstanceTypesFromInstanceRequirements`, takes it beside the
+/// requirements (`ArchitectureType.N`, "Required: Yes"), so it filters before
+/// price protection picks its reference. Set `architecture` to do the same;
+/// filtering the result afterwards instead would keep a reference price that
+/// another architecture set (Graviton is usually cheapest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MatchOptions {
     /// What price protection compares.
     pub price_basis: PriceBasis,
+    /// Only types supporting this architecture; `None` = any.
+    pub architecture: Option<crate::Architecture>,
 }
 
 /// An inclusive range with either end optional.
@@ -157,6 +176,33 @@ impl Range {
 /// A validated `InstanceRequirementsRequest`, ready to test instance types
 /// against. Build it with [`Requirements::new`]; [`Requirements::admits`]
 /// applies the attribute rules (not region, price or price protection).
+///
+/// | attribute | rule | default |
+/// | --- | --- | --- |
+/// | `vCpuCount`, `memoryMiB` | inclusive range; `min` required | — |
+/// | `memoryGiBPerVCpu`, `networkInterfaceCount`, `totalLocalStorageGB`, `baselineEbsBandwidthMbps`, `acceleratorTotalMemoryMiB` | inclusive range, either end optional | no limit |
+/// | `networkBandwidthGbps` | range over the **baseline** bandwidth | no limit |
+/// | `acceleratorCount` | range over GPUs + other accelerators; `max: 0` excludes accelerated types | no limit |
+/// | `cpuManufacturers`, `instanceGenerations`, `localStorageTypes` | any of the listed values | any |
+/// | `acceleratorTypes`, `acceleratorManufacturers`, `acceleratorNames` | the type must have one of the listed accelerators | any (accelerator or none) |
+/// | `bareMetal`, `burstablePerformance` | included / required / excluded | excluded |
+/// | `localStorage` | included / required / excluded | included |
+/// | `requireHibernateSupport` | `true` requires hibernation support | false |
+/// | `allowedInstanceTypes` / `excludedInstanceTypes` | `*` wildcards over the whole name; not both | all / none |
+/// | `onDemandMaxPricePercentageOverLowestPrice` | see [`Catalog::matching_with`] | 20; 999999 = off |
+///
+/// Sources (quoted rule by rule in the code):
+/// * EC2 API reference, `InstanceRequirementsRequest` and its range shapes:
+///   <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_InstanceRequirementsRequest.html>,
+///   <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_AcceleratorCountRequest.html>
+/// * EC2 Auto Scaling API reference, `InstanceRequirements` (price-protection
+///   fallback): <https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_InstanceRequirements.html>
+/// * ECS API reference, `InstanceRequirementsRequest` and
+///   `VCpuCountRangeRequest`: <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_InstanceRequirementsRequest.html>
+/// * ECS developer guide, "Amazon ECS Managed Instances instance types"
+///   (wildcards `c6i.*`, `m6*.*`): <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/managed-instances-instance-types.html>
+/// * AWS Batch API reference, `InstanceRequirementsRequest` (families such
+///   as `g5`): <https://docs.aws.amazon.com/batch/latest/APIReference/API_InstanceRequirementsRequest.html>
 #[derive(Debug, Clone, PartialEq)]
 pub struct Requirements {
     vcpus: Range,
@@ -191,7 +237,10 @@ fn int_range(
 ) -> Result<Range, RequirementsError> {
     for (path, value) in [(paths.0, min), (paths.1, max)] {
         if let Some(v) = value.filter(|v| *v < 0) {
-            return Err(RequirementsError::Negative { path, value: v.to_string() });
+            return Err(RequirementsError::Negative {
+                path,
+                value: v.to_string(),
+            });
         }
     }
     if let (Some(lo), Some(hi)) = (min, max) {
@@ -203,7 +252,10 @@ fn int_range(
             });
         }
     }
-    Ok(Range { min: min.map(f64::from), max: max.map(f64::from) })
+    Ok(Range {
+        min: min.map(f64::from),
+        max: max.map(f64::from),
+    })
 }
 
 fn float_range(
@@ -215,10 +267,16 @@ fn float_range(
     for (path, value) in [(paths.0, min), (paths.1, max)] {
         if let Some(v) = value {
             if !v.is_finite() {
-                return Err(RequirementsError::NotFinite { path, value: v.to_string() });
+                return Err(RequirementsError::NotFinite {
+                    path,
+                    value: v.to_string(),
+                });
             }
             if v < 0.0 {
-                return Err(RequirementsError::Negative { path, value: v.to_string() });
+                return Err(RequirementsError::Negative {
+                    path,
+                    value: v.to_string(),
+                });
             }
         }
     }
@@ -236,10 +294,16 @@ fn float_range(
 
 /// Checks one `allowedInstanceTypes` / `excludedInstanceTypes` list and
 /// returns its entries in lower case.
-fn patterns(path: &'static str, list: &Option<Vec<String>>) -> Result<Vec<String>, RequirementsError> {
+fn patterns(
+    path: &'static str,
+    list: &Option<Vec<String>>,
+) -> Result<Vec<String>, RequirementsError> {
     let list = list.as_deref().unwrap_or_default();
     if list.len() > MAX_INSTANCE_TYPE_PATTERNS {
-        return Err(RequirementsError::TooManyInstanceTypes { path, count: list.len() });
+        return Err(RequirementsError::TooManyInstanceTypes {
+            path,
+            count: list.len(),
+        });
     }
     list.iter()
         .map(|p| {
@@ -254,8 +318,13 @@ fn patterns(path: &'static str, list: &Option<Vec<String>>) -> Result<Vec<String
             if p.chars().count() > MAX_INSTANCE_TYPE_PATTERN_LEN {
                 return Err(bad("Member must have length less than or equal to 30"));
             }
-            if !p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '*' | '-')) {
-                return Err(bad("Member must satisfy regular expression pattern: [a-zA-Z0-9\\.\\*\\-]+"));
+            if !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '*' | '-'))
+            {
+                return Err(bad(
+                    "Member must satisfy regular expression pattern: [a-zA-Z0-9\\.\\*\\-]+",
+                ));
             }
             Ok(p.to_ascii_lowercase())
         })
@@ -327,18 +396,38 @@ impl Requirements {
         // ECS API reference, InstanceRequirementsRequest: vCpuCount and
         // memoryMiB are "Required: Yes"; VCpuCountRangeRequest.min and
         // MemoryMiBRequest.min are "Required: Yes".
-        let vcpu = req.v_cpu_count.as_ref().ok_or(Missing { path: "vCpuCount" })?;
-        let vcpu_min = vcpu.min.ok_or(Missing { path: "vCpuCount.min" })?;
-        let mem = req.memory_mib.as_ref().ok_or(Missing { path: "memoryMiB" })?;
-        let mem_min = mem.min.ok_or(Missing { path: "memoryMiB.min" })?;
+        let vcpu = req
+            .v_cpu_count
+            .as_ref()
+            .ok_or(Missing { path: "vCpuCount" })?;
+        let vcpu_min = vcpu.min.ok_or(Missing {
+            path: "vCpuCount.min",
+        })?;
+        let mem = req
+            .memory_mib
+            .as_ref()
+            .ok_or(Missing { path: "memoryMiB" })?;
+        let mem_min = mem.min.ok_or(Missing {
+            path: "memoryMiB.min",
+        })?;
 
         // Ranges: "The minimum … To specify no minimum limit, omit this
         // parameter" / "The maximum … To specify no maximum limit, omit this
         // parameter" (EC2 API reference, each *Request range shape); bounds are
         // inclusive ("Instance types with fewer vCPUs than this value are
         // excluded", ECS API reference, VCpuCountRangeRequest).
-        let vcpus = int_range("vCpuCount", ("vCpuCount.min", "vCpuCount.max"), Some(vcpu_min), vcpu.max)?;
-        let memory_mib = int_range("memoryMiB", ("memoryMiB.min", "memoryMiB.max"), Some(mem_min), mem.max)?;
+        let vcpus = int_range(
+            "vCpuCount",
+            ("vCpuCount.min", "vCpuCount.max"),
+            Some(vcpu_min),
+            vcpu.max,
+        )?;
+        let memory_mib = int_range(
+            "memoryMiB",
+            ("memoryMiB.min", "memoryMiB.max"),
+            Some(mem_min),
+            mem.max,
+        )?;
         let r = req.memory_gib_per_v_cpu.as_ref();
         let memory_gib_per_vcpu = float_range(
             "memoryGiBPerVCpu",
@@ -363,7 +452,10 @@ impl Requirements {
         let r = req.baseline_ebs_bandwidth_mbps.as_ref();
         let baseline_ebs_mbps = int_range(
             "baselineEbsBandwidthMbps",
-            ("baselineEbsBandwidthMbps.min", "baselineEbsBandwidthMbps.max"),
+            (
+                "baselineEbsBandwidthMbps.min",
+                "baselineEbsBandwidthMbps.max",
+            ),
             r.and_then(|r| r.min),
             r.and_then(|r| r.max),
         )?;
@@ -377,7 +469,10 @@ impl Requirements {
         let r = req.accelerator_total_memory_mib.as_ref();
         let accelerator_total_memory_mib = int_range(
             "acceleratorTotalMemoryMiB",
-            ("acceleratorTotalMemoryMiB.min", "acceleratorTotalMemoryMiB.max"),
+            (
+                "acceleratorTotalMemoryMiB.min",
+                "acceleratorTotalMemoryMiB.max",
+            ),
             r.and_then(|r| r.min),
             r.and_then(|r| r.max),
         )?;
@@ -401,8 +496,14 @@ impl Requirements {
         }
 
         let percentages = [
-            ("onDemandMaxPricePercentageOverLowestPrice", req.on_demand_max_price_percentage_over_lowest_price),
-            ("spotMaxPricePercentageOverLowestPrice", req.spot_max_price_percentage_over_lowest_price),
+            (
+                "onDemandMaxPricePercentageOverLowestPrice",
+                req.on_demand_max_price_percentage_over_lowest_price,
+            ),
+            (
+                "spotMaxPricePercentageOverLowestPrice",
+                req.spot_max_price_percentage_over_lowest_price,
+            ),
             (
                 "maxSpotPriceAsPercentageOfOptimalOnDemandPrice",
                 req.max_spot_price_as_percentage_of_optimal_on_demand_price,
@@ -410,13 +511,18 @@ impl Requirements {
         ];
         for (path, value) in percentages {
             if let Some(v) = value.filter(|v| *v < 0) {
-                return Err(RequirementsError::Negative { path, value: v.to_string() });
+                return Err(RequirementsError::Negative {
+                    path,
+                    value: v.to_string(),
+                });
             }
         }
         // "Only one of SpotMaxPricePercentageOverLowestPrice or
         // MaxSpotPriceAsPercentageOfOptimalOnDemandPrice can be specified."
         if req.spot_max_price_percentage_over_lowest_price.is_some()
-            && req.max_spot_price_as_percentage_of_optimal_on_demand_price.is_some()
+            && req
+                .max_spot_price_as_percentage_of_optimal_on_demand_price
+                .is_some()
         {
             return Err(RequirementsError::BothSpotPriceProtections);
         }
@@ -442,7 +548,9 @@ impl Requirements {
             // "BareMetal … Default: excluded"
             bare_metal: req.bare_metal.unwrap_or(BareMetal::Excluded),
             // "BurstablePerformance … Default: excluded"
-            burstable: req.burstable_performance.unwrap_or(BurstablePerformance::Excluded),
+            burstable: req
+                .burstable_performance
+                .unwrap_or(BurstablePerformance::Excluded),
             // "RequireHibernateSupport … Default: false"
             require_hibernate: req.require_hibernate_support.unwrap_or(false),
             // "LocalStorage … Default: included"
@@ -606,7 +714,8 @@ impl Catalog {
     ///
     /// 1. `req` is validated ([`Requirements::new`]);
     /// 2. a type must be offered in the region and have an on-demand price
-    ///    there (a type without a price cannot be costed or protected);
+    ///    there (a type without a price cannot be costed or protected), and
+    ///    support `options.architecture` when one is set;
     /// 3. it must pass the ECS Managed Instances floor
     ///    ([`ecs_managed_instances_floor`]);
     /// 4. it must satisfy every attribute ([`Requirements::admits`]);
@@ -641,6 +750,7 @@ impl Catalog {
             .iter()
             .filter(|t| self.offered(region, &t.name))
             .filter_map(|t| self.on_demand_price(region, &t.name).map(|p| (t, p)))
+            .filter(|(t, _)| options.architecture.is_none_or(|a| t.supports(a)))
             .filter(|(t, _)| ecs_managed_instances_floor(t))
             .filter(|(t, _)| requirements.admits(t))
             .collect();
@@ -658,9 +768,10 @@ impl Catalog {
                     .map(|(t, p)| unit(t, *p))
                     .min_by(f64::total_cmp)
             };
-            let reference = lowest(&|t| t.current_generation && matches!(t.category.as_str(), "c" | "m" | "r"))
-                .or_else(|| lowest(&|t| t.current_generation))
-                .or_else(|| lowest(&|_| true));
+            let reference =
+                lowest(&|t| t.current_generation && matches!(t.category.as_str(), "c" | "m" | "r"))
+                    .or_else(|| lowest(&|t| t.current_generation))
+                    .or_else(|| lowest(&|_| true));
             if let Some(reference) = reference {
                 let threshold = reference * (1.0 + f64::from(pct) / 100.0);
                 // A relative epsilon keeps the reference type itself (and
@@ -670,7 +781,9 @@ impl Catalog {
         }
 
         if survivors.is_empty() {
-            return Err(RequirementsError::NoMatch { region: region.to_string() });
+            return Err(RequirementsError::NoMatch {
+                region: region.to_string(),
+            });
         }
         Ok(survivors.into_iter().map(|(t, _)| t).collect())
     }

@@ -30,8 +30,13 @@ pub enum Architecture {
 
 impl Architecture {
     /// Every value.
-    pub const ALL: &'static [Architecture] =
-        &[Self::X86_64, Self::Arm64, Self::I386, Self::X86_64Mac, Self::Arm64Mac];
+    pub const ALL: &'static [Architecture] = &[
+        Self::X86_64,
+        Self::Arm64,
+        Self::I386,
+        Self::X86_64Mac,
+        Self::Arm64Mac,
+    ];
 
     /// The EC2 spelling (`x86_64`, `arm64`, …).
     pub fn as_str(&self) -> &'static str {
@@ -332,10 +337,18 @@ impl InstanceType {
     pub fn accelerator_manufacturers(&self) -> Vec<AcceleratorManufacturer> {
         let mut out = Vec::new();
         if self.has_gpu() {
-            out.extend(self.gpu_manufacturer.as_deref().and_then(accelerator_manufacturer));
+            out.extend(
+                self.gpu_manufacturer
+                    .as_deref()
+                    .and_then(accelerator_manufacturer),
+            );
         }
         if self.accelerator_kind.is_some() {
-            out.extend(self.accelerator_manufacturer.as_deref().and_then(accelerator_manufacturer));
+            out.extend(
+                self.accelerator_manufacturer
+                    .as_deref()
+                    .and_then(accelerator_manufacturer),
+            );
         }
         out
     }
@@ -359,7 +372,8 @@ impl InstanceType {
             .split(';')
             .filter(|s| !s.is_empty())
             .map(|s| {
-                Architecture::parse(s).ok_or_else(|| row.error(format!("unknown architecture `{s}`")))
+                Architecture::parse(s)
+                    .ok_or_else(|| row.error(format!("unknown architecture `{s}`")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let accelerator_kind = match row.opt_str("accelerator_kind")? {
@@ -431,8 +445,16 @@ impl InstanceType {
         if t.architectures.is_empty() {
             return Err(row.error(format!("{}: no architecture", t.name)));
         }
-        let finite = [Some(t.network_baseline_gbps), Some(t.network_peak_gbps), t.gpu_partition_size];
-        if finite.into_iter().flatten().any(|v| !v.is_finite() || v < 0.0) {
+        let finite = [
+            Some(t.network_baseline_gbps),
+            Some(t.network_peak_gbps),
+            t.gpu_partition_size,
+        ];
+        if finite
+            .into_iter()
+            .flatten()
+            .any(|v| !v.is_finite() || v < 0.0)
+        {
             return Err(row.error(format!("{}: a negative or non-finite number", t.name)));
         }
         Ok(t)

@@ -63,7 +63,8 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(x).join("berth"));
     }
-    let home = std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set: pass --data-dir")?;
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_DATA_HOME nor HOME is set: pass --data-dir")?;
     Ok(PathBuf::from(home).join(".local/share/berth"))
 }
 
@@ -71,13 +72,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -108,12 +110,31 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
     let creds = &server.credentials;
-    eprintln!("berth {} serving the ECS API on http://{addr}", env!("CARGO_PKG_VERSION"));
-    eprintln!("  region {}, account {}, data dir {}", config.region, config.account_id, config.data_dir.display());
+    eprintln!(
+        "berth {} serving the ECS API on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    eprintln!(
+        "  region {}, account {}, data dir {}",
+        config.region,
+        config.account_id,
+        config.data_dir.display()
+    );
     match &creds.file {
-        Some(f) if creds.generated => eprintln!("  generated the root access key {} in {}", creds.access_key_id, f.display()),
-        Some(f) => eprintln!("  root access key {} from {}", creds.access_key_id, f.display()),
-        None => eprintln!("  root access key {} from BERTH_ACCESS_KEY_ID", creds.access_key_id),
+        Some(f) if creds.generated => eprintln!(
+            "  generated the root access key {} in {}",
+            creds.access_key_id,
+            f.display()
+        ),
+        Some(f) => eprintln!(
+            "  root access key {} from {}",
+            creds.access_key_id,
+            f.display()
+        ),
+        None => eprintln!(
+            "  root access key {} from BERTH_ACCESS_KEY_ID",
+            creds.access_key_id
+        ),
     }
     if let Some(f) = &creds.file {
         eprintln!(
@@ -122,7 +143,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             config.region
         );
     }
-    server.serve(shutdown_signal(), Duration::from_secs(10)).await
+    server
+        .serve(shutdown_signal(), Duration::from_secs(10))
+        .await
 }
 
 fn main() -> std::process::ExitCode {
@@ -134,7 +157,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

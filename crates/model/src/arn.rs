@@ -60,30 +60,50 @@ impl Arn {
             return Err(bad());
         }
         let resource = match (kind, segs.as_slice()) {
-            ("cluster", [name]) => Resource::Cluster { name: name.to_string() },
-            ("capacity-provider", [name]) => Resource::CapacityProvider { name: name.to_string() },
+            ("cluster", [name]) => Resource::Cluster {
+                name: name.to_string(),
+            },
+            ("capacity-provider", [name]) => Resource::CapacityProvider {
+                name: name.to_string(),
+            },
             ("task-definition", [fr]) => {
                 let (family, rev) = fr.rsplit_once(':').ok_or_else(bad)?;
                 let revision = rev.parse::<i32>().map_err(|_| bad())?;
                 if family.is_empty() || revision < 1 {
                     return Err(bad());
                 }
-                Resource::TaskDefinition { family: family.to_string(), revision }
+                Resource::TaskDefinition {
+                    family: family.to_string(),
+                    revision,
+                }
             }
-            ("task", [cluster, id]) => Resource::Task { cluster: cluster.to_string(), id: id.to_string() },
-            ("container-instance", [cluster, id]) => {
-                Resource::ContainerInstance { cluster: cluster.to_string(), id: id.to_string() }
-            }
-            ("service", [cluster, name]) => {
-                Resource::Service { cluster: cluster.to_string(), name: name.to_string() }
-            }
+            ("task", [cluster, id]) => Resource::Task {
+                cluster: cluster.to_string(),
+                id: id.to_string(),
+            },
+            ("container-instance", [cluster, id]) => Resource::ContainerInstance {
+                cluster: cluster.to_string(),
+                id: id.to_string(),
+            },
+            ("service", [cluster, name]) => Resource::Service {
+                cluster: cluster.to_string(),
+                name: name.to_string(),
+            },
             _ => return Err(bad()),
         };
-        Ok(Self { region: region.to_string(), account: account.to_string(), resource })
+        Ok(Self {
+            region: region.to_string(),
+            account: account.to_string(),
+            resource,
+        })
     }
 
     pub fn new(ctx: &ArnContext, resource: Resource) -> Self {
-        Self { region: ctx.region.clone(), account: ctx.account.clone(), resource }
+        Self {
+            region: ctx.region.clone(),
+            account: ctx.account.clone(),
+            resource,
+        }
     }
 }
 
@@ -113,14 +133,34 @@ impl ArnContext {
         Arn::new(self, Resource::CapacityProvider { name: name.into() }).to_string()
     }
     pub fn task_definition(&self, family: &str, revision: i32) -> String {
-        Arn::new(self, Resource::TaskDefinition { family: family.into(), revision }).to_string()
+        Arn::new(
+            self,
+            Resource::TaskDefinition {
+                family: family.into(),
+                revision,
+            },
+        )
+        .to_string()
     }
     pub fn task(&self, cluster: &str, id: &str) -> String {
-        Arn::new(self, Resource::Task { cluster: cluster.into(), id: id.into() }).to_string()
+        Arn::new(
+            self,
+            Resource::Task {
+                cluster: cluster.into(),
+                id: id.into(),
+            },
+        )
+        .to_string()
     }
     pub fn container_instance(&self, cluster: &str, id: &str) -> String {
-        Arn::new(self, Resource::ContainerInstance { cluster: cluster.into(), id: id.into() })
-            .to_string()
+        Arn::new(
+            self,
+            Resource::ContainerInstance {
+                cluster: cluster.into(),
+                id: id.into(),
+            },
+        )
+        .to_string()
     }
 }
 
@@ -143,10 +183,16 @@ pub fn check_iam_arn(value: &str, resource_type: &str, member: &str) -> Result<(
     ) else {
         return Err(bad());
     };
-    if !partition.starts_with("aws") || account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+    if !partition.starts_with("aws")
+        || account.len() != 12
+        || !account.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
-    let Some(path) = rest.strip_prefix(resource_type).and_then(|r| r.strip_prefix('/')) else {
+    let Some(path) = rest
+        .strip_prefix(resource_type)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
         return Err(bad());
     };
     let name = path.rsplit('/').next().unwrap_or("");
@@ -163,7 +209,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn ctx() -> ArnContext {
-        ArnContext { region: "us-east-1".into(), account: "000000000000".into() }
+        ArnContext {
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+        }
     }
 
     #[test]
@@ -201,10 +250,22 @@ mod tests {
 
     #[test]
     fn iam_arns() {
-        assert!(check_iam_arn("arn:aws:iam::123456789012:role/ecsInfra", "role", "infrastructureRoleArn").is_ok());
+        assert!(check_iam_arn(
+            "arn:aws:iam::123456789012:role/ecsInfra",
+            "role",
+            "infrastructureRoleArn"
+        )
+        .is_ok());
         assert!(check_iam_arn("arn:aws:iam::123456789012:role/path/to/r", "role", "x").is_ok());
-        assert!(check_iam_arn("arn:aws:iam::123456789012:instance-profile/p", "instance-profile", "x").is_ok());
-        assert!(check_iam_arn("arn:aws:iam::123456789012:instance-profile/p", "role", "x").is_err());
+        assert!(check_iam_arn(
+            "arn:aws:iam::123456789012:instance-profile/p",
+            "instance-profile",
+            "x"
+        )
+        .is_ok());
+        assert!(
+            check_iam_arn("arn:aws:iam::123456789012:instance-profile/p", "role", "x").is_err()
+        );
         assert!(check_iam_arn("arn:aws:iam::12345:role/r", "role", "x").is_err());
         assert!(check_iam_arn("role/r", "role", "x").is_err());
         assert!(check_iam_arn("arn:aws:iam::123456789012:role/", "role", "x").is_err());

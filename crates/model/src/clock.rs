@@ -25,7 +25,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Duration) -> Self {
-        Self { nanos: AtomicU64::new(start.as_nanos() as u64) }
+        Self {
+            nanos: AtomicU64::new(start.as_nanos() as u64),
+        }
     }
     pub fn advance(&self, by: Duration) {
         self.nanos.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);

@@ -38,7 +38,13 @@ pub enum AcceleratorManufacturer {
 
 impl AcceleratorManufacturer {
     /// Every value, in the model's order.
-    pub const ALL: &'static [AcceleratorManufacturer] = &[Self::AmazonWebServices, Self::Amd, Self::Nvidia, Self::Xilinx, Self::Habana];
+    pub const ALL: &'static [AcceleratorManufacturer] = &[
+        Self::AmazonWebServices,
+        Self::Amd,
+        Self::Nvidia,
+        Self::Xilinx,
+        Self::Habana,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -92,7 +98,20 @@ pub enum AcceleratorName {
 
 impl AcceleratorName {
     /// Every value, in the model's order.
-    pub const ALL: &'static [AcceleratorName] = &[Self::A100, Self::Inferentia, Self::K520, Self::K80, Self::M60, Self::RadeonProV520, Self::T4, Self::Vu9p, Self::V100, Self::A10g, Self::H100, Self::T4g];
+    pub const ALL: &'static [AcceleratorName] = &[
+        Self::A100,
+        Self::Inferentia,
+        Self::K520,
+        Self::K80,
+        Self::M60,
+        Self::RadeonProV520,
+        Self::T4,
+        Self::Vu9p,
+        Self::V100,
+        Self::A10g,
+        Self::H100,
+        Self::T4g,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -220,11 +239,23 @@ impl std::fmt::Display for AccessType {
 /// `AdvancedConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AdvancedConfiguration {
-    #[serde(rename = "alternateTargetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alternateTargetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alternate_target_group_arn: Option<String>,
-    #[serde(rename = "productionListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "productionListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub production_listener_rule: Option<String>,
-    #[serde(rename = "testListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_listener_rule: Option<String>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
@@ -256,7 +287,14 @@ pub enum AgentUpdateStatus {
 
 impl AgentUpdateStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [AgentUpdateStatus] = &[Self::Pending, Self::Staging, Self::Staged, Self::Updating, Self::Updated, Self::Failed];
+    pub const ALL: &'static [AgentUpdateStatus] = &[
+        Self::Pending,
+        Self::Staging,
+        Self::Staged,
+        Self::Updating,
+        Self::Updated,
+        Self::Failed,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -362,7 +400,9 @@ impl crate::wire::Required for Attachment {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.details {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "details"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "details"), i))
+                {
                     return Some(p);
                 }
             }
@@ -374,7 +414,11 @@ impl crate::wire::Required for Attachment {
 /// `AttachmentStateChange`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttachmentStateChange {
-    #[serde(rename = "attachmentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachmentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachment_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -399,7 +443,11 @@ pub struct Attribute {
     pub name: Option<String>,
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_type: Option<TargetType>,
     #[serde(rename = "targetId", default, skip_serializing_if = "Option::is_none")]
     pub target_id: Option<String>,
@@ -462,7 +510,11 @@ impl std::fmt::Display for AutoRepairActionsStatus {
 /// `AutoRepairConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoRepairConfiguration {
-    #[serde(rename = "actionsStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "actionsStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub actions_status: Option<AutoRepairActionsStatus>,
 }
 
@@ -476,13 +528,29 @@ impl crate::wire::Required for AutoRepairConfiguration {
 /// `AutoScalingGroupProvider`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoScalingGroupProvider {
-    #[serde(rename = "autoScalingGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_group_arn: Option<String>,
-    #[serde(rename = "managedScaling", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedScaling",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_scaling: Option<ManagedScaling>,
-    #[serde(rename = "managedTerminationProtection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedTerminationProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_termination_protection: Option<ManagedTerminationProtection>,
-    #[serde(rename = "managedDraining", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedDraining",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_draining: Option<ManagedDraining>,
 }
 
@@ -503,11 +571,23 @@ impl crate::wire::Required for AutoScalingGroupProvider {
 /// `AutoScalingGroupProviderUpdate`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AutoScalingGroupProviderUpdate {
-    #[serde(rename = "managedScaling", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedScaling",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_scaling: Option<ManagedScaling>,
-    #[serde(rename = "managedTerminationProtection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedTerminationProtection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_termination_protection: Option<ManagedTerminationProtection>,
-    #[serde(rename = "managedDraining", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedDraining",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_draining: Option<ManagedDraining>,
 }
 
@@ -558,9 +638,17 @@ impl std::fmt::Display for AvailabilityZoneRebalancing {
 pub struct AwsVpcConfiguration {
     #[serde(rename = "subnets", default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<Vec<String>>,
-    #[serde(rename = "securityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_groups: Option<Vec<String>>,
-    #[serde(rename = "assignPublicIp", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "assignPublicIp",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub assign_public_ip: Option<AssignPublicIp>,
 }
 
@@ -650,7 +738,8 @@ pub enum BurstablePerformance {
 
 impl BurstablePerformance {
     /// Every value, in the model's order.
-    pub const ALL: &'static [BurstablePerformance] = &[Self::Included, Self::Required, Self::Excluded];
+    pub const ALL: &'static [BurstablePerformance] =
+        &[Self::Included, Self::Required, Self::Excluded];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -705,9 +794,17 @@ impl std::fmt::Display for CPUArchitecture {
 /// `CanaryConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CanaryConfiguration {
-    #[serde(rename = "canaryPercent", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "canaryPercent",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub canary_percent: f64,
-    #[serde(rename = "canaryBakeTimeInMinutes", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "canaryBakeTimeInMinutes",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub canary_bake_time_in_minutes: i32,
 }
 
@@ -755,7 +852,11 @@ impl std::fmt::Display for CapacityOptionType {
 /// `CapacityProvider`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityProvider {
-    #[serde(rename = "capacityProviderArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_arn: Option<String>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -763,13 +864,29 @@ pub struct CapacityProvider {
     pub cluster: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<CapacityProviderStatus>,
-    #[serde(rename = "autoScalingGroupProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingGroupProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_group_provider: Option<AutoScalingGroupProvider>,
-    #[serde(rename = "managedInstancesProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedInstancesProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_instances_provider: Option<ManagedInstancesProvider>,
-    #[serde(rename = "updateStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "updateStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_status: Option<CapacityProviderUpdateStatus>,
-    #[serde(rename = "updateStatusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "updateStatusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub update_status_reason: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -791,7 +908,9 @@ impl crate::wire::Required for CapacityProvider {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -843,7 +962,12 @@ pub enum CapacityProviderStatus {
 
 impl CapacityProviderStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [CapacityProviderStatus] = &[Self::Provisioning, Self::Active, Self::Deprovisioning, Self::Inactive];
+    pub const ALL: &'static [CapacityProviderStatus] = &[
+        Self::Provisioning,
+        Self::Active,
+        Self::Deprovisioning,
+        Self::Inactive,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -868,7 +992,11 @@ impl std::fmt::Display for CapacityProviderStatus {
 /// `CapacityProviderStrategyItem`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityProviderStrategyItem {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<String>,
     #[serde(rename = "weight", default, deserialize_with = "crate::wire::nullable")]
     pub weight: i32,
@@ -900,7 +1028,12 @@ pub enum CapacityProviderType {
 
 impl CapacityProviderType {
     /// Every value, in the model's order.
-    pub const ALL: &'static [CapacityProviderType] = &[Self::Ec2Autoscaling, Self::ManagedInstances, Self::Fargate, Self::FargateSpot];
+    pub const ALL: &'static [CapacityProviderType] = &[
+        Self::Ec2Autoscaling,
+        Self::ManagedInstances,
+        Self::Fargate,
+        Self::FargateSpot,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -947,7 +1080,17 @@ pub enum CapacityProviderUpdateStatus {
 
 impl CapacityProviderUpdateStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [CapacityProviderUpdateStatus] = &[Self::CreateInProgress, Self::CreateComplete, Self::CreateFailed, Self::DeleteInProgress, Self::DeleteComplete, Self::DeleteFailed, Self::UpdateInProgress, Self::UpdateComplete, Self::UpdateFailed];
+    pub const ALL: &'static [CapacityProviderUpdateStatus] = &[
+        Self::CreateInProgress,
+        Self::CreateComplete,
+        Self::CreateFailed,
+        Self::DeleteInProgress,
+        Self::DeleteComplete,
+        Self::DeleteFailed,
+        Self::UpdateInProgress,
+        Self::UpdateComplete,
+        Self::UpdateFailed,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -987,7 +1130,11 @@ pub enum CapacityReservationPreference {
 
 impl CapacityReservationPreference {
     /// Every value, in the model's order.
-    pub const ALL: &'static [CapacityReservationPreference] = &[Self::ReservationsOnly, Self::ReservationsFirst, Self::ReservationsExcluded];
+    pub const ALL: &'static [CapacityReservationPreference] = &[
+        Self::ReservationsOnly,
+        Self::ReservationsFirst,
+        Self::ReservationsExcluded,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -1011,9 +1158,17 @@ impl std::fmt::Display for CapacityReservationPreference {
 /// `CapacityReservationRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityReservationRequest {
-    #[serde(rename = "reservationGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "reservationGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reservation_group_arn: Option<String>,
-    #[serde(rename = "reservationPreference", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "reservationPreference",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reservation_preference: Option<CapacityReservationPreference>,
 }
 
@@ -1041,37 +1196,89 @@ impl crate::wire::Required for ClientException {
 /// `Cluster`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cluster {
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "clusterName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_name: Option<String>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<ClusterConfiguration>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "registeredContainerInstancesCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "registeredContainerInstancesCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub registered_container_instances_count: i32,
-    #[serde(rename = "runningTasksCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "runningTasksCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub running_tasks_count: i32,
-    #[serde(rename = "pendingTasksCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "pendingTasksCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub pending_tasks_count: i32,
-    #[serde(rename = "activeServicesCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "activeServicesCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub active_services_count: i32,
-    #[serde(rename = "statistics", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statistics",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub statistics: Option<Vec<KeyValuePair>>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "settings", default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Vec<ClusterSetting>>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<String>>,
-    #[serde(rename = "defaultCapacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "defaultCapacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<Attachment>>,
-    #[serde(rename = "attachmentsStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachmentsStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments_status: Option<String>,
-    #[serde(rename = "serviceConnectDefaults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectDefaults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_defaults: Option<ClusterServiceConnectDefaults>,
 }
 
@@ -1084,35 +1291,49 @@ impl crate::wire::Required for Cluster {
         }
         if let Some(v) = &self.statistics {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "statistics"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "statistics"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.settings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.default_capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "defaultCapacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "defaultCapacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.attachments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attachments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "attachments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -1129,9 +1350,17 @@ impl crate::wire::Required for Cluster {
 /// `ClusterConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterConfiguration {
-    #[serde(rename = "executeCommandConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executeCommandConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execute_command_configuration: Option<ExecuteCommandConfiguration>,
-    #[serde(rename = "managedStorageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedStorageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_storage_configuration: Option<ManagedStorageConfiguration>,
 }
 
@@ -1224,7 +1453,13 @@ pub enum ClusterField {
 
 impl ClusterField {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ClusterField] = &[Self::Attachments, Self::Configurations, Self::Settings, Self::Statistics, Self::Tags];
+    pub const ALL: &'static [ClusterField] = &[
+        Self::Attachments,
+        Self::Configurations,
+        Self::Settings,
+        Self::Statistics,
+        Self::Tags,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -1350,7 +1585,12 @@ pub enum Compatibility {
 
 impl Compatibility {
     /// Every value, in the model's order.
-    pub const ALL: &'static [Compatibility] = &[Self::Ec2, Self::Fargate, Self::External, Self::ManagedInstances];
+    pub const ALL: &'static [Compatibility] = &[
+        Self::Ec2,
+        Self::Fargate,
+        Self::External,
+        Self::ManagedInstances,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -1375,7 +1615,11 @@ impl std::fmt::Display for Compatibility {
 /// `ConflictException`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConflictException {
-    #[serde(rename = "resourceIds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceIds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_ids: Option<Vec<String>>,
     #[serde(rename = "message", default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -1422,7 +1666,11 @@ impl std::fmt::Display for Connectivity {
 /// `Container`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Container {
-    #[serde(rename = "containerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_arn: Option<String>,
     #[serde(rename = "taskArn", default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
@@ -1430,29 +1678,57 @@ pub struct Container {
     pub name: Option<String>,
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(rename = "imageDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_digest: Option<String>,
     #[serde(rename = "runtimeId", default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
-    #[serde(rename = "lastStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_status: Option<String>,
     #[serde(rename = "exitCode", default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "networkBindings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkBindings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_bindings: Option<Vec<NetworkBinding>>,
-    #[serde(rename = "networkInterfaces", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkInterfaces",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_interfaces: Option<Vec<NetworkInterface>>,
-    #[serde(rename = "healthStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_status: Option<HealthStatus>,
-    #[serde(rename = "managedAgents", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedAgents",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_agents: Option<Vec<ManagedAgent>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "memoryReservation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryReservation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_reservation: Option<String>,
     #[serde(rename = "gpuIds", default, skip_serializing_if = "Option::is_none")]
     pub gpu_ids: Option<Vec<String>>,
@@ -1462,21 +1738,33 @@ impl crate::wire::Required for Container {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.network_bindings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "networkBindings"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "networkBindings"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.network_interfaces {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "networkInterfaces"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "networkInterfaces"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.managed_agents {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "managedAgents"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "managedAgents"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -1500,7 +1788,8 @@ pub enum ContainerCondition {
 
 impl ContainerCondition {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ContainerCondition] = &[Self::Start, Self::Complete, Self::Success, Self::Healthy];
+    pub const ALL: &'static [ContainerCondition] =
+        &[Self::Start, Self::Complete, Self::Success, Self::Healthy];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -1529,85 +1818,205 @@ pub struct ContainerDefinition {
     pub name: Option<String>,
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(rename = "repositoryCredentials", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "repositoryCredentials",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub repository_credentials: Option<RepositoryCredentials>,
     #[serde(rename = "cpu", default, deserialize_with = "crate::wire::nullable")]
     pub cpu: i32,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<i32>,
-    #[serde(rename = "memoryReservation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryReservation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_reservation: Option<i32>,
     #[serde(rename = "links", default, skip_serializing_if = "Option::is_none")]
     pub links: Option<Vec<String>>,
-    #[serde(rename = "portMappings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "portMappings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub port_mappings: Option<Vec<PortMapping>>,
     #[serde(rename = "essential", default, skip_serializing_if = "Option::is_none")]
     pub essential: Option<bool>,
-    #[serde(rename = "restartPolicy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "restartPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub restart_policy: Option<ContainerRestartPolicy>,
-    #[serde(rename = "entryPoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "entryPoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entry_point: Option<Vec<String>>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(rename = "environment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<Vec<KeyValuePair>>,
-    #[serde(rename = "environmentFiles", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environmentFiles",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment_files: Option<Vec<EnvironmentFile>>,
-    #[serde(rename = "mountPoints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "mountPoints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mount_points: Option<Vec<MountPoint>>,
-    #[serde(rename = "volumesFrom", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumesFrom",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volumes_from: Option<Vec<VolumeFrom>>,
-    #[serde(rename = "linuxParameters", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "linuxParameters",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub linux_parameters: Option<LinuxParameters>,
     #[serde(rename = "secrets", default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<Secret>>,
     #[serde(rename = "dependsOn", default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<Vec<ContainerDependency>>,
-    #[serde(rename = "startTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "startTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_timeout: Option<i32>,
-    #[serde(rename = "stopTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stopTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_timeout: Option<i32>,
-    #[serde(rename = "versionConsistency", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "versionConsistency",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version_consistency: Option<VersionConsistency>,
     #[serde(rename = "hostname", default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     #[serde(rename = "user", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(rename = "workingDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "workingDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_directory: Option<String>,
-    #[serde(rename = "disableNetworking", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "disableNetworking",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub disable_networking: Option<bool>,
-    #[serde(rename = "privileged", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privileged",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub privileged: Option<bool>,
-    #[serde(rename = "readonlyRootFilesystem", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "readonlyRootFilesystem",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub readonly_root_filesystem: Option<bool>,
-    #[serde(rename = "dnsServers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dnsServers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dns_servers: Option<Vec<String>>,
-    #[serde(rename = "dnsSearchDomains", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dnsSearchDomains",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub dns_search_domains: Option<Vec<String>>,
-    #[serde(rename = "extraHosts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "extraHosts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub extra_hosts: Option<Vec<HostEntry>>,
-    #[serde(rename = "dockerSecurityOptions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dockerSecurityOptions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_security_options: Option<Vec<String>>,
-    #[serde(rename = "interactive", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "interactive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interactive: Option<bool>,
-    #[serde(rename = "pseudoTerminal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pseudoTerminal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pseudo_terminal: Option<bool>,
-    #[serde(rename = "dockerLabels", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dockerLabels",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "ulimits", default, skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<Vec<Ulimit>>,
-    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_configuration: Option<LogConfiguration>,
-    #[serde(rename = "healthCheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check: Option<HealthCheck>,
-    #[serde(rename = "systemControls", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "systemControls",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system_controls: Option<Vec<SystemControl>>,
-    #[serde(rename = "resourceRequirements", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceRequirements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_requirements: Option<Vec<ResourceRequirement>>,
-    #[serde(rename = "firelensConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "firelensConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub firelens_configuration: Option<FirelensConfiguration>,
-    #[serde(rename = "credentialSpecs", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credentialSpecs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credential_specs: Option<Vec<String>>,
 }
 
@@ -1620,7 +2029,11 @@ impl crate::wire::Required for ContainerDefinition {
         }
         if let Some(v) = &self.port_mappings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "portMappings"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "portMappings"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -1632,28 +2045,44 @@ impl crate::wire::Required for ContainerDefinition {
         }
         if let Some(v) = &self.environment {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "environment"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "environment"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.environment_files {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "environmentFiles"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "environmentFiles"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.mount_points {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "mountPoints"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "mountPoints"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.volumes_from {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumesFrom"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "volumesFrom"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -1665,28 +2094,36 @@ impl crate::wire::Required for ContainerDefinition {
         }
         if let Some(v) = &self.secrets {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "secrets"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "secrets"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.depends_on {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "dependsOn"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "dependsOn"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.extra_hosts {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "extraHosts"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "extraHosts"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.ulimits {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "ulimits"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "ulimits"), i))
+                {
                     return Some(p);
                 }
             }
@@ -1703,14 +2140,22 @@ impl crate::wire::Required for ContainerDefinition {
         }
         if let Some(v) = &self.system_controls {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "systemControls"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "systemControls"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.resource_requirements {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "resourceRequirements"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "resourceRequirements"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -1727,7 +2172,11 @@ impl crate::wire::Required for ContainerDefinition {
 /// `ContainerDependency`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerDependency {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
     #[serde(rename = "condition", default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<ContainerCondition>,
@@ -1748,9 +2197,17 @@ impl crate::wire::Required for ContainerDependency {
 /// `ContainerImage`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerImage {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "imageDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_digest: Option<String>,
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -1766,41 +2223,105 @@ impl crate::wire::Required for ContainerImage {
 /// `ContainerInstance`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInstance {
-    #[serde(rename = "containerInstanceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arn: Option<String>,
-    #[serde(rename = "ec2InstanceId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ec2InstanceId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ec2_instance_id: Option<String>,
-    #[serde(rename = "capacityProviderName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_name: Option<String>,
-    #[serde(rename = "version", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "version",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub version: i64,
-    #[serde(rename = "versionInfo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "versionInfo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version_info: Option<VersionInfo>,
-    #[serde(rename = "remainingResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "remainingResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub remaining_resources: Option<Vec<Resource>>,
-    #[serde(rename = "registeredResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_resources: Option<Vec<Resource>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "agentConnected", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "agentConnected",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub agent_connected: bool,
-    #[serde(rename = "runningTasksCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "runningTasksCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub running_tasks_count: i32,
-    #[serde(rename = "pendingTasksCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "pendingTasksCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub pending_tasks_count: i32,
-    #[serde(rename = "agentUpdateStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "agentUpdateStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_update_status: Option<AgentUpdateStatus>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "registeredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<f64>,
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<Attachment>>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "healthStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_status: Option<ContainerInstanceHealthStatus>,
 }
 
@@ -1813,35 +2334,51 @@ impl crate::wire::Required for ContainerInstance {
         }
         if let Some(v) = &self.remaining_resources {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "remainingResources"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "remainingResources"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.registered_resources {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "registeredResources"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "registeredResources"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.attachments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attachments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "attachments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -1889,7 +2426,11 @@ impl std::fmt::Display for ContainerInstanceField {
 /// `ContainerInstanceHealthStatus`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerInstanceHealthStatus {
-    #[serde(rename = "overallStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "overallStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub overall_status: Option<InstanceHealthCheckState>,
     #[serde(rename = "details", default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<InstanceHealthCheckResult>>,
@@ -1899,7 +2440,9 @@ impl crate::wire::Required for ContainerInstanceHealthStatus {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.details {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "details"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "details"), i))
+                {
                     return Some(p);
                 }
             }
@@ -1925,7 +2468,13 @@ pub enum ContainerInstanceStatus {
 
 impl ContainerInstanceStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ContainerInstanceStatus] = &[Self::Active, Self::Draining, Self::Registering, Self::Deregistering, Self::RegistrationFailed];
+    pub const ALL: &'static [ContainerInstanceStatus] = &[
+        Self::Active,
+        Self::Draining,
+        Self::Registering,
+        Self::Deregistering,
+        Self::RegistrationFailed,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -1955,17 +2504,33 @@ pub struct ContainerOverride {
     pub name: Option<String>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(rename = "environment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<Vec<KeyValuePair>>,
-    #[serde(rename = "environmentFiles", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environmentFiles",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment_files: Option<Vec<EnvironmentFile>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<i32>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<i32>,
-    #[serde(rename = "memoryReservation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryReservation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_reservation: Option<i32>,
-    #[serde(rename = "resourceRequirements", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceRequirements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_requirements: Option<Vec<ResourceRequirement>>,
 }
 
@@ -1973,21 +2538,33 @@ impl crate::wire::Required for ContainerOverride {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.environment {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "environment"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "environment"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.environment_files {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "environmentFiles"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "environmentFiles"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.resource_requirements {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "resourceRequirements"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "resourceRequirements"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2001,9 +2578,17 @@ impl crate::wire::Required for ContainerOverride {
 pub struct ContainerRestartPolicy {
     #[serde(rename = "enabled", default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    #[serde(rename = "ignoredExitCodes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ignoredExitCodes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ignored_exit_codes: Option<Vec<i32>>,
-    #[serde(rename = "restartAttemptPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "restartAttemptPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub restart_attempt_period: Option<i32>,
 }
 
@@ -2019,15 +2604,27 @@ impl crate::wire::Required for ContainerRestartPolicy {
 /// `ContainerStateChange`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerStateChange {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "imageDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_digest: Option<String>,
     #[serde(rename = "runtimeId", default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
     #[serde(rename = "exitCode", default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    #[serde(rename = "networkBindings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkBindings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_bindings: Option<Vec<NetworkBinding>>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -2039,7 +2636,11 @@ impl crate::wire::Required for ContainerStateChange {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.network_bindings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "networkBindings"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "networkBindings"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2051,7 +2652,11 @@ impl crate::wire::Required for ContainerStateChange {
 /// `ContinueServiceDeploymentRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContinueServiceDeploymentRequest {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
     #[serde(rename = "hookId", default, skip_serializing_if = "Option::is_none")]
     pub hook_id: Option<String>,
@@ -2074,7 +2679,11 @@ impl crate::wire::Required for ContinueServiceDeploymentRequest {
 /// `ContinueServiceDeploymentResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContinueServiceDeploymentResponse {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
 }
 
@@ -2126,9 +2735,17 @@ pub struct CreateCapacityProviderRequest {
     pub name: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "autoScalingGroupProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingGroupProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_group_provider: Option<AutoScalingGroupProvider>,
-    #[serde(rename = "managedInstancesProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedInstancesProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_instances_provider: Option<CreateManagedInstancesProviderConfiguration>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -2151,7 +2768,9 @@ impl crate::wire::Required for CreateCapacityProviderRequest {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -2163,7 +2782,11 @@ impl crate::wire::Required for CreateCapacityProviderRequest {
 /// `CreateCapacityProviderResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateCapacityProviderResponse {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<CapacityProvider>,
 }
 
@@ -2181,19 +2804,39 @@ impl crate::wire::Required for CreateCapacityProviderResponse {
 /// `CreateClusterRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateClusterRequest {
-    #[serde(rename = "clusterName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_name: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "settings", default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Vec<ClusterSetting>>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<ClusterConfiguration>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<String>>,
-    #[serde(rename = "defaultCapacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "defaultCapacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "serviceConnectDefaults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectDefaults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_defaults: Option<ClusterServiceConnectDefaultsRequest>,
 }
 
@@ -2201,14 +2844,18 @@ impl crate::wire::Required for CreateClusterRequest {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.settings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i))
+                {
                     return Some(p);
                 }
             }
@@ -2220,7 +2867,11 @@ impl crate::wire::Required for CreateClusterRequest {
         }
         if let Some(v) = &self.default_capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "defaultCapacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "defaultCapacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2255,25 +2906,61 @@ impl crate::wire::Required for CreateClusterResponse {
 /// `CreateDaemonRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateDaemonRequest {
-    #[serde(rename = "daemonName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_name: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
-    #[serde(rename = "capacityProviderArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_arns: Option<Vec<String>>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DaemonDeploymentConfiguration>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<DaemonPropagateTags>,
-    #[serde(rename = "enableECSManagedTags", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_ecs_managed_tags: bool,
-    #[serde(rename = "enableExecuteCommand", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_execute_command: bool,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
 }
 
@@ -2295,7 +2982,9 @@ impl crate::wire::Required for CreateDaemonRequest {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -2313,7 +3002,11 @@ pub struct CreateDaemonResponse {
     pub status: Option<DaemonStatus>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "deploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_arn: Option<String>,
 }
 
@@ -2327,27 +3020,59 @@ impl crate::wire::Required for CreateDaemonResponse {
 /// `CreateExpressGatewayServiceRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateExpressGatewayServiceRequest {
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "primaryContainer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryContainer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_container: Option<ExpressGatewayContainer>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ExpressGatewayServiceNetworkConfiguration>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "scalingTarget", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scalingTarget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scaling_target: Option<ExpressGatewayScalingTarget>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -2381,7 +3106,9 @@ impl crate::wire::Required for CreateExpressGatewayServiceRequest {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -2411,15 +3138,35 @@ impl crate::wire::Required for CreateExpressGatewayServiceResponse {
 /// `CreateManagedInstancesProviderConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateManagedInstancesProviderConfiguration {
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "instanceLaunchTemplate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceLaunchTemplate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_launch_template: Option<InstanceLaunchTemplate>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateMITags>,
-    #[serde(rename = "infrastructureOptimization", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureOptimization",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_optimization: Option<InfrastructureOptimization>,
-    #[serde(rename = "autoRepairConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoRepairConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_repair_configuration: Option<AutoRepairConfiguration>,
 }
 
@@ -2455,55 +3202,147 @@ impl crate::wire::Required for CreateManagedInstancesProviderConfiguration {
 pub struct CreateServiceRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "availabilityZoneRebalancing", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "availabilityZoneRebalancing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub availability_zone_rebalancing: Option<AvailabilityZoneRebalancing>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
-    #[serde(rename = "desiredCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_count: Option<i32>,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
     #[serde(rename = "role", default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DeploymentConfiguration>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<PlacementConstraint>>,
-    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_strategy: Option<Vec<PlacementStrategy>>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "healthCheckGracePeriodSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckGracePeriodSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_grace_period_seconds: Option<i32>,
-    #[serde(rename = "schedulingStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schedulingStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scheduling_strategy: Option<SchedulingStrategy>,
-    #[serde(rename = "deploymentController", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentController",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_controller: Option<DeploymentController>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "enableECSManagedTags", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_ecs_managed_tags: bool,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateTags>,
-    #[serde(rename = "enableExecuteCommand", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_execute_command: bool,
-    #[serde(rename = "serviceConnectConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_configuration: Option<ServiceConnectConfiguration>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
 }
 
@@ -2514,21 +3353,33 @@ impl crate::wire::Required for CreateServiceRequest {
         }
         if let Some(v) = &self.load_balancers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "loadBalancers"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "loadBalancers"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.service_registries {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceRegistries"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceRegistries"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2540,14 +3391,22 @@ impl crate::wire::Required for CreateServiceRequest {
         }
         if let Some(v) = &self.placement_constraints {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementConstraints"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementConstraints"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.placement_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2564,7 +3423,9 @@ impl crate::wire::Required for CreateServiceRequest {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -2576,14 +3437,22 @@ impl crate::wire::Required for CreateServiceRequest {
         }
         if let Some(v) = &self.volume_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "volumeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.vpc_lattice_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "vpcLatticeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "vpcLatticeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2617,25 +3486,61 @@ pub struct CreateTaskSetRequest {
     pub service: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "externalId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "externalId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_id: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
     #[serde(rename = "scale", default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<Scale>,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -2659,21 +3564,33 @@ impl crate::wire::Required for CreateTaskSetRequest {
         }
         if let Some(v) = &self.load_balancers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "loadBalancers"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "loadBalancers"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.service_registries {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceRegistries"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceRegistries"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2685,7 +3602,9 @@ impl crate::wire::Required for CreateTaskSetRequest {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -2731,7 +3650,11 @@ impl crate::wire::Required for CreatedAt {
 /// `DaemonAlarmConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonAlarmConfiguration {
-    #[serde(rename = "alarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alarm_names: Option<Vec<String>>,
     #[serde(rename = "enable", default, deserialize_with = "crate::wire::nullable")]
     pub enable: bool,
@@ -2749,7 +3672,11 @@ impl crate::wire::Required for DaemonAlarmConfiguration {
 pub struct DaemonCapacityProvider {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "runningCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "runningCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub running_count: i32,
 }
 
@@ -2763,11 +3690,19 @@ impl crate::wire::Required for DaemonCapacityProvider {
 /// `DaemonCircuitBreaker`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonCircuitBreaker {
-    #[serde(rename = "failureCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "failureCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub failure_count: i32,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonDeploymentRollbackMonitorsStatus>,
-    #[serde(rename = "threshold", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "threshold",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub threshold: i32,
 }
 
@@ -2787,57 +3722,133 @@ pub struct DaemonContainerDefinition {
     pub image: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<i32>,
-    #[serde(rename = "memoryReservation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryReservation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_reservation: Option<i32>,
-    #[serde(rename = "repositoryCredentials", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "repositoryCredentials",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub repository_credentials: Option<RepositoryCredentials>,
-    #[serde(rename = "healthCheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check: Option<HealthCheck>,
     #[serde(rename = "cpu", default, deserialize_with = "crate::wire::nullable")]
     pub cpu: i32,
     #[serde(rename = "essential", default, skip_serializing_if = "Option::is_none")]
     pub essential: Option<bool>,
-    #[serde(rename = "entryPoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "entryPoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entry_point: Option<Vec<String>>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(rename = "workingDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "workingDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_directory: Option<String>,
-    #[serde(rename = "environmentFiles", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environmentFiles",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment_files: Option<Vec<EnvironmentFile>>,
-    #[serde(rename = "environment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<Vec<KeyValuePair>>,
     #[serde(rename = "secrets", default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<Secret>>,
-    #[serde(rename = "readonlyRootFilesystem", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "readonlyRootFilesystem",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub readonly_root_filesystem: Option<bool>,
-    #[serde(rename = "mountPoints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "mountPoints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mount_points: Option<Vec<MountPoint>>,
-    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_configuration: Option<LogConfiguration>,
-    #[serde(rename = "firelensConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "firelensConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub firelens_configuration: Option<FirelensConfiguration>,
-    #[serde(rename = "privileged", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privileged",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub privileged: Option<bool>,
     #[serde(rename = "user", default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(rename = "ulimits", default, skip_serializing_if = "Option::is_none")]
     pub ulimits: Option<Vec<Ulimit>>,
-    #[serde(rename = "linuxParameters", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "linuxParameters",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub linux_parameters: Option<DaemonLinuxParameters>,
     #[serde(rename = "dependsOn", default, skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<Vec<ContainerDependency>>,
-    #[serde(rename = "startTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "startTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_timeout: Option<i32>,
-    #[serde(rename = "stopTimeout", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stopTimeout",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_timeout: Option<i32>,
-    #[serde(rename = "systemControls", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "systemControls",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system_controls: Option<Vec<SystemControl>>,
-    #[serde(rename = "interactive", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "interactive",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interactive: Option<bool>,
-    #[serde(rename = "pseudoTerminal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pseudoTerminal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pseudo_terminal: Option<bool>,
-    #[serde(rename = "restartPolicy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "restartPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub restart_policy: Option<ContainerRestartPolicy>,
 }
 
@@ -2858,28 +3869,42 @@ impl crate::wire::Required for DaemonContainerDefinition {
         }
         if let Some(v) = &self.environment_files {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "environmentFiles"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "environmentFiles"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.environment {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "environment"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "environment"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.secrets {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "secrets"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "secrets"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.mount_points {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "mountPoints"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "mountPoints"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2896,7 +3921,9 @@ impl crate::wire::Required for DaemonContainerDefinition {
         }
         if let Some(v) = &self.ulimits {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "ulimits"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "ulimits"), i))
+                {
                     return Some(p);
                 }
             }
@@ -2908,14 +3935,20 @@ impl crate::wire::Required for DaemonContainerDefinition {
         }
         if let Some(v) = &self.depends_on {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "dependsOn"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "dependsOn"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.system_controls {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "systemControls"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "systemControls"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -2932,9 +3965,17 @@ impl crate::wire::Required for DaemonContainerDefinition {
 /// `DaemonContainerImage`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonContainerImage {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "imageDigest", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "imageDigest",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image_digest: Option<String>,
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -2950,25 +3991,53 @@ impl crate::wire::Required for DaemonContainerImage {
 /// `DaemonDeployment`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonDeployment {
-    #[serde(rename = "daemonDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployment_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonDeploymentStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "targetDaemonRevision", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetDaemonRevision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_daemon_revision: Option<DaemonDeploymentRevisionDetail>,
-    #[serde(rename = "sourceDaemonRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceDaemonRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_daemon_revisions: Option<Vec<DaemonDeploymentRevisionDetail>>,
-    #[serde(rename = "circuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "circuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub circuit_breaker: Option<DaemonCircuitBreaker>,
     #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<DaemonDeploymentAlarms>,
     #[serde(rename = "rollback", default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<DaemonRollback>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DaemonDeploymentConfiguration>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -2976,7 +4045,11 @@ pub struct DaemonDeployment {
     pub started_at: Option<f64>,
     #[serde(rename = "stoppedAt", default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
-    #[serde(rename = "finishedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<f64>,
 }
 
@@ -2989,7 +4062,11 @@ impl crate::wire::Required for DaemonDeployment {
         }
         if let Some(v) = &self.source_daemon_revisions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "sourceDaemonRevisions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "sourceDaemonRevisions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -3023,9 +4100,17 @@ impl crate::wire::Required for DaemonDeployment {
 pub struct DaemonDeploymentAlarms {
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonDeploymentRollbackMonitorsStatus>,
-    #[serde(rename = "alarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alarm_names: Option<Vec<String>>,
-    #[serde(rename = "triggeredAlarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "triggeredAlarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub triggered_alarm_names: Option<Vec<String>>,
 }
 
@@ -3041,9 +4126,17 @@ impl crate::wire::Required for DaemonDeploymentAlarms {
 pub struct DaemonDeploymentCapacityProvider {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "runningInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runningInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub running_instance_count: Option<i32>,
-    #[serde(rename = "drainingInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "drainingInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub draining_instance_count: Option<i32>,
 }
 
@@ -3057,11 +4150,19 @@ impl crate::wire::Required for DaemonDeploymentCapacityProvider {
 /// `DaemonDeploymentConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonDeploymentConfiguration {
-    #[serde(rename = "drainPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "drainPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub drain_percent: Option<f64>,
     #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<DaemonAlarmConfiguration>,
-    #[serde(rename = "bakeTimeInMinutes", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "bakeTimeInMinutes",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub bake_time_in_minutes: i32,
 }
 
@@ -3081,11 +4182,23 @@ impl crate::wire::Required for DaemonDeploymentConfiguration {
 pub struct DaemonDeploymentRevisionDetail {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<DaemonDeploymentCapacityProvider>>,
-    #[serde(rename = "totalRunningInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalRunningInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_running_instance_count: Option<i32>,
-    #[serde(rename = "totalDrainingInstanceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalDrainingInstanceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_draining_instance_count: Option<i32>,
 }
 
@@ -3093,7 +4206,11 @@ impl crate::wire::Required for DaemonDeploymentRevisionDetail {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.capacity_providers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviders"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviders"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -3117,7 +4234,12 @@ pub enum DaemonDeploymentRollbackMonitorsStatus {
 
 impl DaemonDeploymentRollbackMonitorsStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DaemonDeploymentRollbackMonitorsStatus] = &[Self::Triggered, Self::Monitoring, Self::MonitoringComplete, Self::Disabled];
+    pub const ALL: &'static [DaemonDeploymentRollbackMonitorsStatus] = &[
+        Self::Triggered,
+        Self::Monitoring,
+        Self::MonitoringComplete,
+        Self::Disabled,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -3162,7 +4284,16 @@ pub enum DaemonDeploymentStatus {
 
 impl DaemonDeploymentStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DaemonDeploymentStatus] = &[Self::Pending, Self::Successful, Self::Stopped, Self::StopRequested, Self::InProgress, Self::RollbackInProgress, Self::RollbackSuccessful, Self::RollbackFailed];
+    pub const ALL: &'static [DaemonDeploymentStatus] = &[
+        Self::Pending,
+        Self::Successful,
+        Self::Stopped,
+        Self::StopRequested,
+        Self::InProgress,
+        Self::RollbackInProgress,
+        Self::RollbackSuccessful,
+        Self::RollbackFailed,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -3191,17 +4322,33 @@ impl std::fmt::Display for DaemonDeploymentStatus {
 /// `DaemonDeploymentSummary`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonDeploymentSummary {
-    #[serde(rename = "daemonDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployment_arn: Option<String>,
     #[serde(rename = "daemonArn", default, skip_serializing_if = "Option::is_none")]
     pub daemon_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonDeploymentStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "targetDaemonRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetDaemonRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_daemon_revision_arn: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -3209,7 +4356,11 @@ pub struct DaemonDeploymentSummary {
     pub started_at: Option<f64>,
     #[serde(rename = "stoppedAt", default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
-    #[serde(rename = "finishedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<f64>,
 }
 
@@ -3225,13 +4376,25 @@ impl crate::wire::Required for DaemonDeploymentSummary {
 pub struct DaemonDetail {
     #[serde(rename = "daemonArn", default, skip_serializing_if = "Option::is_none")]
     pub daemon_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonStatus>,
-    #[serde(rename = "currentRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_revisions: Option<Vec<DaemonRevisionDetail>>,
-    #[serde(rename = "deploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_arn: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -3243,7 +4406,11 @@ impl crate::wire::Required for DaemonDetail {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.current_revisions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "currentRevisions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "currentRevisions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -3255,11 +4422,19 @@ impl crate::wire::Required for DaemonDetail {
 /// `DaemonLinuxParameters`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonLinuxParameters {
-    #[serde(rename = "capabilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capabilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capabilities: Option<KernelCapabilities>,
     #[serde(rename = "devices", default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<Device>>,
-    #[serde(rename = "initProcessEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "initProcessEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub init_process_enabled: Option<bool>,
     #[serde(rename = "tmpfs", default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<Vec<Tmpfs>>,
@@ -3274,14 +4449,18 @@ impl crate::wire::Required for DaemonLinuxParameters {
         }
         if let Some(v) = &self.devices {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "devices"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "devices"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tmpfs {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tmpfs"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tmpfs"), i))
+                {
                     return Some(p);
                 }
             }
@@ -3352,23 +4531,51 @@ impl std::fmt::Display for DaemonPropagateTags {
 /// `DaemonRevision`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonRevision {
-    #[serde(rename = "daemonRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_revision_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "daemonArn", default, skip_serializing_if = "Option::is_none")]
     pub daemon_arn: Option<String>,
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "containerImages", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerImages",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_images: Option<Vec<DaemonContainerImage>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<DaemonPropagateTags>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
 }
 
@@ -3376,7 +4583,11 @@ impl crate::wire::Required for DaemonRevision {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.container_images {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerImages"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerImages"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -3390,9 +4601,17 @@ impl crate::wire::Required for DaemonRevision {
 pub struct DaemonRevisionDetail {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<DaemonCapacityProvider>>,
-    #[serde(rename = "totalRunningCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "totalRunningCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub total_running_count: i32,
 }
 
@@ -3400,7 +4619,11 @@ impl crate::wire::Required for DaemonRevisionDetail {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.capacity_providers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviders"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviders"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -3416,9 +4639,17 @@ pub struct DaemonRollback {
     pub reason: Option<String>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
-    #[serde(rename = "rollbackTargetDaemonRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rollbackTargetDaemonRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollback_target_daemon_revision_arn: Option<String>,
-    #[serde(rename = "rollbackCapacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rollbackCapacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollback_capacity_providers: Option<Vec<String>>,
 }
 
@@ -3483,17 +4714,37 @@ impl crate::wire::Required for DaemonSummary {
 /// `DaemonTaskDefinition`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DaemonTaskDefinition {
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    #[serde(rename = "revision", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "revision",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub revision: i32,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "containerDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_definitions: Option<Vec<DaemonContainerDefinition>>,
     #[serde(rename = "volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<DaemonVolume>>,
@@ -3503,11 +4754,23 @@ pub struct DaemonTaskDefinition {
     pub memory: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonTaskDefinitionStatus>,
-    #[serde(rename = "registeredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<f64>,
-    #[serde(rename = "deleteRequestedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deleteRequestedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_requested_at: Option<f64>,
-    #[serde(rename = "registeredBy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredBy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_by: Option<String>,
 }
 
@@ -3515,14 +4778,20 @@ impl crate::wire::Required for DaemonTaskDefinition {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.container_definitions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerDefinitions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerDefinitions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.volumes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "volumes"), i))
+                {
                     return Some(p);
                 }
             }
@@ -3572,7 +4841,8 @@ pub enum DaemonTaskDefinitionStatus {
 
 impl DaemonTaskDefinitionStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DaemonTaskDefinitionStatus] = &[Self::Active, Self::DeleteInProgress, Self::Deleted];
+    pub const ALL: &'static [DaemonTaskDefinitionStatus] =
+        &[Self::Active, Self::DeleteInProgress, Self::Deleted];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -3606,7 +4876,8 @@ pub enum DaemonTaskDefinitionStatusFilter {
 
 impl DaemonTaskDefinitionStatusFilter {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DaemonTaskDefinitionStatusFilter] = &[Self::Active, Self::DeleteInProgress, Self::All];
+    pub const ALL: &'static [DaemonTaskDefinitionStatusFilter] =
+        &[Self::Active, Self::DeleteInProgress, Self::All];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -3632,11 +4903,23 @@ impl std::fmt::Display for DaemonTaskDefinitionStatusFilter {
 pub struct DaemonTaskDefinitionSummary {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "registeredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<f64>,
-    #[serde(rename = "registeredBy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredBy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_by: Option<String>,
-    #[serde(rename = "deleteRequestedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deleteRequestedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_requested_at: Option<f64>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonTaskDefinitionStatus>,
@@ -3674,7 +4957,11 @@ impl crate::wire::Required for DaemonVolume {
 pub struct DeleteAccountSettingRequest {
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<SettingName>,
-    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_arn: Option<String>,
 }
 
@@ -3710,7 +4997,11 @@ impl crate::wire::Required for DeleteAccountSettingResponse {
 pub struct DeleteAttributesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
 }
 
@@ -3721,7 +5012,9 @@ impl crate::wire::Required for DeleteAttributesRequest {
         }
         if let Some(v) = &self.attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i))
+                {
                     return Some(p);
                 }
             }
@@ -3733,7 +5026,11 @@ impl crate::wire::Required for DeleteAttributesRequest {
 /// `DeleteAttributesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
 }
 
@@ -3741,7 +5038,9 @@ impl crate::wire::Required for DeleteAttributesResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i))
+                {
                     return Some(p);
                 }
             }
@@ -3753,7 +5052,11 @@ impl crate::wire::Required for DeleteAttributesResponse {
 /// `DeleteCapacityProviderRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteCapacityProviderRequest {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
@@ -3771,7 +5074,11 @@ impl crate::wire::Required for DeleteCapacityProviderRequest {
 /// `DeleteCapacityProviderResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteCapacityProviderResponse {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<CapacityProvider>,
 }
 
@@ -3847,7 +5154,11 @@ pub struct DeleteDaemonResponse {
     pub created_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "deploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_arn: Option<String>,
 }
 
@@ -3861,7 +5172,11 @@ impl crate::wire::Required for DeleteDaemonResponse {
 /// `DeleteDaemonTaskDefinitionRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteDaemonTaskDefinitionRequest {
-    #[serde(rename = "daemonTaskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition: Option<String>,
 }
 
@@ -3877,7 +5192,11 @@ impl crate::wire::Required for DeleteDaemonTaskDefinitionRequest {
 /// `DeleteDaemonTaskDefinitionResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteDaemonTaskDefinitionResponse {
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
 }
 
@@ -3891,7 +5210,11 @@ impl crate::wire::Required for DeleteDaemonTaskDefinitionResponse {
 /// `DeleteExpressGatewayServiceRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteExpressGatewayServiceRequest {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
 }
 
@@ -3963,7 +5286,11 @@ impl crate::wire::Required for DeleteServiceResponse {
 /// `DeleteTaskDefinitionsRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteTaskDefinitionsRequest {
-    #[serde(rename = "taskDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definitions: Option<Vec<String>>,
 }
 
@@ -3979,7 +5306,11 @@ impl crate::wire::Required for DeleteTaskDefinitionsRequest {
 /// `DeleteTaskDefinitionsResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeleteTaskDefinitionsResponse {
-    #[serde(rename = "taskDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definitions: Option<Vec<TaskDefinition>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -3989,14 +5320,20 @@ impl crate::wire::Required for DeleteTaskDefinitionsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.task_definitions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "taskDefinitions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "taskDefinitions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -4058,43 +5395,111 @@ pub struct Deployment {
     pub id: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "desiredCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "desiredCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub desired_count: i32,
-    #[serde(rename = "pendingCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "pendingCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub pending_count: i32,
-    #[serde(rename = "runningCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "runningCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub running_count: i32,
-    #[serde(rename = "failedTasks", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "failedTasks",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub failed_tasks: i32,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "rolloutState", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rolloutState",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollout_state: Option<DeploymentRolloutState>,
-    #[serde(rename = "rolloutStateReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rolloutStateReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub rollout_state_reason: Option<String>,
-    #[serde(rename = "serviceConnectConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_configuration: Option<ServiceConnectConfiguration>,
-    #[serde(rename = "serviceConnectResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_resources: Option<Vec<ServiceConnectServiceResource>>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
-    #[serde(rename = "fargateEphemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage: Option<DeploymentEphemeralStorage>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
 }
 
@@ -4102,7 +5507,11 @@ impl crate::wire::Required for Deployment {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -4119,14 +5528,22 @@ impl crate::wire::Required for Deployment {
         }
         if let Some(v) = &self.service_connect_resources {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceConnectResources"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceConnectResources"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.volume_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "volumeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -4138,7 +5555,11 @@ impl crate::wire::Required for Deployment {
         }
         if let Some(v) = &self.vpc_lattice_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "vpcLatticeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "vpcLatticeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -4150,9 +5571,17 @@ impl crate::wire::Required for Deployment {
 /// `DeploymentAlarms`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentAlarms {
-    #[serde(rename = "alarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alarm_names: Option<Vec<String>>,
-    #[serde(rename = "rollback", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "rollback",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub rollback: bool,
     #[serde(rename = "enable", default, deserialize_with = "crate::wire::nullable")]
     pub enable: bool,
@@ -4172,7 +5601,11 @@ impl crate::wire::Required for DeploymentAlarms {
 pub struct DeploymentCircuitBreaker {
     #[serde(rename = "enable", default, deserialize_with = "crate::wire::nullable")]
     pub enable: bool,
-    #[serde(rename = "rollback", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "rollback",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub rollback: bool,
 }
 
@@ -4186,23 +5619,51 @@ impl crate::wire::Required for DeploymentCircuitBreaker {
 /// `DeploymentConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentConfiguration {
-    #[serde(rename = "deploymentCircuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentCircuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_circuit_breaker: Option<DeploymentCircuitBreaker>,
-    #[serde(rename = "maximumPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maximumPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub maximum_percent: Option<i32>,
-    #[serde(rename = "minimumHealthyPercent", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "minimumHealthyPercent",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub minimum_healthy_percent: Option<i32>,
     #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<DeploymentAlarms>,
     #[serde(rename = "strategy", default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<DeploymentStrategy>,
-    #[serde(rename = "bakeTimeInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "bakeTimeInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub bake_time_in_minutes: Option<i32>,
-    #[serde(rename = "lifecycleHooks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lifecycleHooks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lifecycle_hooks: Option<Vec<DeploymentLifecycleHook>>,
-    #[serde(rename = "linearConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "linearConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub linear_configuration: Option<LinearConfiguration>,
-    #[serde(rename = "canaryConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "canaryConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub canary_configuration: Option<CanaryConfiguration>,
 }
 
@@ -4220,7 +5681,11 @@ impl crate::wire::Required for DeploymentConfiguration {
         }
         if let Some(v) = &self.lifecycle_hooks {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "lifecycleHooks"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "lifecycleHooks"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -4268,7 +5733,8 @@ pub enum DeploymentControllerType {
 
 impl DeploymentControllerType {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DeploymentControllerType] = &[Self::Ecs, Self::CodeDeploy, Self::External];
+    pub const ALL: &'static [DeploymentControllerType] =
+        &[Self::Ecs, Self::CodeDeploy, Self::External];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -4306,17 +5772,37 @@ impl crate::wire::Required for DeploymentEphemeralStorage {
 /// `DeploymentLifecycleHook`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentLifecycleHook {
-    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_type: Option<DeploymentLifecycleHookTargetType>,
-    #[serde(rename = "hookTargetArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hookTargetArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hook_target_arn: Option<String>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    #[serde(rename = "lifecycleStages", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lifecycleStages",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lifecycle_stages: Option<Vec<DeploymentLifecycleHookStage>>,
-    #[serde(rename = "hookDetails", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hookDetails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hook_details: Option<HookDetails>,
-    #[serde(rename = "timeoutConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "timeoutConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_configuration: Option<DeploymentLifecycleHookTimeoutConfiguration>,
 }
 
@@ -4372,7 +5858,11 @@ impl std::fmt::Display for DeploymentLifecycleHookAction {
 pub struct DeploymentLifecycleHookDetail {
     #[serde(rename = "hookId", default, skip_serializing_if = "Option::is_none")]
     pub hook_id: Option<String>,
-    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_type: Option<DeploymentLifecycleHookTargetType>,
     #[serde(rename = "targetArn", default, skip_serializing_if = "Option::is_none")]
     pub target_arn: Option<String>,
@@ -4380,7 +5870,11 @@ pub struct DeploymentLifecycleHookDetail {
     pub status: Option<DeploymentLifecycleHookStatus>,
     #[serde(rename = "expiresAt", default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<f64>,
-    #[serde(rename = "timeoutAction", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "timeoutAction",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_action: Option<DeploymentLifecycleHookAction>,
 }
 
@@ -4414,7 +5908,16 @@ pub enum DeploymentLifecycleHookStage {
 
 impl DeploymentLifecycleHookStage {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DeploymentLifecycleHookStage] = &[Self::ReconcileService, Self::PreScaleUp, Self::PostScaleUp, Self::TestTrafficShift, Self::PostTestTrafficShift, Self::PreProductionTrafficShift, Self::ProductionTrafficShift, Self::PostProductionTrafficShift];
+    pub const ALL: &'static [DeploymentLifecycleHookStage] = &[
+        Self::ReconcileService,
+        Self::PreScaleUp,
+        Self::PostScaleUp,
+        Self::TestTrafficShift,
+        Self::PostTestTrafficShift,
+        Self::PreProductionTrafficShift,
+        Self::ProductionTrafficShift,
+        Self::PostProductionTrafficShift,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -4457,7 +5960,13 @@ pub enum DeploymentLifecycleHookStatus {
 
 impl DeploymentLifecycleHookStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DeploymentLifecycleHookStatus] = &[Self::AwaitingAction, Self::InProgress, Self::Succeeded, Self::Failed, Self::TimedOut];
+    pub const ALL: &'static [DeploymentLifecycleHookStatus] = &[
+        Self::AwaitingAction,
+        Self::InProgress,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -4514,7 +6023,11 @@ impl std::fmt::Display for DeploymentLifecycleHookTargetType {
 /// `DeploymentLifecycleHookTimeoutConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentLifecycleHookTimeoutConfiguration {
-    #[serde(rename = "timeoutInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "timeoutInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout_in_minutes: Option<i32>,
     #[serde(rename = "action", default, skip_serializing_if = "Option::is_none")]
     pub action: Option<DeploymentLifecycleHookAction>,
@@ -4540,7 +6053,8 @@ pub enum DeploymentRolloutState {
 
 impl DeploymentRolloutState {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DeploymentRolloutState] = &[Self::Completed, Self::Failed, Self::InProgress];
+    pub const ALL: &'static [DeploymentRolloutState] =
+        &[Self::Completed, Self::Failed, Self::InProgress];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -4576,7 +6090,8 @@ pub enum DeploymentStrategy {
 
 impl DeploymentStrategy {
     /// Every value, in the model's order.
-    pub const ALL: &'static [DeploymentStrategy] = &[Self::Rolling, Self::BlueGreen, Self::Linear, Self::Canary];
+    pub const ALL: &'static [DeploymentStrategy] =
+        &[Self::Rolling, Self::BlueGreen, Self::Linear, Self::Canary];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -4603,7 +6118,11 @@ impl std::fmt::Display for DeploymentStrategy {
 pub struct DeregisterContainerInstanceRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<String>,
     #[serde(rename = "force", default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
@@ -4621,7 +6140,11 @@ impl crate::wire::Required for DeregisterContainerInstanceRequest {
 /// `DeregisterContainerInstanceResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeregisterContainerInstanceResponse {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<ContainerInstance>,
 }
 
@@ -4639,7 +6162,11 @@ impl crate::wire::Required for DeregisterContainerInstanceResponse {
 /// `DeregisterTaskDefinitionRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeregisterTaskDefinitionRequest {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
 }
 
@@ -4655,7 +6182,11 @@ impl crate::wire::Required for DeregisterTaskDefinitionRequest {
 /// `DeregisterTaskDefinitionResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeregisterTaskDefinitionResponse {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<TaskDefinition>,
 }
 
@@ -4673,13 +6204,21 @@ impl crate::wire::Required for DeregisterTaskDefinitionResponse {
 /// `DescribeCapacityProvidersRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeCapacityProvidersRequest {
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<String>>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<CapacityProviderField>>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -4695,7 +6234,11 @@ impl crate::wire::Required for DescribeCapacityProvidersRequest {
 /// `DescribeCapacityProvidersResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeCapacityProvidersResponse {
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<CapacityProvider>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -4707,14 +6250,20 @@ impl crate::wire::Required for DescribeCapacityProvidersResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.capacity_providers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviders"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviders"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -4752,14 +6301,18 @@ impl crate::wire::Required for DescribeClustersResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.clusters {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "clusters"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "clusters"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -4773,7 +6326,11 @@ impl crate::wire::Required for DescribeClustersResponse {
 pub struct DescribeContainerInstancesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<String>>,
     #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<ContainerInstanceField>>,
@@ -4791,7 +6348,11 @@ impl crate::wire::Required for DescribeContainerInstancesRequest {
 /// `DescribeContainerInstancesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeContainerInstancesResponse {
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<ContainerInstance>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -4801,14 +6362,20 @@ impl crate::wire::Required for DescribeContainerInstancesResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.container_instances {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerInstances"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerInstances"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -4820,7 +6387,11 @@ impl crate::wire::Required for DescribeContainerInstancesResponse {
 /// `DescribeDaemonDeploymentsRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonDeploymentsRequest {
-    #[serde(rename = "daemonDeploymentArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeploymentArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployment_arns: Option<Vec<String>>,
 }
 
@@ -4838,7 +6409,11 @@ impl crate::wire::Required for DescribeDaemonDeploymentsRequest {
 pub struct DescribeDaemonDeploymentsResponse {
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
-    #[serde(rename = "daemonDeployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployments: Option<Vec<DaemonDeployment>>,
 }
 
@@ -4846,14 +6421,20 @@ impl crate::wire::Required for DescribeDaemonDeploymentsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.daemon_deployments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "daemonDeployments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "daemonDeployments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -4899,7 +6480,11 @@ impl crate::wire::Required for DescribeDaemonResponse {
 /// `DescribeDaemonRevisionsRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonRevisionsRequest {
-    #[serde(rename = "daemonRevisionArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonRevisionArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_revision_arns: Option<Vec<String>>,
 }
 
@@ -4915,7 +6500,11 @@ impl crate::wire::Required for DescribeDaemonRevisionsRequest {
 /// `DescribeDaemonRevisionsResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonRevisionsResponse {
-    #[serde(rename = "daemonRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_revisions: Option<Vec<DaemonRevision>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -4925,14 +6514,20 @@ impl crate::wire::Required for DescribeDaemonRevisionsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.daemon_revisions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "daemonRevisions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "daemonRevisions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -4944,7 +6539,11 @@ impl crate::wire::Required for DescribeDaemonRevisionsResponse {
 /// `DescribeDaemonTaskDefinitionRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonTaskDefinitionRequest {
-    #[serde(rename = "daemonTaskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition: Option<String>,
 }
 
@@ -4960,7 +6559,11 @@ impl crate::wire::Required for DescribeDaemonTaskDefinitionRequest {
 /// `DescribeDaemonTaskDefinitionResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeDaemonTaskDefinitionResponse {
-    #[serde(rename = "daemonTaskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition: Option<DaemonTaskDefinition>,
 }
 
@@ -4978,7 +6581,11 @@ impl crate::wire::Required for DescribeDaemonTaskDefinitionResponse {
 /// `DescribeExpressGatewayServiceRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeExpressGatewayServiceRequest {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
     #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<ExpressGatewayServiceInclude>>,
@@ -5014,7 +6621,11 @@ impl crate::wire::Required for DescribeExpressGatewayServiceResponse {
 /// `DescribeServiceDeploymentsRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeServiceDeploymentsRequest {
-    #[serde(rename = "serviceDeploymentArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arns: Option<Vec<String>>,
 }
 
@@ -5030,7 +6641,11 @@ impl crate::wire::Required for DescribeServiceDeploymentsRequest {
 /// `DescribeServiceDeploymentsResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeServiceDeploymentsResponse {
-    #[serde(rename = "serviceDeployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployments: Option<Vec<ServiceDeployment>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -5040,14 +6655,20 @@ impl crate::wire::Required for DescribeServiceDeploymentsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.service_deployments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceDeployments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceDeployments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5059,7 +6680,11 @@ impl crate::wire::Required for DescribeServiceDeploymentsResponse {
 /// `DescribeServiceRevisionsRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeServiceRevisionsRequest {
-    #[serde(rename = "serviceRevisionArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisionArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revision_arns: Option<Vec<String>>,
 }
 
@@ -5075,7 +6700,11 @@ impl crate::wire::Required for DescribeServiceRevisionsRequest {
 /// `DescribeServiceRevisionsResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeServiceRevisionsResponse {
-    #[serde(rename = "serviceRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revisions: Option<Vec<ServiceRevision>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -5085,14 +6714,20 @@ impl crate::wire::Required for DescribeServiceRevisionsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.service_revisions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceRevisions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceRevisions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5134,14 +6769,18 @@ impl crate::wire::Required for DescribeServicesResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.services {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "services"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "services"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5153,7 +6792,11 @@ impl crate::wire::Required for DescribeServicesResponse {
 /// `DescribeTaskDefinitionRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeTaskDefinitionRequest {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
     #[serde(rename = "include", default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<TaskDefinitionField>>,
@@ -5171,7 +6814,11 @@ impl crate::wire::Required for DescribeTaskDefinitionRequest {
 /// `DescribeTaskDefinitionResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DescribeTaskDefinitionResponse {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<TaskDefinition>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -5186,7 +6833,9 @@ impl crate::wire::Required for DescribeTaskDefinitionResponse {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5233,14 +6882,18 @@ impl crate::wire::Required for DescribeTaskSetsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.task_sets {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "taskSets"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "taskSets"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5282,14 +6935,18 @@ impl crate::wire::Required for DescribeTasksResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.tasks {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tasks"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tasks"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5337,9 +6994,17 @@ impl std::fmt::Display for DesiredStatus {
 pub struct Device {
     #[serde(rename = "hostPath", default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
-    #[serde(rename = "containerPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_path: Option<String>,
-    #[serde(rename = "permissions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "permissions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub permissions: Option<Vec<DeviceCgroupPermission>>,
 }
 
@@ -5389,7 +7054,11 @@ impl std::fmt::Display for DeviceCgroupPermission {
 /// `DiscoverPollEndpointRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DiscoverPollEndpointRequest {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
@@ -5407,9 +7076,17 @@ impl crate::wire::Required for DiscoverPollEndpointRequest {
 pub struct DiscoverPollEndpointResponse {
     #[serde(rename = "endpoint", default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    #[serde(rename = "telemetryEndpoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "telemetryEndpoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub telemetry_endpoint: Option<String>,
-    #[serde(rename = "serviceConnectEndpoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectEndpoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_endpoint: Option<String>,
 }
 
@@ -5425,11 +7102,19 @@ impl crate::wire::Required for DiscoverPollEndpointResponse {
 pub struct DockerVolumeConfiguration {
     #[serde(rename = "scope", default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Scope>,
-    #[serde(rename = "autoprovision", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoprovision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub autoprovision: Option<bool>,
     #[serde(rename = "driver", default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
-    #[serde(rename = "driverOpts", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "driverOpts",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub driver_opts: Option<BTreeMap<String, String>>,
     #[serde(rename = "labels", default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
@@ -5473,11 +7158,19 @@ impl std::fmt::Display for EBSResourceType {
 /// `EBSTagSpecification`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EBSTagSpecification {
-    #[serde(rename = "resourceType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_type: Option<EBSResourceType>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateTags>,
 }
 
@@ -5488,7 +7181,9 @@ impl crate::wire::Required for EBSTagSpecification {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5502,17 +7197,37 @@ impl crate::wire::Required for EBSTagSpecification {
 pub struct ECSExpressGatewayService {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ExpressGatewayServiceStatus>,
-    #[serde(rename = "currentDeployment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentDeployment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_deployment: Option<String>,
-    #[serde(rename = "activeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "activeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub active_configurations: Option<Vec<ExpressGatewayServiceConfiguration>>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -5531,14 +7246,20 @@ impl crate::wire::Required for ECSExpressGatewayService {
         }
         if let Some(v) = &self.active_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "activeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "activeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5550,13 +7271,29 @@ impl crate::wire::Required for ECSExpressGatewayService {
 /// `ECSManagedResources`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ECSManagedResources {
-    #[serde(rename = "ingressPaths", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ingressPaths",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress_paths: Option<Vec<ManagedIngressPath>>,
-    #[serde(rename = "autoScaling", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScaling",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling: Option<ManagedAutoScaling>,
-    #[serde(rename = "metricAlarms", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "metricAlarms",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metric_alarms: Option<Vec<ManagedMetricAlarm>>,
-    #[serde(rename = "serviceSecurityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceSecurityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_security_groups: Option<Vec<ManagedSecurityGroup>>,
     #[serde(rename = "logGroups", default, skip_serializing_if = "Option::is_none")]
     pub log_groups: Option<Vec<ManagedLogGroup>>,
@@ -5566,7 +7303,11 @@ impl crate::wire::Required for ECSManagedResources {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.ingress_paths {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "ingressPaths"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "ingressPaths"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -5578,21 +7319,31 @@ impl crate::wire::Required for ECSManagedResources {
         }
         if let Some(v) = &self.metric_alarms {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "metricAlarms"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "metricAlarms"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.service_security_groups {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceSecurityGroups"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceSecurityGroups"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.log_groups {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "logGroups"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "logGroups"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5604,7 +7355,11 @@ impl crate::wire::Required for ECSManagedResources {
 /// `EFSAuthorizationConfig`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EFSAuthorizationConfig {
-    #[serde(rename = "accessPointId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessPointId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_point_id: Option<String>,
     #[serde(rename = "iam", default, skip_serializing_if = "Option::is_none")]
     pub iam: Option<EFSAuthorizationConfigIAM>,
@@ -5682,15 +7437,35 @@ impl std::fmt::Display for EFSTransitEncryption {
 /// `EFSVolumeConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EFSVolumeConfiguration {
-    #[serde(rename = "fileSystemId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fileSystemId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file_system_id: Option<String>,
-    #[serde(rename = "rootDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rootDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub root_directory: Option<String>,
-    #[serde(rename = "transitEncryption", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "transitEncryption",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transit_encryption: Option<EFSTransitEncryption>,
-    #[serde(rename = "transitEncryptionPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "transitEncryptionPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transit_encryption_port: Option<i32>,
-    #[serde(rename = "authorizationConfig", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "authorizationConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub authorization_config: Option<EFSAuthorizationConfig>,
 }
 
@@ -5760,7 +7535,11 @@ impl std::fmt::Display for EnvironmentFileType {
 /// `EphemeralStorage`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EphemeralStorage {
-    #[serde(rename = "sizeInGiB", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "sizeInGiB",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub size_in_gib: i32,
 }
 
@@ -5778,7 +7557,11 @@ pub struct ExecuteCommandConfiguration {
     pub kms_key_id: Option<String>,
     #[serde(rename = "logging", default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<ExecuteCommandLogging>,
-    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_configuration: Option<ExecuteCommandLogConfiguration>,
 }
 
@@ -5796,15 +7579,35 @@ impl crate::wire::Required for ExecuteCommandConfiguration {
 /// `ExecuteCommandLogConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteCommandLogConfiguration {
-    #[serde(rename = "cloudWatchLogGroupName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cloudWatchLogGroupName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cloud_watch_log_group_name: Option<String>,
-    #[serde(rename = "cloudWatchEncryptionEnabled", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "cloudWatchEncryptionEnabled",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub cloud_watch_encryption_enabled: bool,
-    #[serde(rename = "s3BucketName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "s3BucketName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub s3_bucket_name: Option<String>,
-    #[serde(rename = "s3EncryptionEnabled", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "s3EncryptionEnabled",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub s3_encryption_enabled: bool,
-    #[serde(rename = "s3KeyPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "s3KeyPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub s3_key_prefix: Option<String>,
 }
 
@@ -5858,7 +7661,11 @@ pub struct ExecuteCommandRequest {
     pub container: Option<String>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    #[serde(rename = "interactive", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "interactive",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub interactive: bool,
     #[serde(rename = "task", default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
@@ -5879,13 +7686,29 @@ impl crate::wire::Required for ExecuteCommandRequest {
 /// `ExecuteCommandResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecuteCommandResponse {
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "containerArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_arn: Option<String>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "interactive", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "interactive",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub interactive: bool,
     #[serde(rename = "session", default, skip_serializing_if = "Option::is_none")]
     pub session: Option<Session>,
@@ -5909,15 +7732,31 @@ impl crate::wire::Required for ExecuteCommandResponse {
 pub struct ExpressGatewayContainer {
     #[serde(rename = "image", default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
-    #[serde(rename = "awsLogsConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "awsLogsConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub aws_logs_configuration: Option<ExpressGatewayServiceAwsLogsConfiguration>,
-    #[serde(rename = "repositoryCredentials", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "repositoryCredentials",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub repository_credentials: Option<ExpressGatewayRepositoryCredentials>,
     #[serde(rename = "command", default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    #[serde(rename = "environment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "environment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub environment: Option<Vec<KeyValuePair>>,
     #[serde(rename = "secrets", default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<Secret>>,
@@ -5940,14 +7779,20 @@ impl crate::wire::Required for ExpressGatewayContainer {
         }
         if let Some(v) = &self.environment {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "environment"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "environment"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.secrets {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "secrets"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "secrets"), i))
+                {
                     return Some(p);
                 }
             }
@@ -5959,7 +7804,11 @@ impl crate::wire::Required for ExpressGatewayContainer {
 /// `ExpressGatewayRepositoryCredentials`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayRepositoryCredentials {
-    #[serde(rename = "credentialsParameter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credentialsParameter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credentials_parameter: Option<String>,
 }
 
@@ -5973,13 +7822,29 @@ impl crate::wire::Required for ExpressGatewayRepositoryCredentials {
 /// `ExpressGatewayScalingTarget`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayScalingTarget {
-    #[serde(rename = "minTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "minTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub min_task_count: Option<i32>,
-    #[serde(rename = "maxTaskCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxTaskCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_task_count: Option<i32>,
-    #[serde(rename = "autoScalingMetric", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingMetric",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_metric: Option<ExpressGatewayServiceScalingMetric>,
-    #[serde(rename = "autoScalingTargetValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingTargetValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_target_value: Option<i32>,
 }
 
@@ -5995,7 +7860,11 @@ impl crate::wire::Required for ExpressGatewayScalingTarget {
 pub struct ExpressGatewayServiceAwsLogsConfiguration {
     #[serde(rename = "logGroup", default, skip_serializing_if = "Option::is_none")]
     pub log_group: Option<String>,
-    #[serde(rename = "logStreamPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logStreamPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_stream_prefix: Option<String>,
 }
 
@@ -6014,25 +7883,57 @@ impl crate::wire::Required for ExpressGatewayServiceAwsLogsConfiguration {
 /// `ExpressGatewayServiceConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayServiceConfiguration {
-    #[serde(rename = "serviceRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revision_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ExpressGatewayServiceNetworkConfiguration>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "primaryContainer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryContainer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_container: Option<ExpressGatewayContainer>,
-    #[serde(rename = "scalingTarget", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scalingTarget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scaling_target: Option<ExpressGatewayScalingTarget>,
-    #[serde(rename = "ingressPaths", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ingressPaths",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress_paths: Option<Vec<IngressPathSummary>>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -6057,7 +7958,11 @@ impl crate::wire::Required for ExpressGatewayServiceConfiguration {
         }
         if let Some(v) = &self.ingress_paths {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "ingressPaths"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "ingressPaths"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -6097,7 +8002,11 @@ impl std::fmt::Display for ExpressGatewayServiceInclude {
 /// `ExpressGatewayServiceNetworkConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayServiceNetworkConfiguration {
-    #[serde(rename = "securityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_groups: Option<Vec<String>>,
     #[serde(rename = "subnets", default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<Vec<String>>,
@@ -6123,7 +8032,11 @@ pub enum ExpressGatewayServiceScalingMetric {
 
 impl ExpressGatewayServiceScalingMetric {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ExpressGatewayServiceScalingMetric] = &[Self::AverageCpu, Self::AverageMemory, Self::RequestCountPerTarget];
+    pub const ALL: &'static [ExpressGatewayServiceScalingMetric] = &[
+        Self::AverageCpu,
+        Self::AverageMemory,
+        Self::RequestCountPerTarget,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -6147,9 +8060,17 @@ impl std::fmt::Display for ExpressGatewayServiceScalingMetric {
 /// `ExpressGatewayServiceStatus`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExpressGatewayServiceStatus {
-    #[serde(rename = "statusCode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusCode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_code: Option<ExpressGatewayServiceStatusCode>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
 }
 
@@ -6173,7 +8094,8 @@ pub enum ExpressGatewayServiceStatusCode {
 
 impl ExpressGatewayServiceStatusCode {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ExpressGatewayServiceStatusCode] = &[Self::Active, Self::Draining, Self::Inactive];
+    pub const ALL: &'static [ExpressGatewayServiceStatusCode] =
+        &[Self::Active, Self::Draining, Self::Inactive];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -6197,7 +8119,11 @@ impl std::fmt::Display for ExpressGatewayServiceStatusCode {
 /// `FSxWindowsFileServerAuthorizationConfig`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FSxWindowsFileServerAuthorizationConfig {
-    #[serde(rename = "credentialsParameter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credentialsParameter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credentials_parameter: Option<String>,
     #[serde(rename = "domain", default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -6218,11 +8144,23 @@ impl crate::wire::Required for FSxWindowsFileServerAuthorizationConfig {
 /// `FSxWindowsFileServerVolumeConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FSxWindowsFileServerVolumeConfiguration {
-    #[serde(rename = "fileSystemId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fileSystemId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file_system_id: Option<String>,
-    #[serde(rename = "rootDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rootDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub root_directory: Option<String>,
-    #[serde(rename = "authorizationConfig", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "authorizationConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub authorization_config: Option<FSxWindowsFileServerAuthorizationConfig>,
 }
 
@@ -6334,7 +8272,11 @@ impl crate::wire::Required for GetTaskProtectionRequest {
 /// `GetTaskProtectionResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GetTaskProtectionResponse {
-    #[serde(rename = "protectedTasks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "protectedTasks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protected_tasks: Option<Vec<ProtectedTask>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -6344,14 +8286,20 @@ impl crate::wire::Required for GetTaskProtectionResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.protected_tasks {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "protectedTasks"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "protectedTasks"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -6371,7 +8319,11 @@ pub struct HealthCheck {
     pub timeout: Option<i32>,
     #[serde(rename = "retries", default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i32>,
-    #[serde(rename = "startPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "startPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub start_period: Option<i32>,
 }
 
@@ -6420,8 +8372,7 @@ impl std::fmt::Display for HealthStatus {
 
 /// `HookDetails`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct HookDetails {
-}
+pub struct HookDetails {}
 
 impl crate::wire::Required for HookDetails {
     fn missing(&self, path: &str) -> Option<String> {
@@ -6454,7 +8405,11 @@ impl crate::wire::Required for HostEntry {
 /// `HostVolumeProperties`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostVolumeProperties {
-    #[serde(rename = "sourcePath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourcePath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_path: Option<String>,
 }
 
@@ -6468,9 +8423,17 @@ impl crate::wire::Required for HostVolumeProperties {
 /// `InferenceAccelerator`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InferenceAccelerator {
-    #[serde(rename = "deviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_name: Option<String>,
-    #[serde(rename = "deviceType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deviceType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_type: Option<String>,
 }
 
@@ -6489,9 +8452,17 @@ impl crate::wire::Required for InferenceAccelerator {
 /// `InferenceAcceleratorOverride`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InferenceAcceleratorOverride {
-    #[serde(rename = "deviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_name: Option<String>,
-    #[serde(rename = "deviceType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deviceType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub device_type: Option<String>,
 }
 
@@ -6505,7 +8476,11 @@ impl crate::wire::Required for InferenceAcceleratorOverride {
 /// `InfrastructureOptimization`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InfrastructureOptimization {
-    #[serde(rename = "scaleInAfter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scaleInAfter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scale_in_after: Option<i32>,
 }
 
@@ -6519,7 +8494,11 @@ impl crate::wire::Required for InfrastructureOptimization {
 /// `IngressPathSummary`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngressPathSummary {
-    #[serde(rename = "accessType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_type: Option<AccessType>,
     #[serde(rename = "endpoint", default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -6575,11 +8554,23 @@ pub struct InstanceHealthCheckResult {
     pub r#type: Option<InstanceHealthCheckType>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<InstanceHealthCheckState>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "lastUpdated", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastUpdated",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_updated: Option<f64>,
-    #[serde(rename = "lastStatusChange", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStatusChange",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_status_change: Option<f64>,
 }
 
@@ -6605,7 +8596,12 @@ pub enum InstanceHealthCheckState {
 
 impl InstanceHealthCheckState {
     /// Every value, in the model's order.
-    pub const ALL: &'static [InstanceHealthCheckState] = &[Self::Ok, Self::Impaired, Self::InsufficientData, Self::Initializing];
+    pub const ALL: &'static [InstanceHealthCheckState] = &[
+        Self::Ok,
+        Self::Impaired,
+        Self::InsufficientData,
+        Self::Initializing,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -6640,7 +8636,11 @@ pub enum InstanceHealthCheckType {
 
 impl InstanceHealthCheckType {
     /// Every value, in the model's order.
-    pub const ALL: &'static [InstanceHealthCheckType] = &[Self::ContainerRuntime, Self::AcceleratedCompute, Self::Daemon];
+    pub const ALL: &'static [InstanceHealthCheckType] = &[
+        Self::ContainerRuntime,
+        Self::AcceleratedCompute,
+        Self::Daemon,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -6664,25 +8664,65 @@ impl std::fmt::Display for InstanceHealthCheckType {
 /// `InstanceLaunchTemplate`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceLaunchTemplate {
-    #[serde(rename = "ec2InstanceProfileArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ec2InstanceProfileArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ec2_instance_profile_arn: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ManagedInstancesNetworkConfiguration>,
-    #[serde(rename = "storageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "storageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub storage_configuration: Option<ManagedInstancesStorageConfiguration>,
-    #[serde(rename = "localStorageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "localStorageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_storage_configuration: Option<ManagedInstancesLocalStorageConfiguration>,
-    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "monitoring",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub monitoring: Option<ManagedInstancesMonitoringOptions>,
-    #[serde(rename = "capacityOptionType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityOptionType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_option_type: Option<CapacityOptionType>,
-    #[serde(rename = "instanceMetadataTagsPropagation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceMetadataTagsPropagation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_metadata_tags_propagation: Option<bool>,
-    #[serde(rename = "instanceRequirements", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceRequirements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_requirements: Option<InstanceRequirementsRequest>,
-    #[serde(rename = "fipsEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fipsEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fips_enabled: Option<bool>,
-    #[serde(rename = "capacityReservations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityReservations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_reservations: Option<CapacityReservationRequest>,
 }
 
@@ -6726,21 +8766,53 @@ impl crate::wire::Required for InstanceLaunchTemplate {
 /// `InstanceLaunchTemplateUpdate`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceLaunchTemplateUpdate {
-    #[serde(rename = "ec2InstanceProfileArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ec2InstanceProfileArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ec2_instance_profile_arn: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ManagedInstancesNetworkConfiguration>,
-    #[serde(rename = "storageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "storageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub storage_configuration: Option<ManagedInstancesStorageConfiguration>,
-    #[serde(rename = "instanceMetadataTagsPropagation", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceMetadataTagsPropagation",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_metadata_tags_propagation: Option<bool>,
-    #[serde(rename = "localStorageConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "localStorageConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_storage_configuration: Option<ManagedInstancesLocalStorageConfiguration>,
-    #[serde(rename = "monitoring", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "monitoring",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub monitoring: Option<ManagedInstancesMonitoringOptions>,
-    #[serde(rename = "instanceRequirements", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceRequirements",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_requirements: Option<InstanceRequirementsRequest>,
-    #[serde(rename = "capacityReservations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityReservations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_reservations: Option<CapacityReservationRequest>,
 }
 
@@ -6782,49 +8854,133 @@ pub struct InstanceRequirementsRequest {
     pub v_cpu_count: Option<VCpuCountRangeRequest>,
     #[serde(rename = "memoryMiB", default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<MemoryMiBRequest>,
-    #[serde(rename = "cpuManufacturers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cpuManufacturers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_manufacturers: Option<Vec<CpuManufacturer>>,
-    #[serde(rename = "memoryGiBPerVCpu", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "memoryGiBPerVCpu",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_gib_per_v_cpu: Option<MemoryGiBPerVCpuRequest>,
-    #[serde(rename = "excludedInstanceTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "excludedInstanceTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub excluded_instance_types: Option<Vec<String>>,
-    #[serde(rename = "instanceGenerations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceGenerations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_generations: Option<Vec<InstanceGeneration>>,
-    #[serde(rename = "spotMaxPricePercentageOverLowestPrice", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "spotMaxPricePercentageOverLowestPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub spot_max_price_percentage_over_lowest_price: Option<i32>,
-    #[serde(rename = "onDemandMaxPricePercentageOverLowestPrice", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "onDemandMaxPricePercentageOverLowestPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub on_demand_max_price_percentage_over_lowest_price: Option<i32>,
     #[serde(rename = "bareMetal", default, skip_serializing_if = "Option::is_none")]
     pub bare_metal: Option<BareMetal>,
-    #[serde(rename = "burstablePerformance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "burstablePerformance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub burstable_performance: Option<BurstablePerformance>,
-    #[serde(rename = "requireHibernateSupport", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requireHibernateSupport",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub require_hibernate_support: Option<bool>,
-    #[serde(rename = "networkInterfaceCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkInterfaceCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_interface_count: Option<NetworkInterfaceCountRequest>,
-    #[serde(rename = "localStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "localStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_storage: Option<LocalStorage>,
-    #[serde(rename = "localStorageTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "localStorageTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_storage_types: Option<Vec<LocalStorageType>>,
-    #[serde(rename = "totalLocalStorageGB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalLocalStorageGB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_local_storage_gb: Option<TotalLocalStorageGBRequest>,
-    #[serde(rename = "baselineEbsBandwidthMbps", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "baselineEbsBandwidthMbps",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub baseline_ebs_bandwidth_mbps: Option<BaselineEbsBandwidthMbpsRequest>,
-    #[serde(rename = "acceleratorTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_types: Option<Vec<AcceleratorType>>,
-    #[serde(rename = "acceleratorCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_count: Option<AcceleratorCountRequest>,
-    #[serde(rename = "acceleratorManufacturers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorManufacturers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_manufacturers: Option<Vec<AcceleratorManufacturer>>,
-    #[serde(rename = "acceleratorNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_names: Option<Vec<AcceleratorName>>,
-    #[serde(rename = "acceleratorTotalMemoryMiB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acceleratorTotalMemoryMiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub accelerator_total_memory_mib: Option<AcceleratorTotalMemoryMiBRequest>,
-    #[serde(rename = "networkBandwidthGbps", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkBandwidthGbps",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_bandwidth_gbps: Option<NetworkBandwidthGbpsRequest>,
-    #[serde(rename = "allowedInstanceTypes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "allowedInstanceTypes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub allowed_instance_types: Option<Vec<String>>,
-    #[serde(rename = "maxSpotPriceAsPercentageOfOptimalOnDemandPrice", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxSpotPriceAsPercentageOfOptimalOnDemandPrice",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_spot_price_as_percentage_of_optimal_on_demand_price: Option<i32>,
 }
 
@@ -6980,7 +9136,12 @@ pub enum LaunchType {
 
 impl LaunchType {
     /// Every value, in the model's order.
-    pub const ALL: &'static [LaunchType] = &[Self::Ec2, Self::Fargate, Self::External, Self::ManagedInstances];
+    pub const ALL: &'static [LaunchType] = &[
+        Self::Ec2,
+        Self::Fargate,
+        Self::External,
+        Self::ManagedInstances,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -7019,9 +9180,17 @@ impl crate::wire::Required for LimitExceededException {
 /// `LinearConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LinearConfiguration {
-    #[serde(rename = "stepPercent", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "stepPercent",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub step_percent: f64,
-    #[serde(rename = "stepBakeTimeInMinutes", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "stepBakeTimeInMinutes",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub step_bake_time_in_minutes: i32,
 }
 
@@ -7035,19 +9204,35 @@ impl crate::wire::Required for LinearConfiguration {
 /// `LinuxParameters`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LinuxParameters {
-    #[serde(rename = "capabilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capabilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capabilities: Option<KernelCapabilities>,
     #[serde(rename = "devices", default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<Device>>,
-    #[serde(rename = "initProcessEnabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "initProcessEnabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub init_process_enabled: Option<bool>,
-    #[serde(rename = "sharedMemorySize", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sharedMemorySize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub shared_memory_size: Option<i32>,
     #[serde(rename = "tmpfs", default, skip_serializing_if = "Option::is_none")]
     pub tmpfs: Option<Vec<Tmpfs>>,
     #[serde(rename = "maxSwap", default, skip_serializing_if = "Option::is_none")]
     pub max_swap: Option<i32>,
-    #[serde(rename = "swappiness", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "swappiness",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub swappiness: Option<i32>,
 }
 
@@ -7060,14 +9245,18 @@ impl crate::wire::Required for LinuxParameters {
         }
         if let Some(v) = &self.devices {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "devices"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "devices"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tmpfs {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tmpfs"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tmpfs"), i))
+                {
                     return Some(p);
                 }
             }
@@ -7083,13 +9272,25 @@ pub struct ListAccountSettingsRequest {
     pub name: Option<SettingName>,
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_arn: Option<String>,
-    #[serde(rename = "effectiveSettings", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "effectiveSettings",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub effective_settings: bool,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub max_results: i32,
 }
 
@@ -7113,7 +9314,9 @@ impl crate::wire::Required for ListAccountSettingsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.settings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i))
+                {
                     return Some(p);
                 }
             }
@@ -7127,15 +9330,31 @@ impl crate::wire::Required for ListAccountSettingsResponse {
 pub struct ListAttributesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "targetType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_type: Option<TargetType>,
-    #[serde(rename = "attributeName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributeName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attribute_name: Option<String>,
-    #[serde(rename = "attributeValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributeValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attribute_value: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -7151,7 +9370,11 @@ impl crate::wire::Required for ListAttributesRequest {
 /// `ListAttributesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7161,7 +9384,9 @@ impl crate::wire::Required for ListAttributesResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i))
+                {
                     return Some(p);
                 }
             }
@@ -7175,7 +9400,11 @@ impl crate::wire::Required for ListAttributesResponse {
 pub struct ListClustersRequest {
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -7189,7 +9418,11 @@ impl crate::wire::Required for ListClustersRequest {
 /// `ListClustersResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListClustersResponse {
-    #[serde(rename = "clusterArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7211,7 +9444,11 @@ pub struct ListContainerInstancesRequest {
     pub filter: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ContainerInstanceStatus>,
@@ -7227,7 +9464,11 @@ impl crate::wire::Required for ListContainerInstancesRequest {
 /// `ListContainerInstancesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListContainerInstancesResponse {
-    #[serde(rename = "containerInstanceArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7249,7 +9490,11 @@ pub struct ListDaemonDeploymentsRequest {
     pub status: Option<Vec<DaemonDeploymentStatus>>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<CreatedAt>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7274,7 +9519,11 @@ impl crate::wire::Required for ListDaemonDeploymentsRequest {
 pub struct ListDaemonDeploymentsResponse {
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "daemonDeployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonDeployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_deployments: Option<Vec<DaemonDeploymentSummary>>,
 }
 
@@ -7282,7 +9531,11 @@ impl crate::wire::Required for ListDaemonDeploymentsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.daemon_deployments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "daemonDeployments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "daemonDeployments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -7294,7 +9547,11 @@ impl crate::wire::Required for ListDaemonDeploymentsResponse {
 /// `ListDaemonTaskDefinitionsRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListDaemonTaskDefinitionsRequest {
-    #[serde(rename = "familyPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "familyPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub family_prefix: Option<String>,
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
@@ -7306,7 +9563,11 @@ pub struct ListDaemonTaskDefinitionsRequest {
     pub sort: Option<SortOrder>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -7320,7 +9581,11 @@ impl crate::wire::Required for ListDaemonTaskDefinitionsRequest {
 /// `ListDaemonTaskDefinitionsResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListDaemonTaskDefinitionsResponse {
-    #[serde(rename = "daemonTaskDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definitions: Option<Vec<DaemonTaskDefinitionSummary>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7330,7 +9595,11 @@ impl crate::wire::Required for ListDaemonTaskDefinitionsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.daemon_task_definitions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "daemonTaskDefinitions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "daemonTaskDefinitions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -7342,11 +9611,23 @@ impl crate::wire::Required for ListDaemonTaskDefinitionsResponse {
 /// `ListDaemonsRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListDaemonsRequest {
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "capacityProviderArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_arns: Option<Vec<String>>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7362,7 +9643,11 @@ impl crate::wire::Required for ListDaemonsRequest {
 /// `ListDaemonsResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListDaemonsResponse {
-    #[serde(rename = "daemonSummariesList", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonSummariesList",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_summaries_list: Option<Vec<DaemonSummary>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7372,7 +9657,11 @@ impl crate::wire::Required for ListDaemonsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.daemon_summaries_list {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "daemonSummariesList"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "daemonSummariesList"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -7394,7 +9683,11 @@ pub struct ListServiceDeploymentsRequest {
     pub created_at: Option<CreatedAt>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -7415,7 +9708,11 @@ impl crate::wire::Required for ListServiceDeploymentsRequest {
 /// `ListServiceDeploymentsResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListServiceDeploymentsResponse {
-    #[serde(rename = "serviceDeployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployments: Option<Vec<ServiceDeploymentBrief>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7425,7 +9722,11 @@ impl crate::wire::Required for ListServiceDeploymentsResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.service_deployments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceDeployments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceDeployments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -7441,7 +9742,11 @@ pub struct ListServicesByNamespaceRequest {
     pub namespace: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -7457,7 +9762,11 @@ impl crate::wire::Required for ListServicesByNamespaceRequest {
 /// `ListServicesByNamespaceResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListServicesByNamespaceResponse {
-    #[serde(rename = "serviceArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7477,13 +9786,29 @@ pub struct ListServicesRequest {
     pub cluster: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "schedulingStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schedulingStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scheduling_strategy: Option<SchedulingStrategy>,
-    #[serde(rename = "resourceManagementType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceManagementType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_management_type: Option<ResourceManagementType>,
 }
 
@@ -7497,7 +9822,11 @@ impl crate::wire::Required for ListServicesRequest {
 /// `ListServicesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListServicesResponse {
-    #[serde(rename = "serviceArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7513,7 +9842,11 @@ impl crate::wire::Required for ListServicesResponse {
 /// `ListTagsForResourceRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListTagsForResourceRequest {
-    #[serde(rename = "resourceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_arn: Option<String>,
 }
 
@@ -7537,7 +9870,9 @@ impl crate::wire::Required for ListTagsForResourceResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -7549,13 +9884,21 @@ impl crate::wire::Required for ListTagsForResourceResponse {
 /// `ListTaskDefinitionFamiliesRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListTaskDefinitionFamiliesRequest {
-    #[serde(rename = "familyPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "familyPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub family_prefix: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskDefinitionFamilyStatus>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -7585,7 +9928,11 @@ impl crate::wire::Required for ListTaskDefinitionFamiliesResponse {
 /// `ListTaskDefinitionsRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListTaskDefinitionsRequest {
-    #[serde(rename = "familyPrefix", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "familyPrefix",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub family_prefix: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskDefinitionStatus>,
@@ -7593,7 +9940,11 @@ pub struct ListTaskDefinitionsRequest {
     pub sort: Option<SortOrder>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
 }
 
@@ -7607,7 +9958,11 @@ impl crate::wire::Required for ListTaskDefinitionsRequest {
 /// `ListTaskDefinitionsResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListTaskDefinitionsResponse {
-    #[serde(rename = "taskDefinitionArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arns: Option<Vec<String>>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
@@ -7625,23 +9980,47 @@ impl crate::wire::Required for ListTaskDefinitionsResponse {
 pub struct ListTasksRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<String>,
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
     #[serde(rename = "nextToken", default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
-    #[serde(rename = "maxResults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maxResults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_results: Option<i32>,
     #[serde(rename = "startedBy", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
-    #[serde(rename = "desiredStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_status: Option<DesiredStatus>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "daemonName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_name: Option<String>,
 }
 
@@ -7671,15 +10050,35 @@ impl crate::wire::Required for ListTasksResponse {
 /// `LoadBalancer`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadBalancer {
-    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
-    #[serde(rename = "loadBalancerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_name: Option<String>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
-    #[serde(rename = "advancedConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "advancedConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub advanced_configuration: Option<AdvancedConfiguration>,
 }
 
@@ -7766,7 +10165,11 @@ pub struct LogConfiguration {
     pub log_driver: Option<LogDriver>,
     #[serde(rename = "options", default, skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, String>>,
-    #[serde(rename = "secretOptions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "secretOptions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub secret_options: Option<Vec<Secret>>,
 }
 
@@ -7777,7 +10180,11 @@ impl crate::wire::Required for LogConfiguration {
         }
         if let Some(v) = &self.secret_options {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "secretOptions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "secretOptions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -7809,7 +10216,16 @@ pub enum LogDriver {
 
 impl LogDriver {
     /// Every value, in the model's order.
-    pub const ALL: &'static [LogDriver] = &[Self::JsonFile, Self::Syslog, Self::Journald, Self::Gelf, Self::Fluentd, Self::Awslogs, Self::Splunk, Self::Awsfirelens];
+    pub const ALL: &'static [LogDriver] = &[
+        Self::JsonFile,
+        Self::Syslog,
+        Self::Journald,
+        Self::Gelf,
+        Self::Fluentd,
+        Self::Awslogs,
+        Self::Splunk,
+        Self::Awsfirelens,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -7838,13 +10254,21 @@ impl std::fmt::Display for LogDriver {
 /// `ManagedAgent`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedAgent {
-    #[serde(rename = "lastStartedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStartedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_started_at: Option<f64>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<ManagedAgentName>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "lastStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_status: Option<String>,
 }
 
@@ -7886,9 +10310,17 @@ impl std::fmt::Display for ManagedAgentName {
 /// `ManagedAgentStateChange`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedAgentStateChange {
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "managedAgentName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedAgentName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_agent_name: Option<ManagedAgentName>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -7918,13 +10350,25 @@ pub struct ManagedApplicationAutoScalingPolicy {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "policyType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "policyType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub policy_type: Option<String>,
-    #[serde(rename = "targetValue", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "targetValue",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub target_value: f64,
     #[serde(rename = "metric", default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,
@@ -7951,9 +10395,17 @@ impl crate::wire::Required for ManagedApplicationAutoScalingPolicy {
 /// `ManagedAutoScaling`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedAutoScaling {
-    #[serde(rename = "scalableTarget", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scalableTarget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scalable_target: Option<ManagedScalableTarget>,
-    #[serde(rename = "applicationAutoScalingPolicies", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "applicationAutoScalingPolicies",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub application_auto_scaling_policies: Option<Vec<ManagedApplicationAutoScalingPolicy>>,
 }
 
@@ -7966,7 +10418,11 @@ impl crate::wire::Required for ManagedAutoScaling {
         }
         if let Some(v) = &self.application_auto_scaling_policies {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "applicationAutoScalingPolicies"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "applicationAutoScalingPolicies"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -7982,11 +10438,19 @@ pub struct ManagedCertificate {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "domainName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "domainName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub domain_name: Option<String>,
 }
 
@@ -8039,21 +10503,41 @@ impl std::fmt::Display for ManagedDraining {
 /// `ManagedIngressPath`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedIngressPath {
-    #[serde(rename = "accessType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_type: Option<AccessType>,
     #[serde(rename = "endpoint", default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    #[serde(rename = "loadBalancer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer: Option<ManagedLoadBalancer>,
-    #[serde(rename = "loadBalancerSecurityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancerSecurityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancer_security_groups: Option<Vec<ManagedSecurityGroup>>,
-    #[serde(rename = "certificate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "certificate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub certificate: Option<ManagedCertificate>,
     #[serde(rename = "listener", default, skip_serializing_if = "Option::is_none")]
     pub listener: Option<ManagedListener>,
     #[serde(rename = "rule", default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<ManagedListenerRule>,
-    #[serde(rename = "targetGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_groups: Option<Vec<ManagedTargetGroup>>,
 }
 
@@ -8072,7 +10556,11 @@ impl crate::wire::Required for ManagedIngressPath {
         }
         if let Some(v) = &self.load_balancer_security_groups {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "loadBalancerSecurityGroups"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "loadBalancerSecurityGroups"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -8094,7 +10582,11 @@ impl crate::wire::Required for ManagedIngressPath {
         }
         if let Some(v) = &self.target_groups {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "targetGroups"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "targetGroups"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -8106,7 +10598,11 @@ impl crate::wire::Required for ManagedIngressPath {
 /// `ManagedInstancesLocalStorageConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedInstancesLocalStorageConfiguration {
-    #[serde(rename = "useLocalStorage", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "useLocalStorage",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub use_local_storage: bool,
 }
 
@@ -8153,7 +10649,11 @@ impl std::fmt::Display for ManagedInstancesMonitoringOptions {
 pub struct ManagedInstancesNetworkConfiguration {
     #[serde(rename = "subnets", default, skip_serializing_if = "Option::is_none")]
     pub subnets: Option<Vec<String>>,
-    #[serde(rename = "securityGroups", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroups",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_groups: Option<Vec<String>>,
 }
 
@@ -8167,15 +10667,35 @@ impl crate::wire::Required for ManagedInstancesNetworkConfiguration {
 /// `ManagedInstancesProvider`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedInstancesProvider {
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "instanceLaunchTemplate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceLaunchTemplate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_launch_template: Option<InstanceLaunchTemplate>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateMITags>,
-    #[serde(rename = "infrastructureOptimization", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureOptimization",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_optimization: Option<InfrastructureOptimization>,
-    #[serde(rename = "autoRepairConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoRepairConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_repair_configuration: Option<AutoRepairConfiguration>,
 }
 
@@ -8203,7 +10723,11 @@ impl crate::wire::Required for ManagedInstancesProvider {
 /// `ManagedInstancesStorageConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManagedInstancesStorageConfiguration {
-    #[serde(rename = "storageSizeGiB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "storageSizeGiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub storage_size_gib: Option<i32>,
 }
 
@@ -8221,7 +10745,11 @@ pub struct ManagedListener {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -8246,7 +10774,11 @@ pub struct ManagedListenerRule {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -8271,7 +10803,11 @@ pub struct ManagedLoadBalancer {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -8279,7 +10815,11 @@ pub struct ManagedLoadBalancer {
     pub scheme: Option<String>,
     #[serde(rename = "subnetIds", default, skip_serializing_if = "Option::is_none")]
     pub subnet_ids: Option<Vec<String>>,
-    #[serde(rename = "securityGroupIds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "securityGroupIds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub security_group_ids: Option<Vec<String>>,
 }
 
@@ -8305,11 +10845,19 @@ pub struct ManagedLogGroup {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "logGroupName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logGroupName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_group_name: Option<String>,
 }
 
@@ -8335,7 +10883,11 @@ pub struct ManagedMetricAlarm {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -8370,7 +10922,13 @@ pub enum ManagedResourceStatus {
 
 impl ManagedResourceStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ManagedResourceStatus] = &[Self::Provisioning, Self::Active, Self::Deprovisioning, Self::Deleted, Self::Failed];
+    pub const ALL: &'static [ManagedResourceStatus] = &[
+        Self::Provisioning,
+        Self::Active,
+        Self::Deprovisioning,
+        Self::Deleted,
+        Self::Failed,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -8400,13 +10958,25 @@ pub struct ManagedScalableTarget {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "minCapacity", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "minCapacity",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub min_capacity: i32,
-    #[serde(rename = "maxCapacity", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "maxCapacity",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub max_capacity: i32,
 }
 
@@ -8427,13 +10997,29 @@ impl crate::wire::Required for ManagedScalableTarget {
 pub struct ManagedScaling {
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedScalingStatus>,
-    #[serde(rename = "targetCapacity", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetCapacity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_capacity: Option<i32>,
-    #[serde(rename = "minimumScalingStepSize", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "minimumScalingStepSize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub minimum_scaling_step_size: Option<i32>,
-    #[serde(rename = "maximumScalingStepSize", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "maximumScalingStepSize",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub maximum_scaling_step_size: Option<i32>,
-    #[serde(rename = "instanceWarmupPeriod", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceWarmupPeriod",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_warmup_period: Option<i32>,
 }
 
@@ -8482,7 +11068,11 @@ pub struct ManagedSecurityGroup {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
@@ -8505,7 +11095,11 @@ impl crate::wire::Required for ManagedSecurityGroup {
 pub struct ManagedStorageConfiguration {
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
-    #[serde(rename = "fargateEphemeralStorageKmsKeyId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorageKmsKeyId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage_kms_key_id: Option<String>,
 }
 
@@ -8523,13 +11117,25 @@ pub struct ManagedTargetGroup {
     pub arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ManagedResourceStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "healthCheckPort", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "healthCheckPort",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub health_check_port: i32,
     #[serde(rename = "port", default, deserialize_with = "crate::wire::nullable")]
     pub port: i32,
@@ -8632,9 +11238,17 @@ impl crate::wire::Required for MissingVersionException {
 /// `MountPoint`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MountPoint {
-    #[serde(rename = "sourceVolume", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceVolume",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_volume: Option<String>,
-    #[serde(rename = "containerPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_path: Option<String>,
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
@@ -8682,15 +11296,27 @@ impl crate::wire::Required for NetworkBandwidthGbpsRequest {
 pub struct NetworkBinding {
     #[serde(rename = "bindIP", default, skip_serializing_if = "Option::is_none")]
     pub bind_ip: Option<String>,
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
     #[serde(rename = "hostPort", default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<i32>,
     #[serde(rename = "protocol", default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<TransportProtocol>,
-    #[serde(rename = "containerPortRange", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPortRange",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port_range: Option<String>,
-    #[serde(rename = "hostPortRange", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "hostPortRange",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub host_port_range: Option<String>,
 }
 
@@ -8704,7 +11330,11 @@ impl crate::wire::Required for NetworkBinding {
 /// `NetworkConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetworkConfiguration {
-    #[serde(rename = "awsvpcConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "awsvpcConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub awsvpc_configuration: Option<AwsVpcConfiguration>,
 }
 
@@ -8722,11 +11352,23 @@ impl crate::wire::Required for NetworkConfiguration {
 /// `NetworkInterface`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NetworkInterface {
-    #[serde(rename = "attachmentId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachmentId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachment_id: Option<String>,
-    #[serde(rename = "privateIpv4Address", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "privateIpv4Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub private_ipv4_address: Option<String>,
-    #[serde(rename = "ipv6Address", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ipv6Address",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ipv6_address: Option<String>,
 }
 
@@ -8831,7 +11473,18 @@ pub enum OSFamily {
 
 impl OSFamily {
     /// Every value, in the model's order.
-    pub const ALL: &'static [OSFamily] = &[Self::WindowsServer2019Full, Self::WindowsServer2019Core, Self::WindowsServer2016Full, Self::WindowsServer2004Core, Self::WindowsServer2022Core, Self::WindowsServer2022Full, Self::WindowsServer2025Core, Self::WindowsServer2025Full, Self::WindowsServer20h2Core, Self::Linux];
+    pub const ALL: &'static [OSFamily] = &[
+        Self::WindowsServer2019Full,
+        Self::WindowsServer2019Core,
+        Self::WindowsServer2016Full,
+        Self::WindowsServer2004Core,
+        Self::WindowsServer2022Core,
+        Self::WindowsServer2022Full,
+        Self::WindowsServer2025Core,
+        Self::WindowsServer2025Full,
+        Self::WindowsServer20h2Core,
+        Self::Linux,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -8895,7 +11548,11 @@ impl std::fmt::Display for PidMode {
 pub struct PlacementConstraint {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<PlacementConstraintType>,
-    #[serde(rename = "expression", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expression",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expression: Option<String>,
 }
 
@@ -9067,7 +11724,11 @@ impl crate::wire::Required for PlatformUnknownException {
 /// `PortMapping`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortMapping {
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
     #[serde(rename = "hostPort", default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<i32>,
@@ -9075,9 +11736,17 @@ pub struct PortMapping {
     pub protocol: Option<TransportProtocol>,
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "appProtocol", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "appProtocol",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub app_protocol: Option<ApplicationProtocol>,
-    #[serde(rename = "containerPortRange", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPortRange",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port_range: Option<String>,
 }
 
@@ -9158,9 +11827,17 @@ impl std::fmt::Display for PropagateTags {
 pub struct ProtectedTask {
     #[serde(rename = "taskArn", default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
-    #[serde(rename = "protectionEnabled", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "protectionEnabled",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub protection_enabled: bool,
-    #[serde(rename = "expirationDate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expirationDate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiration_date: Option<f64>,
 }
 
@@ -9176,9 +11853,17 @@ impl crate::wire::Required for ProtectedTask {
 pub struct ProxyConfiguration {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<ProxyConfigurationType>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "properties", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "properties",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub properties: Option<Vec<KeyValuePair>>,
 }
 
@@ -9189,7 +11874,9 @@ impl crate::wire::Required for ProxyConfiguration {
         }
         if let Some(v) = &self.properties {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "properties"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "properties"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9272,7 +11959,11 @@ pub struct PutAccountSettingRequest {
     pub name: Option<SettingName>,
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_arn: Option<String>,
 }
 
@@ -9311,7 +12002,11 @@ impl crate::wire::Required for PutAccountSettingResponse {
 pub struct PutAttributesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
 }
 
@@ -9322,7 +12017,9 @@ impl crate::wire::Required for PutAttributesRequest {
         }
         if let Some(v) = &self.attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9334,7 +12031,11 @@ impl crate::wire::Required for PutAttributesRequest {
 /// `PutAttributesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PutAttributesResponse {
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
 }
 
@@ -9342,7 +12043,9 @@ impl crate::wire::Required for PutAttributesResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9356,9 +12059,17 @@ impl crate::wire::Required for PutAttributesResponse {
 pub struct PutClusterCapacityProvidersRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "capacityProviders", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviders",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_providers: Option<Vec<String>>,
-    #[serde(rename = "defaultCapacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "defaultCapacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
 }
 
@@ -9375,7 +12086,11 @@ impl crate::wire::Required for PutClusterCapacityProvidersRequest {
         }
         if let Some(v) = &self.default_capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "defaultCapacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "defaultCapacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -9407,19 +12122,47 @@ impl crate::wire::Required for PutClusterCapacityProvidersResponse {
 pub struct RegisterContainerInstanceRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "instanceIdentityDocument", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceIdentityDocument",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_identity_document: Option<String>,
-    #[serde(rename = "instanceIdentityDocumentSignature", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceIdentityDocumentSignature",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_identity_document_signature: Option<String>,
-    #[serde(rename = "totalResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "totalResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_resources: Option<Vec<Resource>>,
-    #[serde(rename = "versionInfo", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "versionInfo",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub version_info: Option<VersionInfo>,
-    #[serde(rename = "containerInstanceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arn: Option<String>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "platformDevices", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformDevices",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_devices: Option<Vec<PlatformDevice>>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -9429,7 +12172,11 @@ impl crate::wire::Required for RegisterContainerInstanceRequest {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.total_resources {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "totalResources"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "totalResources"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -9441,21 +12188,29 @@ impl crate::wire::Required for RegisterContainerInstanceRequest {
         }
         if let Some(v) = &self.attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.platform_devices {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "platformDevices"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "platformDevices"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9467,7 +12222,11 @@ impl crate::wire::Required for RegisterContainerInstanceRequest {
 /// `RegisterContainerInstanceResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegisterContainerInstanceResponse {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<ContainerInstance>,
 }
 
@@ -9487,11 +12246,23 @@ impl crate::wire::Required for RegisterContainerInstanceResponse {
 pub struct RegisterDaemonTaskDefinitionRequest {
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "containerDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_definitions: Option<Vec<DaemonContainerDefinition>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
@@ -9513,21 +12284,29 @@ impl crate::wire::Required for RegisterDaemonTaskDefinitionRequest {
         }
         if let Some(v) = &self.container_definitions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerDefinitions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerDefinitions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.volumes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "volumes"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9539,7 +12318,11 @@ impl crate::wire::Required for RegisterDaemonTaskDefinitionRequest {
 /// `RegisterDaemonTaskDefinitionResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegisterDaemonTaskDefinitionResponse {
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
 }
 
@@ -9555,19 +12338,43 @@ impl crate::wire::Required for RegisterDaemonTaskDefinitionResponse {
 pub struct RegisterTaskDefinitionRequest {
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "networkMode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_mode: Option<NetworkMode>,
-    #[serde(rename = "containerDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_definitions: Option<Vec<ContainerDefinition>>,
     #[serde(rename = "volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<Volume>>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<TaskDefinitionPlacementConstraint>>,
-    #[serde(rename = "requiresCompatibilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requiresCompatibilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requires_compatibilities: Option<Vec<Compatibility>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
@@ -9579,15 +12386,35 @@ pub struct RegisterTaskDefinitionRequest {
     pub pid_mode: Option<PidMode>,
     #[serde(rename = "ipcMode", default, skip_serializing_if = "Option::is_none")]
     pub ipc_mode: Option<IpcMode>,
-    #[serde(rename = "proxyConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "proxyConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub proxy_configuration: Option<ProxyConfiguration>,
-    #[serde(rename = "inferenceAccelerators", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferenceAccelerators",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inference_accelerators: Option<Vec<InferenceAccelerator>>,
-    #[serde(rename = "ephemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ephemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_storage: Option<EphemeralStorage>,
-    #[serde(rename = "runtimePlatform", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runtimePlatform",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub runtime_platform: Option<RuntimePlatform>,
-    #[serde(rename = "enableFaultInjection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableFaultInjection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_fault_injection: Option<bool>,
 }
 
@@ -9601,28 +12428,40 @@ impl crate::wire::Required for RegisterTaskDefinitionRequest {
         }
         if let Some(v) = &self.container_definitions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerDefinitions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerDefinitions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.volumes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "volumes"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.placement_constraints {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementConstraints"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementConstraints"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9634,7 +12473,11 @@ impl crate::wire::Required for RegisterTaskDefinitionRequest {
         }
         if let Some(v) = &self.inference_accelerators {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "inferenceAccelerators"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "inferenceAccelerators"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -9656,7 +12499,11 @@ impl crate::wire::Required for RegisterTaskDefinitionRequest {
 /// `RegisterTaskDefinitionResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegisterTaskDefinitionResponse {
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<TaskDefinition>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -9671,7 +12518,9 @@ impl crate::wire::Required for RegisterTaskDefinitionResponse {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9683,7 +12532,11 @@ impl crate::wire::Required for RegisterTaskDefinitionResponse {
 /// `RepositoryCredentials`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RepositoryCredentials {
-    #[serde(rename = "credentialsParameter", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "credentialsParameter",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credentials_parameter: Option<String>,
 }
 
@@ -9699,7 +12552,11 @@ impl crate::wire::Required for RepositoryCredentials {
 /// `ResolvedConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResolvedConfiguration {
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<ServiceRevisionLoadBalancer>>,
 }
 
@@ -9707,7 +12564,11 @@ impl crate::wire::Required for ResolvedConfiguration {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.load_balancers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "loadBalancers"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "loadBalancers"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -9723,13 +12584,29 @@ pub struct Resource {
     pub name: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
-    #[serde(rename = "doubleValue", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "doubleValue",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub double_value: f64,
-    #[serde(rename = "longValue", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "longValue",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub long_value: i64,
-    #[serde(rename = "integerValue", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "integerValue",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub integer_value: i32,
-    #[serde(rename = "stringSetValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stringSetValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub string_set_value: Option<Vec<String>>,
 }
 
@@ -9858,7 +12735,11 @@ pub struct Rollback {
     pub reason: Option<String>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
-    #[serde(rename = "serviceRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revision_arn: Option<String>,
 }
 
@@ -9872,43 +12753,95 @@ impl crate::wire::Required for Rollback {
 /// `RunTaskRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunTaskRequest {
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
     #[serde(rename = "count", default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i32>,
-    #[serde(rename = "enableECSManagedTags", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_ecs_managed_tags: bool,
-    #[serde(rename = "enableExecuteCommand", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_execute_command: bool,
     #[serde(rename = "group", default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
     #[serde(rename = "overrides", default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<TaskOverride>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<PlacementConstraint>>,
-    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_strategy: Option<Vec<PlacementStrategy>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateTags>,
-    #[serde(rename = "referenceId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "referenceId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reference_id: Option<String>,
     #[serde(rename = "startedBy", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "clientToken", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_token: Option<String>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<TaskVolumeConfiguration>>,
 }
 
@@ -9916,7 +12849,11 @@ impl crate::wire::Required for RunTaskRequest {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -9933,21 +12870,31 @@ impl crate::wire::Required for RunTaskRequest {
         }
         if let Some(v) = &self.placement_constraints {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementConstraints"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementConstraints"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.placement_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9957,7 +12904,11 @@ impl crate::wire::Required for RunTaskRequest {
         }
         if let Some(v) = &self.volume_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "volumeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -9979,14 +12930,18 @@ impl crate::wire::Required for RunTaskResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.tasks {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tasks"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tasks"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -9998,9 +12953,17 @@ impl crate::wire::Required for RunTaskResponse {
 /// `RuntimePlatform`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuntimePlatform {
-    #[serde(rename = "cpuArchitecture", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "cpuArchitecture",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu_architecture: Option<CPUArchitecture>,
-    #[serde(rename = "operatingSystemFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "operatingSystemFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub operating_system_family: Option<OSFamily>,
 }
 
@@ -10014,13 +12977,29 @@ impl crate::wire::Required for RuntimePlatform {
 /// `S3FilesVolumeConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct S3FilesVolumeConfiguration {
-    #[serde(rename = "fileSystemArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fileSystemArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file_system_arn: Option<String>,
-    #[serde(rename = "rootDirectory", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "rootDirectory",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub root_directory: Option<String>,
-    #[serde(rename = "transitEncryptionPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "transitEncryptionPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub transit_encryption_port: Option<i32>,
-    #[serde(rename = "accessPointArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessPointArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_point_arn: Option<String>,
 }
 
@@ -10177,39 +13156,99 @@ impl crate::wire::Required for ServerException {
 /// `Service`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Service {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "desiredCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "desiredCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub desired_count: i32,
-    #[serde(rename = "runningCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "runningCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub running_count: i32,
-    #[serde(rename = "pendingCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "pendingCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub pending_count: i32,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DeploymentConfiguration>,
     #[serde(rename = "taskSets", default, skip_serializing_if = "Option::is_none")]
     pub task_sets: Option<Vec<TaskSet>>,
-    #[serde(rename = "deployments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deployments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployments: Option<Vec<Deployment>>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
@@ -10217,35 +13256,87 @@ pub struct Service {
     pub events: Option<Vec<ServiceEvent>>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "currentServiceDeployment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentServiceDeployment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_service_deployment: Option<String>,
-    #[serde(rename = "currentServiceRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "currentServiceRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub current_service_revisions: Option<Vec<ServiceCurrentRevisionSummary>>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<PlacementConstraint>>,
-    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_strategy: Option<Vec<PlacementStrategy>>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "healthCheckGracePeriodSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckGracePeriodSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_grace_period_seconds: Option<i32>,
-    #[serde(rename = "schedulingStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "schedulingStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scheduling_strategy: Option<SchedulingStrategy>,
-    #[serde(rename = "deploymentController", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentController",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_controller: Option<DeploymentController>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "createdBy", default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
-    #[serde(rename = "enableECSManagedTags", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_ecs_managed_tags: bool,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateTags>,
-    #[serde(rename = "enableExecuteCommand", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_execute_command: bool,
-    #[serde(rename = "availabilityZoneRebalancing", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "availabilityZoneRebalancing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub availability_zone_rebalancing: Option<AvailabilityZoneRebalancing>,
-    #[serde(rename = "resourceManagementType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceManagementType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_management_type: Option<ResourceManagementType>,
 }
 
@@ -10253,21 +13344,33 @@ impl crate::wire::Required for Service {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.load_balancers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "loadBalancers"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "loadBalancers"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.service_registries {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceRegistries"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceRegistries"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -10279,42 +13382,62 @@ impl crate::wire::Required for Service {
         }
         if let Some(v) = &self.task_sets {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "taskSets"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "taskSets"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.deployments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "deployments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "deployments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.events {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "events"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "events"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.current_service_revisions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "currentServiceRevisions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "currentServiceRevisions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.placement_constraints {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementConstraints"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementConstraints"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.placement_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -10331,7 +13454,9 @@ impl crate::wire::Required for Service {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -10345,7 +13470,11 @@ impl crate::wire::Required for Service {
 pub struct ServiceConnectAccessLogConfiguration {
     #[serde(rename = "format", default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ServiceConnectAccessLoggingFormat>,
-    #[serde(rename = "includeQueryParameters", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "includeQueryParameters",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub include_query_parameters: Option<ServiceConnectIncludeQueryParameters>,
 }
 
@@ -10396,7 +13525,11 @@ pub struct ServiceConnectClientAlias {
     pub port: Option<i32>,
     #[serde(rename = "dnsName", default, skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<String>,
-    #[serde(rename = "testTrafficRules", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "testTrafficRules",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub test_traffic_rules: Option<ServiceConnectTestTrafficRules>,
 }
 
@@ -10417,15 +13550,27 @@ impl crate::wire::Required for ServiceConnectClientAlias {
 /// `ServiceConnectConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConnectConfiguration {
-    #[serde(rename = "enabled", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enabled",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enabled: bool,
     #[serde(rename = "namespace", default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(rename = "services", default, skip_serializing_if = "Option::is_none")]
     pub services: Option<Vec<ServiceConnectService>>,
-    #[serde(rename = "logConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "logConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_configuration: Option<LogConfiguration>,
-    #[serde(rename = "accessLogConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "accessLogConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub access_log_configuration: Option<ServiceConnectAccessLogConfiguration>,
 }
 
@@ -10433,7 +13578,9 @@ impl crate::wire::Required for ServiceConnectConfiguration {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.services {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "services"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "services"), i))
+                {
                     return Some(p);
                 }
             }
@@ -10463,7 +13610,8 @@ pub enum ServiceConnectIncludeQueryParameters {
 
 impl ServiceConnectIncludeQueryParameters {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ServiceConnectIncludeQueryParameters] = &[Self::Disabled, Self::Enabled];
+    pub const ALL: &'static [ServiceConnectIncludeQueryParameters] =
+        &[Self::Disabled, Self::Enabled];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -10488,11 +13636,23 @@ impl std::fmt::Display for ServiceConnectIncludeQueryParameters {
 pub struct ServiceConnectService {
     #[serde(rename = "portName", default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
-    #[serde(rename = "discoveryName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "discoveryName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub discovery_name: Option<String>,
-    #[serde(rename = "clientAliases", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clientAliases",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_aliases: Option<Vec<ServiceConnectClientAlias>>,
-    #[serde(rename = "ingressPortOverride", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ingressPortOverride",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ingress_port_override: Option<i32>,
     #[serde(rename = "timeout", default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<TimeoutConfiguration>,
@@ -10507,7 +13667,11 @@ impl crate::wire::Required for ServiceConnectService {
         }
         if let Some(v) = &self.client_aliases {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "clientAliases"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "clientAliases"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -10529,9 +13693,17 @@ impl crate::wire::Required for ServiceConnectService {
 /// `ServiceConnectServiceResource`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConnectServiceResource {
-    #[serde(rename = "discoveryName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "discoveryName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub discovery_name: Option<String>,
-    #[serde(rename = "discoveryArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "discoveryArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub discovery_arn: Option<String>,
 }
 
@@ -10605,7 +13777,11 @@ impl crate::wire::Required for ServiceConnectTestTrafficRules {
 /// `ServiceConnectTlsCertificateAuthority`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConnectTlsCertificateAuthority {
-    #[serde(rename = "awsPcaAuthorityArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "awsPcaAuthorityArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub aws_pca_authority_arn: Option<String>,
 }
 
@@ -10619,7 +13795,11 @@ impl crate::wire::Required for ServiceConnectTlsCertificateAuthority {
 /// `ServiceConnectTlsConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceConnectTlsConfiguration {
-    #[serde(rename = "issuerCertificateAuthority", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "issuerCertificateAuthority",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub issuer_certificate_authority: Option<ServiceConnectTlsCertificateAuthority>,
     #[serde(rename = "kmsKey", default, skip_serializing_if = "Option::is_none")]
     pub kms_key: Option<String>,
@@ -10646,11 +13826,23 @@ impl crate::wire::Required for ServiceConnectTlsConfiguration {
 pub struct ServiceCurrentRevisionSummary {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "requestedTaskCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "requestedTaskCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub requested_task_count: i32,
-    #[serde(rename = "runningTaskCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "runningTaskCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub running_task_count: i32,
-    #[serde(rename = "pendingTaskCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "pendingTaskCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub pending_task_count: i32,
 }
 
@@ -10664,39 +13856,83 @@ impl crate::wire::Required for ServiceCurrentRevisionSummary {
 /// `ServiceDeployment`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDeployment {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
-    #[serde(rename = "finishedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<f64>,
     #[serde(rename = "stoppedAt", default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "sourceServiceRevisions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceServiceRevisions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_service_revisions: Option<Vec<ServiceRevisionSummary>>,
-    #[serde(rename = "targetServiceRevision", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetServiceRevision",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_service_revision: Option<ServiceRevisionSummary>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ServiceDeploymentStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
-    #[serde(rename = "lifecycleStage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lifecycleStage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lifecycle_stage: Option<ServiceDeploymentLifecycleStage>,
-    #[serde(rename = "lifecycleHookDetails", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lifecycleHookDetails",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub lifecycle_hook_details: Option<Vec<DeploymentLifecycleHookDetail>>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DeploymentConfiguration>,
     #[serde(rename = "rollback", default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
-    #[serde(rename = "deploymentCircuitBreaker", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentCircuitBreaker",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_circuit_breaker: Option<ServiceDeploymentCircuitBreaker>,
     #[serde(rename = "alarms", default, skip_serializing_if = "Option::is_none")]
     pub alarms: Option<ServiceDeploymentAlarms>,
@@ -10706,7 +13942,11 @@ impl crate::wire::Required for ServiceDeployment {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.source_service_revisions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "sourceServiceRevisions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "sourceServiceRevisions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -10718,7 +13958,11 @@ impl crate::wire::Required for ServiceDeployment {
         }
         if let Some(v) = &self.lifecycle_hook_details {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "lifecycleHookDetails"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "lifecycleHookDetails"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -10752,9 +13996,17 @@ impl crate::wire::Required for ServiceDeployment {
 pub struct ServiceDeploymentAlarms {
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ServiceDeploymentRollbackMonitorsStatus>,
-    #[serde(rename = "alarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "alarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub alarm_names: Option<Vec<String>>,
-    #[serde(rename = "triggeredAlarmNames", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "triggeredAlarmNames",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub triggered_alarm_names: Option<Vec<String>>,
 }
 
@@ -10768,23 +14020,47 @@ impl crate::wire::Required for ServiceDeploymentAlarms {
 /// `ServiceDeploymentBrief`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceDeploymentBrief {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "finishedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "finishedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<f64>,
-    #[serde(rename = "targetServiceRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetServiceRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_service_revision_arn: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ServiceDeploymentStatus>,
-    #[serde(rename = "statusReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "statusReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status_reason: Option<String>,
 }
 
@@ -10800,9 +14076,17 @@ impl crate::wire::Required for ServiceDeploymentBrief {
 pub struct ServiceDeploymentCircuitBreaker {
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ServiceDeploymentRollbackMonitorsStatus>,
-    #[serde(rename = "failureCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "failureCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub failure_count: i32,
-    #[serde(rename = "threshold", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "threshold",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub threshold: i32,
 }
 
@@ -10840,7 +14124,18 @@ pub enum ServiceDeploymentLifecycleStage {
 
 impl ServiceDeploymentLifecycleStage {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ServiceDeploymentLifecycleStage] = &[Self::ReconcileService, Self::PreScaleUp, Self::ScaleUp, Self::PostScaleUp, Self::TestTrafficShift, Self::PostTestTrafficShift, Self::ProductionTrafficShift, Self::PostProductionTrafficShift, Self::BakeTime, Self::CleanUp];
+    pub const ALL: &'static [ServiceDeploymentLifecycleStage] = &[
+        Self::ReconcileService,
+        Self::PreScaleUp,
+        Self::ScaleUp,
+        Self::PostScaleUp,
+        Self::TestTrafficShift,
+        Self::PostTestTrafficShift,
+        Self::ProductionTrafficShift,
+        Self::PostProductionTrafficShift,
+        Self::BakeTime,
+        Self::CleanUp,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -10897,7 +14192,12 @@ pub enum ServiceDeploymentRollbackMonitorsStatus {
 
 impl ServiceDeploymentRollbackMonitorsStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ServiceDeploymentRollbackMonitorsStatus] = &[Self::Triggered, Self::Monitoring, Self::MonitoringComplete, Self::Disabled];
+    pub const ALL: &'static [ServiceDeploymentRollbackMonitorsStatus] = &[
+        Self::Triggered,
+        Self::Monitoring,
+        Self::MonitoringComplete,
+        Self::Disabled,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -10944,7 +14244,17 @@ pub enum ServiceDeploymentStatus {
 
 impl ServiceDeploymentStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [ServiceDeploymentStatus] = &[Self::Pending, Self::Successful, Self::Stopped, Self::StopRequested, Self::InProgress, Self::RollbackRequested, Self::RollbackInProgress, Self::RollbackSuccessful, Self::RollbackFailed];
+    pub const ALL: &'static [ServiceDeploymentStatus] = &[
+        Self::Pending,
+        Self::Successful,
+        Self::Stopped,
+        Self::StopRequested,
+        Self::InProgress,
+        Self::RollbackRequested,
+        Self::RollbackInProgress,
+        Self::RollbackSuccessful,
+        Self::RollbackFailed,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -11024,23 +14334,47 @@ pub struct ServiceManagedEBSVolumeConfiguration {
     pub encrypted: Option<bool>,
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
-    #[serde(rename = "volumeType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_type: Option<String>,
     #[serde(rename = "sizeInGiB", default, skip_serializing_if = "Option::is_none")]
     pub size_in_gib: Option<i32>,
-    #[serde(rename = "snapshotId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "snapshotId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub snapshot_id: Option<String>,
-    #[serde(rename = "volumeInitializationRate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeInitializationRate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_initialization_rate: Option<i32>,
     #[serde(rename = "iops", default, skip_serializing_if = "Option::is_none")]
     pub iops: Option<i32>,
-    #[serde(rename = "throughput", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "throughput",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub throughput: Option<i32>,
-    #[serde(rename = "tagSpecifications", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tagSpecifications",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tag_specifications: Option<Vec<EBSTagSpecification>>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    #[serde(rename = "filesystemType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "filesystemType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filesystem_type: Option<TaskFilesystemType>,
 }
 
@@ -11048,7 +14382,11 @@ impl crate::wire::Required for ServiceManagedEBSVolumeConfiguration {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.tag_specifications {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tagSpecifications"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "tagSpecifications"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11091,13 +14429,25 @@ impl crate::wire::Required for ServiceNotFoundException {
 /// `ServiceRegistry`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRegistry {
-    #[serde(rename = "registryArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registryArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registry_arn: Option<String>,
     #[serde(rename = "port", default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
-    #[serde(rename = "containerPort", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_port: Option<i32>,
 }
 
@@ -11111,45 +14461,121 @@ impl crate::wire::Required for ServiceRegistry {
 /// `ServiceRevision`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRevision {
-    #[serde(rename = "serviceRevisionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRevisionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_revision_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "containerImages", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerImages",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_images: Option<Vec<ContainerImage>>,
-    #[serde(rename = "guardDutyEnabled", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "guardDutyEnabled",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub guard_duty_enabled: bool,
-    #[serde(rename = "serviceConnectConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_configuration: Option<ServiceConnectConfiguration>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
-    #[serde(rename = "fargateEphemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage: Option<DeploymentEphemeralStorage>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
-    #[serde(rename = "resolvedConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resolvedConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resolved_configuration: Option<ResolvedConfiguration>,
-    #[serde(rename = "ecsManagedResources", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ecsManagedResources",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ecs_managed_resources: Option<ECSManagedResources>,
 }
 
@@ -11157,21 +14583,33 @@ impl crate::wire::Required for ServiceRevision {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.load_balancers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "loadBalancers"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "loadBalancers"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.service_registries {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceRegistries"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceRegistries"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11183,7 +14621,11 @@ impl crate::wire::Required for ServiceRevision {
         }
         if let Some(v) = &self.container_images {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerImages"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerImages"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11195,7 +14637,11 @@ impl crate::wire::Required for ServiceRevision {
         }
         if let Some(v) = &self.volume_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "volumeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11207,7 +14653,11 @@ impl crate::wire::Required for ServiceRevision {
         }
         if let Some(v) = &self.vpc_lattice_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "vpcLatticeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "vpcLatticeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11229,9 +14679,17 @@ impl crate::wire::Required for ServiceRevision {
 /// `ServiceRevisionLoadBalancer`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRevisionLoadBalancer {
-    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
-    #[serde(rename = "productionListenerRule", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "productionListenerRule",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub production_listener_rule: Option<String>,
 }
 
@@ -11247,15 +14705,35 @@ impl crate::wire::Required for ServiceRevisionLoadBalancer {
 pub struct ServiceRevisionSummary {
     #[serde(rename = "arn", default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
-    #[serde(rename = "requestedTaskCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "requestedTaskCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub requested_task_count: i32,
-    #[serde(rename = "runningTaskCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "runningTaskCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub running_task_count: i32,
-    #[serde(rename = "pendingTaskCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "pendingTaskCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub pending_task_count: i32,
-    #[serde(rename = "requestedTestTrafficWeight", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "requestedTestTrafficWeight",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub requested_test_traffic_weight: f64,
-    #[serde(rename = "requestedProductionTrafficWeight", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "requestedProductionTrafficWeight",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub requested_production_traffic_weight: f64,
 }
 
@@ -11271,7 +14749,11 @@ impl crate::wire::Required for ServiceRevisionSummary {
 pub struct ServiceVolumeConfiguration {
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "managedEBSVolume", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedEBSVolume",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_ebs_volume: Option<ServiceManagedEBSVolumeConfiguration>,
 }
 
@@ -11296,7 +14778,11 @@ pub struct Session {
     pub session_id: Option<String>,
     #[serde(rename = "streamUrl", default, skip_serializing_if = "Option::is_none")]
     pub stream_url: Option<String>,
-    #[serde(rename = "tokenValue", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tokenValue",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token_value: Option<String>,
 }
 
@@ -11314,7 +14800,11 @@ pub struct Setting {
     pub name: Option<SettingName>,
     #[serde(rename = "value", default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
-    #[serde(rename = "principalArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "principalArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub principal_arn: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<SettingType>,
@@ -11356,7 +14846,19 @@ pub enum SettingName {
 
 impl SettingName {
     /// Every value, in the model's order.
-    pub const ALL: &'static [SettingName] = &[Self::ServiceLongArnFormat, Self::TaskLongArnFormat, Self::ContainerInstanceLongArnFormat, Self::AwsvpcTrunking, Self::ContainerInsights, Self::FargateFIPSMode, Self::TagResourceAuthorization, Self::FargateTaskRetirementWaitPeriod, Self::GuardDutyActivate, Self::DefaultLogDriverMode, Self::FargateEventWindows];
+    pub const ALL: &'static [SettingName] = &[
+        Self::ServiceLongArnFormat,
+        Self::TaskLongArnFormat,
+        Self::ContainerInstanceLongArnFormat,
+        Self::AwsvpcTrunking,
+        Self::ContainerInsights,
+        Self::FargateFIPSMode,
+        Self::TagResourceAuthorization,
+        Self::FargateTaskRetirementWaitPeriod,
+        Self::GuardDutyActivate,
+        Self::DefaultLogDriverMode,
+        Self::FargateEventWindows,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -11483,29 +14985,61 @@ impl std::fmt::Display for StabilityStatus {
 pub struct StartTaskRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<String>>,
-    #[serde(rename = "enableECSManagedTags", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_ecs_managed_tags: bool,
-    #[serde(rename = "enableExecuteCommand", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_execute_command: bool,
     #[serde(rename = "group", default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
     #[serde(rename = "overrides", default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<TaskOverride>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateTags>,
-    #[serde(rename = "referenceId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "referenceId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reference_id: Option<String>,
     #[serde(rename = "startedBy", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<TaskVolumeConfiguration>>,
 }
 
@@ -11526,7 +15060,9 @@ impl crate::wire::Required for StartTaskRequest {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -11536,7 +15072,11 @@ impl crate::wire::Required for StartTaskRequest {
         }
         if let Some(v) = &self.volume_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "volumeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11558,14 +15098,18 @@ impl crate::wire::Required for StartTaskResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.tasks {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tasks"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tasks"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -11577,7 +15121,11 @@ impl crate::wire::Required for StartTaskResponse {
 /// `StopServiceDeploymentRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StopServiceDeploymentRequest {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
     #[serde(rename = "stopType", default, skip_serializing_if = "Option::is_none")]
     pub stop_type: Option<StopServiceDeploymentStopType>,
@@ -11595,7 +15143,11 @@ impl crate::wire::Required for StopServiceDeploymentRequest {
 /// `StopServiceDeploymentResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StopServiceDeploymentResponse {
-    #[serde(rename = "serviceDeploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceDeploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_deployment_arn: Option<String>,
 }
 
@@ -11680,7 +15232,11 @@ impl crate::wire::Required for StopTaskResponse {
 pub struct SubmitAttachmentStateChangesRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<AttachmentStateChange>>,
 }
 
@@ -11691,7 +15247,11 @@ impl crate::wire::Required for SubmitAttachmentStateChangesRequest {
         }
         if let Some(v) = &self.attachments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attachments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "attachments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11703,7 +15263,11 @@ impl crate::wire::Required for SubmitAttachmentStateChangesRequest {
 /// `SubmitAttachmentStateChangesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubmitAttachmentStateChangesResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acknowledgment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acknowledgment: Option<String>,
 }
 
@@ -11721,7 +15285,11 @@ pub struct SubmitContainerStateChangeRequest {
     pub cluster: Option<String>,
     #[serde(rename = "task", default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
-    #[serde(rename = "containerName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_name: Option<String>,
     #[serde(rename = "runtimeId", default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
@@ -11731,7 +15299,11 @@ pub struct SubmitContainerStateChangeRequest {
     pub exit_code: Option<i32>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "networkBindings", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkBindings",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_bindings: Option<Vec<NetworkBinding>>,
 }
 
@@ -11739,7 +15311,11 @@ impl crate::wire::Required for SubmitContainerStateChangeRequest {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.network_bindings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "networkBindings"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "networkBindings"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11751,7 +15327,11 @@ impl crate::wire::Required for SubmitContainerStateChangeRequest {
 /// `SubmitContainerStateChangeResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubmitContainerStateChangeResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acknowledgment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acknowledgment: Option<String>,
 }
 
@@ -11773,17 +15353,41 @@ pub struct SubmitTaskStateChangeRequest {
     pub status: Option<String>,
     #[serde(rename = "reason", default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(rename = "containers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub containers: Option<Vec<ContainerStateChange>>,
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<AttachmentStateChange>>,
-    #[serde(rename = "managedAgents", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedAgents",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_agents: Option<Vec<ManagedAgentStateChange>>,
-    #[serde(rename = "pullStartedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pullStartedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pull_started_at: Option<f64>,
-    #[serde(rename = "pullStoppedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pullStoppedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pull_stopped_at: Option<f64>,
-    #[serde(rename = "executionStoppedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionStoppedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_stopped_at: Option<f64>,
 }
 
@@ -11791,21 +15395,31 @@ impl crate::wire::Required for SubmitTaskStateChangeRequest {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.containers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containers"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "containers"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.attachments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attachments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "attachments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.managed_agents {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "managedAgents"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "managedAgents"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -11817,7 +15431,11 @@ impl crate::wire::Required for SubmitTaskStateChangeRequest {
 /// `SubmitTaskStateChangeResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubmitTaskStateChangeResponse {
-    #[serde(rename = "acknowledgment", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "acknowledgment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acknowledgment: Option<String>,
 }
 
@@ -11863,7 +15481,11 @@ impl crate::wire::Required for Tag {
 /// `TagResourceRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TagResourceRequest {
-    #[serde(rename = "resourceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_arn: Option<String>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
@@ -11879,7 +15501,9 @@ impl crate::wire::Required for TagResourceRequest {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -11890,8 +15514,7 @@ impl crate::wire::Required for TagResourceRequest {
 
 /// `TagResourceResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TagResourceResponse {
-}
+pub struct TagResourceResponse {}
 
 impl crate::wire::Required for TagResourceResponse {
     fn missing(&self, path: &str) -> Option<String> {
@@ -11959,55 +15582,135 @@ impl std::fmt::Display for TargetType {
 /// `Task`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Task {
-    #[serde(rename = "attachments", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attachments: Option<Vec<Attachment>>,
-    #[serde(rename = "attributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "attributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "availabilityZone", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "availabilityZone",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub availability_zone: Option<String>,
-    #[serde(rename = "capacityProviderName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_name: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
-    #[serde(rename = "connectivity", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "connectivity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connectivity: Option<Connectivity>,
-    #[serde(rename = "connectivityAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "connectivityAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub connectivity_at: Option<f64>,
-    #[serde(rename = "containerInstanceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstanceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance_arn: Option<String>,
-    #[serde(rename = "containers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub containers: Option<Vec<Container>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
-    #[serde(rename = "desiredStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_status: Option<String>,
-    #[serde(rename = "enableExecuteCommand", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_execute_command: bool,
-    #[serde(rename = "executionStoppedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionStoppedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_stopped_at: Option<f64>,
     #[serde(rename = "group", default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(rename = "healthStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_status: Option<HealthStatus>,
-    #[serde(rename = "inferenceAccelerators", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferenceAccelerators",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inference_accelerators: Option<Vec<InferenceAccelerator>>,
-    #[serde(rename = "lastStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "lastStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_status: Option<String>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
     #[serde(rename = "overrides", default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<TaskOverride>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "pullStartedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pullStartedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pull_started_at: Option<f64>,
-    #[serde(rename = "pullStoppedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "pullStoppedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pull_stopped_at: Option<f64>,
     #[serde(rename = "startedAt", default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<f64>,
@@ -12017,21 +15720,45 @@ pub struct Task {
     pub stop_code: Option<TaskStopCode>,
     #[serde(rename = "stoppedAt", default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<f64>,
-    #[serde(rename = "stoppedReason", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stoppedReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stopped_reason: Option<String>,
-    #[serde(rename = "stoppingAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stoppingAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stopping_at: Option<f64>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
     #[serde(rename = "taskArn", default, skip_serializing_if = "Option::is_none")]
     pub task_arn: Option<String>,
-    #[serde(rename = "taskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arn: Option<String>,
-    #[serde(rename = "version", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "version",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub version: i64,
-    #[serde(rename = "ephemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ephemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_storage: Option<EphemeralStorage>,
-    #[serde(rename = "fargateEphemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage: Option<TaskEphemeralStorage>,
 }
 
@@ -12039,28 +15766,40 @@ impl crate::wire::Required for Task {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.attachments {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attachments"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "attachments"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "attributes"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.containers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containers"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "containers"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.inference_accelerators {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "inferenceAccelerators"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "inferenceAccelerators"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -12072,7 +15811,9 @@ impl crate::wire::Required for Task {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -12094,57 +15835,133 @@ impl crate::wire::Required for Task {
 /// `TaskDefinition`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskDefinition {
-    #[serde(rename = "taskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition_arn: Option<String>,
-    #[serde(rename = "containerDefinitions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerDefinitions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_definitions: Option<Vec<ContainerDefinition>>,
     #[serde(rename = "family", default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "networkMode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkMode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_mode: Option<NetworkMode>,
-    #[serde(rename = "revision", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "revision",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub revision: i32,
     #[serde(rename = "volumes", default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<Vec<Volume>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskDefinitionStatus>,
-    #[serde(rename = "requiresAttributes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requiresAttributes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requires_attributes: Option<Vec<Attribute>>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<TaskDefinitionPlacementConstraint>>,
-    #[serde(rename = "compatibilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "compatibilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub compatibilities: Option<Vec<Compatibility>>,
-    #[serde(rename = "runtimePlatform", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "runtimePlatform",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub runtime_platform: Option<RuntimePlatform>,
-    #[serde(rename = "requiresCompatibilities", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "requiresCompatibilities",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub requires_compatibilities: Option<Vec<Compatibility>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "inferenceAccelerators", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferenceAccelerators",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inference_accelerators: Option<Vec<InferenceAccelerator>>,
     #[serde(rename = "pidMode", default, skip_serializing_if = "Option::is_none")]
     pub pid_mode: Option<PidMode>,
     #[serde(rename = "ipcMode", default, skip_serializing_if = "Option::is_none")]
     pub ipc_mode: Option<IpcMode>,
-    #[serde(rename = "proxyConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "proxyConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub proxy_configuration: Option<ProxyConfiguration>,
-    #[serde(rename = "registeredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<f64>,
-    #[serde(rename = "deregisteredAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deregisteredAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deregistered_at: Option<f64>,
-    #[serde(rename = "deleteRequestedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deleteRequestedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_requested_at: Option<f64>,
-    #[serde(rename = "registeredBy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "registeredBy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_by: Option<String>,
-    #[serde(rename = "ephemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ephemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_storage: Option<EphemeralStorage>,
-    #[serde(rename = "enableFaultInjection", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableFaultInjection",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_fault_injection: Option<bool>,
 }
 
@@ -12152,28 +15969,42 @@ impl crate::wire::Required for TaskDefinition {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.container_definitions {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerDefinitions"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerDefinitions"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.volumes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumes"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "volumes"), i))
+                {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.requires_attributes {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "requiresAttributes"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "requiresAttributes"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.placement_constraints {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementConstraints"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementConstraints"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -12185,7 +16016,11 @@ impl crate::wire::Required for TaskDefinition {
         }
         if let Some(v) = &self.inference_accelerators {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "inferenceAccelerators"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "inferenceAccelerators"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -12217,7 +16052,8 @@ pub enum TaskDefinitionFamilyStatus {
 
 impl TaskDefinitionFamilyStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [TaskDefinitionFamilyStatus] = &[Self::Active, Self::Inactive, Self::All];
+    pub const ALL: &'static [TaskDefinitionFamilyStatus] =
+        &[Self::Active, Self::Inactive, Self::All];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -12271,7 +16107,11 @@ impl std::fmt::Display for TaskDefinitionField {
 pub struct TaskDefinitionPlacementConstraint {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<TaskDefinitionPlacementConstraintType>,
-    #[serde(rename = "expression", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expression",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expression: Option<String>,
 }
 
@@ -12323,7 +16163,8 @@ pub enum TaskDefinitionStatus {
 
 impl TaskDefinitionStatus {
     /// Every value, in the model's order.
-    pub const ALL: &'static [TaskDefinitionStatus] = &[Self::Active, Self::Inactive, Self::DeleteInProgress];
+    pub const ALL: &'static [TaskDefinitionStatus] =
+        &[Self::Active, Self::Inactive, Self::DeleteInProgress];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -12347,7 +16188,11 @@ impl std::fmt::Display for TaskDefinitionStatus {
 /// `TaskEphemeralStorage`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskEphemeralStorage {
-    #[serde(rename = "sizeInGiB", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "sizeInGiB",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub size_in_gib: i32,
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
@@ -12432,25 +16277,53 @@ pub struct TaskManagedEBSVolumeConfiguration {
     pub encrypted: Option<bool>,
     #[serde(rename = "kmsKeyId", default, skip_serializing_if = "Option::is_none")]
     pub kms_key_id: Option<String>,
-    #[serde(rename = "volumeType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_type: Option<String>,
     #[serde(rename = "sizeInGiB", default, skip_serializing_if = "Option::is_none")]
     pub size_in_gib: Option<i32>,
-    #[serde(rename = "snapshotId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "snapshotId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub snapshot_id: Option<String>,
-    #[serde(rename = "volumeInitializationRate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeInitializationRate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_initialization_rate: Option<i32>,
     #[serde(rename = "iops", default, skip_serializing_if = "Option::is_none")]
     pub iops: Option<i32>,
-    #[serde(rename = "throughput", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "throughput",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub throughput: Option<i32>,
-    #[serde(rename = "tagSpecifications", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tagSpecifications",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tag_specifications: Option<Vec<EBSTagSpecification>>,
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    #[serde(rename = "terminationPolicy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "terminationPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub termination_policy: Option<TaskManagedEBSVolumeTerminationPolicy>,
-    #[serde(rename = "filesystemType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "filesystemType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filesystem_type: Option<TaskFilesystemType>,
 }
 
@@ -12458,7 +16331,11 @@ impl crate::wire::Required for TaskManagedEBSVolumeConfiguration {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.tag_specifications {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tagSpecifications"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "tagSpecifications"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -12478,7 +16355,11 @@ impl crate::wire::Required for TaskManagedEBSVolumeConfiguration {
 /// `TaskManagedEBSVolumeTerminationPolicy`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskManagedEBSVolumeTerminationPolicy {
-    #[serde(rename = "deleteOnTermination", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deleteOnTermination",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delete_on_termination: Option<bool>,
 }
 
@@ -12494,19 +16375,39 @@ impl crate::wire::Required for TaskManagedEBSVolumeTerminationPolicy {
 /// `TaskOverride`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskOverride {
-    #[serde(rename = "containerOverrides", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerOverrides",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_overrides: Option<Vec<ContainerOverride>>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
-    #[serde(rename = "inferenceAcceleratorOverrides", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "inferenceAcceleratorOverrides",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inference_accelerator_overrides: Option<Vec<InferenceAcceleratorOverride>>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "ephemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "ephemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral_storage: Option<EphemeralStorage>,
 }
 
@@ -12514,14 +16415,22 @@ impl crate::wire::Required for TaskOverride {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.container_overrides {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerOverrides"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerOverrides"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.inference_accelerator_overrides {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "inferenceAcceleratorOverrides"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "inferenceAcceleratorOverrides"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -12540,53 +16449,125 @@ impl crate::wire::Required for TaskOverride {
 pub struct TaskSet {
     #[serde(rename = "id", default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    #[serde(rename = "taskSetArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskSetArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_set_arn: Option<String>,
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "clusterArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "clusterArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cluster_arn: Option<String>,
     #[serde(rename = "startedBy", default, skip_serializing_if = "Option::is_none")]
     pub started_by: Option<String>,
-    #[serde(rename = "externalId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "externalId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_id: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "computedDesiredCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "computedDesiredCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub computed_desired_count: i32,
-    #[serde(rename = "pendingCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "pendingCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub pending_count: i32,
-    #[serde(rename = "runningCount", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "runningCount",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub running_count: i32,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "launchType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "launchType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub launch_type: Option<LaunchType>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "platformFamily", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformFamily",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_family: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
     #[serde(rename = "scale", default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<Scale>,
-    #[serde(rename = "stabilityStatus", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stabilityStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stability_status: Option<StabilityStatus>,
-    #[serde(rename = "stabilityStatusAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "stabilityStatusAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stability_status_at: Option<f64>,
     #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
-    #[serde(rename = "fargateEphemeralStorage", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fargateEphemeralStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fargate_ephemeral_storage: Option<DeploymentEphemeralStorage>,
 }
 
@@ -12594,7 +16575,11 @@ impl crate::wire::Required for TaskSet {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -12606,14 +16591,22 @@ impl crate::wire::Required for TaskSet {
         }
         if let Some(v) = &self.load_balancers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "loadBalancers"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "loadBalancers"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.service_registries {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceRegistries"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceRegistries"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -12625,7 +16618,9 @@ impl crate::wire::Required for TaskSet {
         }
         if let Some(v) = &self.tags {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "tags"), i))
+                {
                     return Some(p);
                 }
             }
@@ -12700,7 +16695,14 @@ pub enum TaskStopCode {
 
 impl TaskStopCode {
     /// Every value, in the model's order.
-    pub const ALL: &'static [TaskStopCode] = &[Self::TaskFailedToStart, Self::EssentialContainerExited, Self::UserInitiated, Self::ServiceSchedulerInitiated, Self::SpotInterruption, Self::TerminationNotice];
+    pub const ALL: &'static [TaskStopCode] = &[
+        Self::TaskFailedToStart,
+        Self::EssentialContainerExited,
+        Self::UserInitiated,
+        Self::ServiceSchedulerInitiated,
+        Self::SpotInterruption,
+        Self::TerminationNotice,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -12729,7 +16731,11 @@ impl std::fmt::Display for TaskStopCode {
 pub struct TaskVolumeConfiguration {
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(rename = "managedEBSVolume", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedEBSVolume",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_ebs_volume: Option<TaskManagedEBSVolumeConfiguration>,
 }
 
@@ -12750,9 +16756,17 @@ impl crate::wire::Required for TaskVolumeConfiguration {
 /// `TimeoutConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimeoutConfiguration {
-    #[serde(rename = "idleTimeoutSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "idleTimeoutSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub idle_timeout_seconds: Option<i32>,
-    #[serde(rename = "perRequestTimeoutSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "perRequestTimeoutSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub per_request_timeout_seconds: Option<i32>,
 }
 
@@ -12766,11 +16780,19 @@ impl crate::wire::Required for TimeoutConfiguration {
 /// `Tmpfs`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tmpfs {
-    #[serde(rename = "containerPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_path: Option<String>,
     #[serde(rename = "size", default, deserialize_with = "crate::wire::nullable")]
     pub size: i32,
-    #[serde(rename = "mountOptions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "mountOptions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mount_options: Option<Vec<String>>,
 }
 
@@ -12835,9 +16857,17 @@ impl std::fmt::Display for TransportProtocol {
 pub struct Ulimit {
     #[serde(rename = "name", default, skip_serializing_if = "Option::is_none")]
     pub name: Option<UlimitName>,
-    #[serde(rename = "softLimit", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "softLimit",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub soft_limit: i32,
-    #[serde(rename = "hardLimit", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "hardLimit",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub hard_limit: i32,
 }
 
@@ -12887,7 +16917,23 @@ pub enum UlimitName {
 
 impl UlimitName {
     /// Every value, in the model's order.
-    pub const ALL: &'static [UlimitName] = &[Self::Core, Self::Cpu, Self::Data, Self::Fsize, Self::Locks, Self::Memlock, Self::Msgqueue, Self::Nice, Self::Nofile, Self::Nproc, Self::Rss, Self::Rtprio, Self::Rttime, Self::Sigpending, Self::Stack];
+    pub const ALL: &'static [UlimitName] = &[
+        Self::Core,
+        Self::Cpu,
+        Self::Data,
+        Self::Fsize,
+        Self::Locks,
+        Self::Memlock,
+        Self::Msgqueue,
+        Self::Nice,
+        Self::Nofile,
+        Self::Nproc,
+        Self::Rss,
+        Self::Rtprio,
+        Self::Rttime,
+        Self::Sigpending,
+        Self::Stack,
+    ];
     /// The value as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -12937,7 +16983,11 @@ impl crate::wire::Required for UnsupportedFeatureException {
 /// `UntagResourceRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UntagResourceRequest {
-    #[serde(rename = "resourceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "resourceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub resource_arn: Option<String>,
     #[serde(rename = "tagKeys", default, skip_serializing_if = "Option::is_none")]
     pub tag_keys: Option<Vec<String>>,
@@ -12957,8 +17007,7 @@ impl crate::wire::Required for UntagResourceRequest {
 
 /// `UntagResourceResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UntagResourceResponse {
-}
+pub struct UntagResourceResponse {}
 
 impl crate::wire::Required for UntagResourceResponse {
     fn missing(&self, path: &str) -> Option<String> {
@@ -12974,9 +17023,17 @@ pub struct UpdateCapacityProviderRequest {
     pub name: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "autoScalingGroupProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoScalingGroupProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_scaling_group_provider: Option<AutoScalingGroupProviderUpdate>,
-    #[serde(rename = "managedInstancesProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "managedInstancesProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub managed_instances_provider: Option<UpdateManagedInstancesProviderConfiguration>,
 }
 
@@ -13002,7 +17059,11 @@ impl crate::wire::Required for UpdateCapacityProviderRequest {
 /// `UpdateCapacityProviderResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateCapacityProviderResponse {
-    #[serde(rename = "capacityProvider", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProvider",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider: Option<CapacityProvider>,
 }
 
@@ -13024,9 +17085,17 @@ pub struct UpdateClusterRequest {
     pub cluster: Option<String>,
     #[serde(rename = "settings", default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Vec<ClusterSetting>>,
-    #[serde(rename = "configuration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "configuration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configuration: Option<ClusterConfiguration>,
-    #[serde(rename = "serviceConnectDefaults", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectDefaults",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_defaults: Option<ClusterServiceConnectDefaultsRequest>,
 }
 
@@ -13037,7 +17106,9 @@ impl crate::wire::Required for UpdateClusterRequest {
         }
         if let Some(v) = &self.settings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i))
+                {
                     return Some(p);
                 }
             }
@@ -13093,7 +17164,9 @@ impl crate::wire::Required for UpdateClusterSettingsRequest {
         }
         if let Some(v) = &self.settings {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "settings"), i))
+                {
                     return Some(p);
                 }
             }
@@ -13125,7 +17198,11 @@ impl crate::wire::Required for UpdateClusterSettingsResponse {
 pub struct UpdateContainerAgentRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<String>,
 }
 
@@ -13141,7 +17218,11 @@ impl crate::wire::Required for UpdateContainerAgentRequest {
 /// `UpdateContainerAgentResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateContainerAgentResponse {
-    #[serde(rename = "containerInstance", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstance",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instance: Option<ContainerInstance>,
 }
 
@@ -13161,7 +17242,11 @@ impl crate::wire::Required for UpdateContainerAgentResponse {
 pub struct UpdateContainerInstancesStateRequest {
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<String>>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ContainerInstanceStatus>,
@@ -13182,7 +17267,11 @@ impl crate::wire::Required for UpdateContainerInstancesStateRequest {
 /// `UpdateContainerInstancesStateResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateContainerInstancesStateResponse {
-    #[serde(rename = "containerInstances", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "containerInstances",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_instances: Option<Vec<ContainerInstance>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -13192,14 +17281,20 @@ impl crate::wire::Required for UpdateContainerInstancesStateResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.container_instances {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "containerInstances"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "containerInstances"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -13213,17 +17308,41 @@ impl crate::wire::Required for UpdateContainerInstancesStateResponse {
 pub struct UpdateDaemonRequest {
     #[serde(rename = "daemonArn", default, skip_serializing_if = "Option::is_none")]
     pub daemon_arn: Option<String>,
-    #[serde(rename = "daemonTaskDefinitionArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "daemonTaskDefinitionArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub daemon_task_definition_arn: Option<String>,
-    #[serde(rename = "capacityProviderArns", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderArns",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_arns: Option<Vec<String>>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DaemonDeploymentConfiguration>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<DaemonPropagateTags>,
-    #[serde(rename = "enableECSManagedTags", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_ecs_managed_tags: bool,
-    #[serde(rename = "enableExecuteCommand", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub enable_execute_command: bool,
 }
 
@@ -13258,7 +17377,11 @@ pub struct UpdateDaemonResponse {
     pub created_at: Option<f64>,
     #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<f64>,
-    #[serde(rename = "deploymentArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_arn: Option<String>,
 }
 
@@ -13272,23 +17395,51 @@ impl crate::wire::Required for UpdateDaemonResponse {
 /// `UpdateExpressGatewayServiceRequest`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateExpressGatewayServiceRequest {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
-    #[serde(rename = "executionRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "executionRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub execution_role_arn: Option<String>,
-    #[serde(rename = "healthCheckPath", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckPath",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_path: Option<String>,
-    #[serde(rename = "primaryContainer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryContainer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_container: Option<ExpressGatewayContainer>,
-    #[serde(rename = "taskRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_role_arn: Option<String>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<ExpressGatewayServiceNetworkConfiguration>,
     #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
     #[serde(rename = "memory", default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    #[serde(rename = "scalingTarget", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "scalingTarget",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub scaling_target: Option<ExpressGatewayScalingTarget>,
 }
 
@@ -13351,15 +17502,35 @@ impl crate::wire::Required for UpdateInProgressException {
 /// `UpdateManagedInstancesProviderConfiguration`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateManagedInstancesProviderConfiguration {
-    #[serde(rename = "infrastructureRoleArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureRoleArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_role_arn: Option<String>,
-    #[serde(rename = "instanceLaunchTemplate", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "instanceLaunchTemplate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub instance_launch_template: Option<InstanceLaunchTemplateUpdate>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateMITags>,
-    #[serde(rename = "infrastructureOptimization", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "infrastructureOptimization",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub infrastructure_optimization: Option<InfrastructureOptimization>,
-    #[serde(rename = "autoRepairConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "autoRepairConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub auto_repair_configuration: Option<AutoRepairConfiguration>,
 }
 
@@ -13397,7 +17568,11 @@ pub struct UpdateServicePrimaryTaskSetRequest {
     pub cluster: Option<String>,
     #[serde(rename = "service", default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    #[serde(rename = "primaryTaskSet", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "primaryTaskSet",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub primary_task_set: Option<String>,
 }
 
@@ -13441,45 +17616,125 @@ pub struct UpdateServiceRequest {
     pub cluster: Option<String>,
     #[serde(rename = "service", default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    #[serde(rename = "desiredCount", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "desiredCount",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub desired_count: Option<i32>,
-    #[serde(rename = "taskDefinition", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "taskDefinition",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_definition: Option<String>,
-    #[serde(rename = "capacityProviderStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "capacityProviderStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub capacity_provider_strategy: Option<Vec<CapacityProviderStrategyItem>>,
-    #[serde(rename = "deploymentConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_configuration: Option<DeploymentConfiguration>,
-    #[serde(rename = "availabilityZoneRebalancing", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "availabilityZoneRebalancing",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub availability_zone_rebalancing: Option<AvailabilityZoneRebalancing>,
-    #[serde(rename = "networkConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "networkConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub network_configuration: Option<NetworkConfiguration>,
-    #[serde(rename = "placementConstraints", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementConstraints",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_constraints: Option<Vec<PlacementConstraint>>,
-    #[serde(rename = "placementStrategy", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "placementStrategy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placement_strategy: Option<Vec<PlacementStrategy>>,
-    #[serde(rename = "platformVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "platformVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub platform_version: Option<String>,
-    #[serde(rename = "forceNewDeployment", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "forceNewDeployment",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub force_new_deployment: bool,
-    #[serde(rename = "healthCheckGracePeriodSeconds", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "healthCheckGracePeriodSeconds",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub health_check_grace_period_seconds: Option<i32>,
-    #[serde(rename = "deploymentController", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deploymentController",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub deployment_controller: Option<DeploymentController>,
-    #[serde(rename = "enableExecuteCommand", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableExecuteCommand",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_execute_command: Option<bool>,
-    #[serde(rename = "enableECSManagedTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "enableECSManagedTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub enable_ecs_managed_tags: Option<bool>,
-    #[serde(rename = "loadBalancers", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "loadBalancers",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub load_balancers: Option<Vec<LoadBalancer>>,
-    #[serde(rename = "propagateTags", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "propagateTags",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub propagate_tags: Option<PropagateTags>,
-    #[serde(rename = "serviceRegistries", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceRegistries",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_registries: Option<Vec<ServiceRegistry>>,
-    #[serde(rename = "serviceConnectConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceConnectConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_connect_configuration: Option<ServiceConnectConfiguration>,
-    #[serde(rename = "volumeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "volumeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub volume_configurations: Option<Vec<ServiceVolumeConfiguration>>,
-    #[serde(rename = "vpcLatticeConfigurations", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "vpcLatticeConfigurations",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vpc_lattice_configurations: Option<Vec<VpcLatticeConfiguration>>,
 }
 
@@ -13490,7 +17745,11 @@ impl crate::wire::Required for UpdateServiceRequest {
         }
         if let Some(v) = &self.capacity_provider_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "capacityProviderStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "capacityProviderStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -13507,14 +17766,22 @@ impl crate::wire::Required for UpdateServiceRequest {
         }
         if let Some(v) = &self.placement_constraints {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementConstraints"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementConstraints"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.placement_strategy {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "placementStrategy"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "placementStrategy"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -13526,14 +17793,22 @@ impl crate::wire::Required for UpdateServiceRequest {
         }
         if let Some(v) = &self.load_balancers {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "loadBalancers"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "loadBalancers"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.service_registries {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "serviceRegistries"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "serviceRegistries"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -13545,14 +17820,22 @@ impl crate::wire::Required for UpdateServiceRequest {
         }
         if let Some(v) = &self.volume_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "volumeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "volumeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.vpc_lattice_configurations {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "vpcLatticeConfigurations"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "vpcLatticeConfigurations"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
@@ -13586,9 +17869,17 @@ pub struct UpdateTaskProtectionRequest {
     pub cluster: Option<String>,
     #[serde(rename = "tasks", default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<String>>,
-    #[serde(rename = "protectionEnabled", default, deserialize_with = "crate::wire::nullable")]
+    #[serde(
+        rename = "protectionEnabled",
+        default,
+        deserialize_with = "crate::wire::nullable"
+    )]
     pub protection_enabled: bool,
-    #[serde(rename = "expiresInMinutes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "expiresInMinutes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_in_minutes: Option<i32>,
 }
 
@@ -13607,7 +17898,11 @@ impl crate::wire::Required for UpdateTaskProtectionRequest {
 /// `UpdateTaskProtectionResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateTaskProtectionResponse {
-    #[serde(rename = "protectedTasks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "protectedTasks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub protected_tasks: Option<Vec<ProtectedTask>>,
     #[serde(rename = "failures", default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<Vec<Failure>>,
@@ -13617,14 +17912,20 @@ impl crate::wire::Required for UpdateTaskProtectionResponse {
     fn missing(&self, path: &str) -> Option<String> {
         if let Some(v) = &self.protected_tasks {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "protectedTasks"), i)) {
+                if let Some(p) = item.missing(&format!(
+                    "{}[{}]",
+                    crate::wire::join(path, "protectedTasks"),
+                    i
+                )) {
                     return Some(p);
                 }
             }
         }
         if let Some(v) = &self.failures {
             for (i, item) in v.iter().enumerate() {
-                if let Some(p) = item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i)) {
+                if let Some(p) =
+                    item.missing(&format!("{}[{}]", crate::wire::join(path, "failures"), i))
+                {
                     return Some(p);
                 }
             }
@@ -13690,15 +17991,27 @@ impl crate::wire::Required for UpdateTaskSetResponse {
 /// `UpdatedExpressGatewayService`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdatedExpressGatewayService {
-    #[serde(rename = "serviceArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_arn: Option<String>,
     #[serde(rename = "cluster", default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    #[serde(rename = "serviceName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "serviceName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service_name: Option<String>,
     #[serde(rename = "status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<ExpressGatewayServiceStatus>,
-    #[serde(rename = "targetConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_configuration: Option<ExpressGatewayServiceConfiguration>,
     #[serde(rename = "createdAt", default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<f64>,
@@ -13774,11 +18087,19 @@ impl std::fmt::Display for VersionConsistency {
 /// `VersionInfo`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VersionInfo {
-    #[serde(rename = "agentVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "agentVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_version: Option<String>,
     #[serde(rename = "agentHash", default, skip_serializing_if = "Option::is_none")]
     pub agent_hash: Option<String>,
-    #[serde(rename = "dockerVersion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dockerVersion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_version: Option<String>,
 }
 
@@ -13796,15 +18117,36 @@ pub struct Volume {
     pub name: Option<String>,
     #[serde(rename = "host", default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostVolumeProperties>,
-    #[serde(rename = "dockerVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dockerVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub docker_volume_configuration: Option<DockerVolumeConfiguration>,
-    #[serde(rename = "efsVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "efsVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub efs_volume_configuration: Option<EFSVolumeConfiguration>,
-    #[serde(rename = "s3filesVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "s3filesVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub s3files_volume_configuration: Option<S3FilesVolumeConfiguration>,
-    #[serde(rename = "fsxWindowsFileServerVolumeConfiguration", default, skip_serializing_if = "Option::is_none")]
-    pub fsx_windows_file_server_volume_configuration: Option<FSxWindowsFileServerVolumeConfiguration>,
-    #[serde(rename = "configuredAtLaunch", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "fsxWindowsFileServerVolumeConfiguration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fsx_windows_file_server_volume_configuration:
+        Option<FSxWindowsFileServerVolumeConfiguration>,
+    #[serde(
+        rename = "configuredAtLaunch",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub configured_at_launch: Option<bool>,
 }
 
@@ -13831,7 +18173,10 @@ impl crate::wire::Required for Volume {
             }
         }
         if let Some(v) = &self.fsx_windows_file_server_volume_configuration {
-            if let Some(p) = v.missing(&crate::wire::join(path, "fsxWindowsFileServerVolumeConfiguration")) {
+            if let Some(p) = v.missing(&crate::wire::join(
+                path,
+                "fsxWindowsFileServerVolumeConfiguration",
+            )) {
                 return Some(p);
             }
         }
@@ -13842,7 +18187,11 @@ impl crate::wire::Required for Volume {
 /// `VolumeFrom`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VolumeFrom {
-    #[serde(rename = "sourceContainer", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "sourceContainer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_container: Option<String>,
     #[serde(rename = "readOnly", default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
@@ -13860,7 +18209,11 @@ impl crate::wire::Required for VolumeFrom {
 pub struct VpcLatticeConfiguration {
     #[serde(rename = "roleArn", default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
-    #[serde(rename = "targetGroupArn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupArn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
     #[serde(rename = "portName", default, skip_serializing_if = "Option::is_none")]
     pub port_name: Option<String>,
@@ -13965,7 +18318,85 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in name order.
-    pub const ALL: &'static [Operation] = &[Self::ContinueServiceDeployment, Self::CreateCapacityProvider, Self::CreateCluster, Self::CreateDaemon, Self::CreateExpressGatewayService, Self::CreateService, Self::CreateTaskSet, Self::DeleteAccountSetting, Self::DeleteAttributes, Self::DeleteCapacityProvider, Self::DeleteCluster, Self::DeleteDaemon, Self::DeleteDaemonTaskDefinition, Self::DeleteExpressGatewayService, Self::DeleteService, Self::DeleteTaskDefinitions, Self::DeleteTaskSet, Self::DeregisterContainerInstance, Self::DeregisterTaskDefinition, Self::DescribeCapacityProviders, Self::DescribeClusters, Self::DescribeContainerInstances, Self::DescribeDaemon, Self::DescribeDaemonDeployments, Self::DescribeDaemonRevisions, Self::DescribeDaemonTaskDefinition, Self::DescribeExpressGatewayService, Self::DescribeServiceDeployments, Self::DescribeServiceRevisions, Self::DescribeServices, Self::DescribeTaskDefinition, Self::DescribeTaskSets, Self::DescribeTasks, Self::DiscoverPollEndpoint, Self::ExecuteCommand, Self::GetTaskProtection, Self::ListAccountSettings, Self::ListAttributes, Self::ListClusters, Self::ListContainerInstances, Self::ListDaemonDeployments, Self::ListDaemonTaskDefinitions, Self::ListDaemons, Self::ListServiceDeployments, Self::ListServices, Self::ListServicesByNamespace, Self::ListTagsForResource, Self::ListTaskDefinitionFamilies, Self::ListTaskDefinitions, Self::ListTasks, Self::PutAccountSetting, Self::PutAccountSettingDefault, Self::PutAttributes, Self::PutClusterCapacityProviders, Self::RegisterContainerInstance, Self::RegisterDaemonTaskDefinition, Self::RegisterTaskDefinition, Self::RunTask, Self::StartTask, Self::StopServiceDeployment, Self::StopTask, Self::SubmitAttachmentStateChanges, Self::SubmitContainerStateChange, Self::SubmitTaskStateChange, Self::TagResource, Self::UntagResource, Self::UpdateCapacityProvider, Self::UpdateCluster, Self::UpdateClusterSettings, Self::UpdateContainerAgent, Self::UpdateContainerInstancesState, Self::UpdateDaemon, Self::UpdateExpressGatewayService, Self::UpdateService, Self::UpdateServicePrimaryTaskSet, Self::UpdateTaskProtection, Self::UpdateTaskSet];
+    pub const ALL: &'static [Operation] = &[
+        Self::ContinueServiceDeployment,
+        Self::CreateCapacityProvider,
+        Self::CreateCluster,
+        Self::CreateDaemon,
+        Self::CreateExpressGatewayService,
+        Self::CreateService,
+        Self::CreateTaskSet,
+        Self::DeleteAccountSetting,
+        Self::DeleteAttributes,
+        Self::DeleteCapacityProvider,
+        Self::DeleteCluster,
+        Self::DeleteDaemon,
+        Self::DeleteDaemonTaskDefinition,
+        Self::DeleteExpressGatewayService,
+        Self::DeleteService,
+        Self::DeleteTaskDefinitions,
+        Self::DeleteTaskSet,
+        Self::DeregisterContainerInstance,
+        Self::DeregisterTaskDefinition,
+        Self::DescribeCapacityProviders,
+        Self::DescribeClusters,
+        Self::DescribeContainerInstances,
+        Self::DescribeDaemon,
+        Self::DescribeDaemonDeployments,
+        Self::DescribeDaemonRevisions,
+        Self::DescribeDaemonTaskDefinition,
+        Self::DescribeExpressGatewayService,
+        Self::DescribeServiceDeployments,
+        Self::DescribeServiceRevisions,
+        Self::DescribeServices,
+        Self::DescribeTaskDefinition,
+        Self::DescribeTaskSets,
+        Self::DescribeTasks,
+        Self::DiscoverPollEndpoint,
+        Self::ExecuteCommand,
+        Self::GetTaskProtection,
+        Self::ListAccountSettings,
+        Self::ListAttributes,
+        Self::ListClusters,
+        Self::ListContainerInstances,
+        Self::ListDaemonDeployments,
+        Self::ListDaemonTaskDefinitions,
+        Self::ListDaemons,
+        Self::ListServiceDeployments,
+        Self::ListServices,
+        Self::ListServicesByNamespace,
+        Self::ListTagsForResource,
+        Self::ListTaskDefinitionFamilies,
+        Self::ListTaskDefinitions,
+        Self::ListTasks,
+        Self::PutAccountSetting,
+        Self::PutAccountSettingDefault,
+        Self::PutAttributes,
+        Self::PutClusterCapacityProviders,
+        Self::RegisterContainerInstance,
+        Self::RegisterDaemonTaskDefinition,
+        Self::RegisterTaskDefinition,
+        Self::RunTask,
+        Self::StartTask,
+        Self::StopServiceDeployment,
+        Self::StopTask,
+        Self::SubmitAttachmentStateChanges,
+        Self::SubmitContainerStateChange,
+        Self::SubmitTaskStateChange,
+        Self::TagResource,
+        Self::UntagResource,
+        Self::UpdateCapacityProvider,
+        Self::UpdateCluster,
+        Self::UpdateClusterSettings,
+        Self::UpdateContainerAgent,
+        Self::UpdateContainerInstancesState,
+        Self::UpdateDaemon,
+        Self::UpdateExpressGatewayService,
+        Self::UpdateService,
+        Self::UpdateServicePrimaryTaskSet,
+        Self::UpdateTaskProtection,
+        Self::UpdateTaskSet,
+    ];
     /// The operation's name as it appears after the target prefix.
     pub fn name(&self) -> &'static str {
         match self {

@@ -84,7 +84,6 @@ impl ErrorKind {
             Self::MissingAuthenticationToken
             | Self::UnrecognizedClient
             | Self::InvalidSignature
-            | Self::IncompleteSignature
             | Self::AccessDenied => 403,
             Self::NotFound => 404,
             Self::RequestEntityTooLarge => 413,
@@ -108,7 +107,8 @@ impl ErrorKind {
             | Self::UnsupportedFeature
             | Self::UpdateInProgress
             | Self::Serialization
-            | Self::UnknownOperation => 400,
+            | Self::UnknownOperation
+            | Self::IncompleteSignature => 400,
         }
     }
 }
@@ -123,7 +123,10 @@ pub struct EcsError {
 
 impl EcsError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
     /// `InvalidParameterException`.
     pub fn invalid(message: impl Into<String>) -> Self {

@@ -62,7 +62,10 @@ impl CapacityProviderName {
     pub fn parse(value: &str) -> Result<Self, EcsError> {
         check("Capacity provider", value, 255, &[])?;
         let lower = value.to_ascii_lowercase();
-        if ["aws", "ecs", "fargate"].iter().any(|p| lower.starts_with(p)) {
+        if ["aws", "ecs", "fargate"]
+            .iter()
+            .any(|p| lower.starts_with(p))
+        {
             return Err(EcsError::invalid(
                 "The capacity provider name cannot be prefixed with \"aws\", \"ecs\", or \"fargate\".",
             ));

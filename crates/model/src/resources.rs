@@ -13,13 +13,17 @@ pub type MemoryMib = u64;
 
 fn split_unit(s: &str) -> (&str, String) {
     let t = s.trim();
-    let idx = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let idx = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     (&t[..idx], t[idx..].trim().to_ascii_lowercase())
 }
 
 /// Parses a task-level `cpu` value into CPU units.
 pub fn parse_cpu(s: &str) -> Result<CpuUnits, EcsError> {
-    let bad = || EcsError::client(format!("Invalid 'cpu' setting for task: '{s}'. Specify CPU units (for example '1024') or vCPUs (for example '1 vCPU')."));
+    let bad = || {
+        EcsError::client(format!("Invalid 'cpu' setting for task: '{s}'. Specify CPU units (for example '1024') or vCPUs (for example '1 vCPU')."))
+    };
     let (num, unit) = split_unit(s);
     let v: f64 = num.parse().map_err(|_| bad())?;
     let units = match unit.as_str() {
@@ -35,7 +39,9 @@ pub fn parse_cpu(s: &str) -> Result<CpuUnits, EcsError> {
 
 /// Parses a task-level `memory` value into MiB.
 pub fn parse_memory(s: &str) -> Result<MemoryMib, EcsError> {
-    let bad = || EcsError::client(format!("Invalid 'memory' setting for task: '{s}'. Specify MiB (for example '2048') or GB (for example '2GB')."));
+    let bad = || {
+        EcsError::client(format!("Invalid 'memory' setting for task: '{s}'. Specify MiB (for example '2048') or GB (for example '2GB')."))
+    };
     let (num, unit) = split_unit(s);
     let v: f64 = num.parse().map_err(|_| bad())?;
     let mib = match unit.as_str() {

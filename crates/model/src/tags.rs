@@ -7,7 +7,8 @@ use crate::error::EcsError;
 pub const MAX_TAGS: usize = 50;
 
 fn valid_chars(s: &str) -> bool {
-    s.chars().all(|c| c.is_alphanumeric() || c.is_whitespace() || "+-=._:/@".contains(c))
+    s.chars()
+        .all(|c| c.is_alphanumeric() || c.is_whitespace() || "+-=._:/@".contains(c))
 }
 
 /// Checks a list of tags: key 1–128 characters, value 0–256, the characters
@@ -39,7 +40,9 @@ pub fn validate(tags: &[Tag]) -> Result<(), EcsError> {
             )));
         }
         if !seen.insert(key) {
-            return Err(EcsError::invalid(format!("Tag key '{key}' is given more than once.")));
+            return Err(EcsError::invalid(format!(
+                "Tag key '{key}' is given more than once."
+            )));
         }
     }
     Ok(())
@@ -62,7 +65,10 @@ mod tests {
     use super::*;
 
     fn tag(k: &str, v: &str) -> Tag {
-        Tag { key: Some(k.into()), value: Some(v.into()) }
+        Tag {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        }
     }
 
     #[test]

@@ -28,7 +28,10 @@ impl AppState {
     pub fn new(ctx: Ctx, root: &crate::credentials::RootKey) -> Self {
         let mut keys = HashMap::new();
         keys.insert(root.access_key_id.clone(), root.secret_access_key.clone());
-        Self { ctx: Arc::new(ctx), keys: RwLock::new(keys) }
+        Self {
+            ctx: Arc::new(ctx),
+            keys: RwLock::new(keys),
+        }
     }
 
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
@@ -70,7 +73,10 @@ fn error_response(request_id: &str, e: &EcsError) -> Response {
     let status = StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::BAD_REQUEST);
     let mut resp = (status, body.to_string()).into_response();
     let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -83,7 +89,10 @@ fn error_response(request_id: &str, e: &EcsError) -> Response {
 fn ok_response(request_id: &str, body: Vec<u8>) -> Response {
     let mut resp = (StatusCode::OK, Body::from(body)).into_response();
     let h = resp.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -126,9 +135,20 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
         }
     };
     let now = time::OffsetDateTime::UNIX_EPOCH + state.ctx.clock.now();
-    let scope = Scope { region: &state.ctx.arns.region, service: "ecs" };
+    let scope = Scope {
+        region: &state.ctx.arns.region,
+        service: "ecs",
+    };
     let lookup = |id: &str| state.secret_for(id);
-    let principal = match sigv4::verify(&parts.method, &parts.uri, &parts.headers, &body, scope, now, &lookup) {
+    let principal = match sigv4::verify(
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        &body,
+        scope,
+        now,
+        &lookup,
+    ) {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(request_id, error = %e, "authentication refused");
@@ -140,7 +160,8 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Err(e) => return error_response(&request_id, &e),
     };
     let ctx = state.ctx.clone();
-    let result = tokio::task::spawn_blocking(move || ops::dispatch(&ctx, op, &principal, &body)).await;
+    let result =
+        tokio::task::spawn_blocking(move || ops::dispatch(&ctx, op, &principal, &body)).await;
     match result {
         Ok(Ok(bytes)) => ok_response(&request_id, bytes),
         Ok(Err(e)) => {
@@ -151,7 +172,10 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
         }
         Err(join) => {
             tracing::error!(request_id, operation = op.name(), error = %join, "request handler panicked");
-            error_response(&request_id, &EcsError::server("Internal error; the request may be retried."))
+            error_response(
+                &request_id,
+                &EcsError::server("Internal error; the request may be retried."),
+            )
         }
     }
 }

@@ -33,7 +33,9 @@ impl fmt::Debug for RootKey {
 
 fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rng();
-    (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())] as char).collect()
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+        .collect()
 }
 
 /// Reads `aws_access_key_id` / `aws_secret_access_key` of `[default]` from a shared-credentials file.
@@ -67,7 +69,12 @@ impl RootKey {
             std::env::var("BERTH_SECRET_ACCESS_KEY"),
         ) {
             if !id.is_empty() && !secret.is_empty() {
-                return Ok(Self { access_key_id: id, secret_access_key: secret, file: None, generated: false });
+                return Ok(Self {
+                    access_key_id: id,
+                    secret_access_key: secret,
+                    file: None,
+                    generated: false,
+                });
             }
         }
         let file = data_dir.join("credentials");
@@ -77,13 +84,30 @@ impl RootKey {
             let (id, secret) = parse_credentials_file(&text, "default").with_context(|| {
                 format!("{} has no [default] aws_access_key_id and aws_secret_access_key; fix or remove it", file.display())
             })?;
-            return Ok(Self { access_key_id: id, secret_access_key: secret, file: Some(file), generated: false });
+            return Ok(Self {
+                access_key_id: id,
+                secret_access_key: secret,
+                file: Some(file),
+                generated: false,
+            });
         }
-        let id = format!("AKIA{}", random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
-        let secret = random_string(40, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
-        let text = format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
+        let id = format!(
+            "AKIA{}",
+            random_string(16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+        );
+        let secret = random_string(
+            40,
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        );
+        let text =
+            format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n");
         write_private(&file, &text)?;
-        Ok(Self { access_key_id: id, secret_access_key: secret, file: Some(file), generated: true })
+        Ok(Self {
+            access_key_id: id,
+            secret_access_key: secret,
+            file: Some(file),
+            generated: true,
+        })
     }
 }
 
@@ -112,8 +136,14 @@ mod tests {
     #[test]
     fn parses_profiles() {
         let text = "[other]\naws_access_key_id = X\naws_secret_access_key = Y\n[default]\naws_access_key_id=A\n aws_secret_access_key = B \n";
-        assert_eq!(parse_credentials_file(text, "default"), Some(("A".into(), "B".into())));
-        assert_eq!(parse_credentials_file(text, "other"), Some(("X".into(), "Y".into())));
+        assert_eq!(
+            parse_credentials_file(text, "default"),
+            Some(("A".into(), "B".into()))
+        );
+        assert_eq!(
+            parse_credentials_file(text, "other"),
+            Some(("X".into(), "Y".into()))
+        );
         assert_eq!(parse_credentials_file(text, "none"), None);
     }
 
@@ -126,7 +156,10 @@ mod tests {
             return; // BERTH_ACCESS_KEY_ID set in this environment
         }
         assert!(a.generated);
-        let mode = std::fs::metadata(dir.path().join("credentials")).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("credentials"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = RootKey::load_or_create(dir.path()).expect("load");
         assert!(!b.generated);

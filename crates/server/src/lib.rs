@@ -67,7 +67,10 @@ impl Server {
         let credentials = credentials::RootKey::load_or_create(&config.data_dir)?;
         let ctx = ops::Ctx {
             store,
-            arns: ArnContext { region: config.region.clone(), account: config.account_id.clone() },
+            arns: ArnContext {
+                region: config.region.clone(),
+                account: config.account_id.clone(),
+            },
             clock: Arc::new(SystemClock),
             catalog: berth_catalog::Catalog::embedded(),
         };
@@ -75,7 +78,11 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        Ok(Self { listener, state, credentials })
+        Ok(Self {
+            listener,
+            state,
+            credentials,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -102,7 +109,10 @@ impl Server {
         match tokio::time::timeout(grace, &mut handle).await {
             Ok(r) => Ok(r??),
             Err(_) => {
-                tracing::warn!(grace_secs = grace.as_secs(), "requests still open after the grace period; closing them");
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "requests still open after the grace period; closing them"
+                );
                 handle.abort();
                 Ok(())
             }

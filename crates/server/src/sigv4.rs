@@ -98,7 +98,11 @@ const MSG_CONTENT_SHA256_MISMATCH: &str =
     "The provided 'x-amz-content-sha256' header does not match what was computed.";
 
 /// Everything but the unreserved characters `A-Z a-z 0-9 - _ . ~` is encoded.
-const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 /// As [`ENCODE`], keeping `/` (for paths).
 const ENCODE_PATH: &AsciiSet = &ENCODE.remove(b'/');
 
@@ -113,7 +117,10 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn new(access_key_id: impl Into<String>, secret_access_key: impl Into<String>) -> Self {
-        Self { access_key_id: access_key_id.into(), secret_access_key: secret_access_key.into() }
+        Self {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+        }
     }
 }
 
@@ -168,7 +175,9 @@ impl AuthError {
     pub fn status(&self) -> u16 {
         match self {
             Self::IncompleteSignature(_) => 400,
-            Self::MissingAuthenticationToken | Self::UnrecognizedClient | Self::InvalidSignature(_) => 403,
+            Self::MissingAuthenticationToken
+            | Self::UnrecognizedClient
+            | Self::InvalidSignature(_) => 403,
         }
     }
 }
@@ -200,16 +209,26 @@ pub fn sign(
     if let Ok(v) = HeaderValue::from_str(&stamp) {
         headers.insert(X_AMZ_DATE, v);
     }
-    let mut names: Vec<&str> =
-        headers.keys().map(|n| n.as_str()).filter(|n| !UNSIGNED_HEADERS.contains(n)).collect();
+    let mut names: Vec<&str> = headers
+        .keys()
+        .map(|n| n.as_str())
+        .filter(|n| !UNSIGNED_HEADERS.contains(n))
+        .collect();
     names.sort_unstable();
     names.dedup();
     let signed_headers = names.join(";");
     let canonical = CanonicalRequest {
         method: method.as_str().to_owned(),
         uri: canonical_uri(uri.path()),
-        query: canonical_query(uri.query().unwrap_or_default(), QueryForm::Normalized, false),
-        headers: names.iter().map(|n| (n.to_string(), header_values(headers, n, None))).collect(),
+        query: canonical_query(
+            uri.query().unwrap_or_default(),
+            QueryForm::Normalized,
+            false,
+        ),
+        headers: names
+            .iter()
+            .map(|n| (n.to_string(), header_values(headers, n, None)))
+            .collect(),
         signed_headers: signed_headers.clone(),
         payload_hash: header_str(headers, X_AMZ_CONTENT_SHA256).unwrap_or_else(|| sha256_hex(body)),
     };
@@ -245,7 +264,10 @@ pub fn presign(
 ) -> String {
     let stamp = amz_date(now);
     let date = stamp.get(..8).unwrap_or_default().to_owned();
-    let credential = format!("{}/{date}/{}/{}/{TERMINATOR}", creds.access_key_id, scope.region, scope.service);
+    let credential = format!(
+        "{}/{date}/{}/{}/{TERMINATOR}",
+        creds.access_key_id, scope.region, scope.service
+    );
     let mut query = String::new();
     if let Some(q) = uri.query().filter(|q| !q.is_empty()) {
         query.push_str(q);
@@ -264,7 +286,8 @@ pub fn presign(
         payload_hash: sha256_hex(b""),
     };
     let string_to_sign = string_to_sign(&stamp, &date, scope, &canonical.to_bytes());
-    let signature = signature(&creds.secret_access_key, &date, scope, &string_to_sign).unwrap_or_default();
+    let signature =
+        signature(&creds.secret_access_key, &date, scope, &string_to_sign).unwrap_or_default();
     query.push_str(&format!("&{Q_SIGNATURE}={signature}"));
     query
 }
@@ -284,7 +307,9 @@ pub fn verify(
     let now = utc(now);
     let query = uri.query().unwrap_or_default();
     let params = parse_query(query);
-    let query_auth = params.iter().any(|p| p.key == Q_ALGORITHM || p.key == Q_SIGNATURE);
+    let query_auth = params
+        .iter()
+        .any(|p| p.key == Q_ALGORITHM || p.key == Q_SIGNATURE);
     let auth = match (headers.get(AUTHORIZATION), query_auth) {
         (Some(_), true) => return Err(AuthError::InvalidSignature(MSG_BOTH_AUTH_KINDS.to_owned())),
         (None, false) => return Err(AuthError::MissingAuthenticationToken),
@@ -292,7 +317,11 @@ pub fn verify(
         (None, true) => parse_presigned_query(&params, now)?,
     };
 
-    if !auth.signed_headers.split(';').any(|h| h.eq_ignore_ascii_case("host")) {
+    if !auth
+        .signed_headers
+        .split(';')
+        .any(|h| h.eq_ignore_ascii_case("host"))
+    {
         return Err(AuthError::InvalidSignature(MSG_HOST_NOT_SIGNED.to_owned()));
     }
     if auth.algorithm != ALGORITHM {
@@ -311,10 +340,15 @@ pub fn verify(
     let request_date = auth.stamp.get(..8).unwrap_or_default();
     let mut scope_errors = Vec::new();
     if *cred_region != scope.region {
-        scope_errors.push(format!("Credential should be scoped to a valid region, not '{cred_region}'."));
+        scope_errors.push(format!(
+            "Credential should be scoped to a valid region, not '{cred_region}'."
+        ));
     }
     if *cred_service != scope.service {
-        scope_errors.push(format!("Credential should be scoped to correct service: '{}'.", scope.service));
+        scope_errors.push(format!(
+            "Credential should be scoped to correct service: '{}'.",
+            scope.service
+        ));
     }
     if *cred_terminator != TERMINATOR {
         scope_errors.push(format!(
@@ -334,13 +368,20 @@ pub fn verify(
     let secret = lookup(key_id).ok_or(AuthError::UnrecognizedClient)?;
     let payload_hash = checked_payload_hash(headers, body)?;
 
-    let signed: Vec<String> = auth.signed_headers.split(';').map(|h| h.to_ascii_lowercase()).collect();
+    let signed: Vec<String> = auth
+        .signed_headers
+        .split(';')
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
     let authority = uri_host(uri);
     let mut canonical = CanonicalRequest {
         method: method.as_str().to_owned(),
         uri: canonical_uri(uri.path()),
         query: canonical_query(query, QueryForm::Normalized, auth.presigned),
-        headers: signed.iter().map(|n| (n.clone(), header_values(headers, n, authority.as_deref()))).collect(),
+        headers: signed
+            .iter()
+            .map(|n| (n.clone(), header_values(headers, n, authority.as_deref())))
+            .collect(),
         signed_headers: signed.join(";"),
         payload_hash,
     };
@@ -353,7 +394,10 @@ pub fn verify(
     if as_sent != canonical.query {
         let normalized = std::mem::replace(&mut canonical.query, as_sent);
         let sts = string_to_sign(&auth.stamp, request_date, scope, &canonical.to_bytes());
-        if signatures_match(signature(&secret, request_date, scope, &sts).as_deref(), &auth.signature) {
+        if signatures_match(
+            signature(&secret, request_date, scope, &sts).as_deref(),
+            &auth.signature,
+        ) {
             return Ok((*key_id).to_owned());
         }
         canonical.query = normalized;
@@ -386,9 +430,14 @@ fn parse_authorization_header(
     if !text.starts_with("AWS4-") {
         return Err(AuthError::MissingAuthenticationToken);
     }
-    let (algorithm, rest) = text.split_once(|c: char| c.is_ascii_whitespace()).unwrap_or((text, ""));
+    let (algorithm, rest) = text
+        .split_once(|c: char| c.is_ascii_whitespace())
+        .unwrap_or((text, ""));
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
-    for part in rest.split(|c: char| c == ',' || c.is_ascii_whitespace()).filter(|p| !p.is_empty()) {
+    for part in rest
+        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|p| !p.is_empty())
+    {
         let Some((key, value)) = part.split_once('=') else {
             return Err(AuthError::IncompleteSignature(format!(
                 "'{part}' not a valid key=value pair (missing equal-sign) in Authorization header: '{text}'."
@@ -404,22 +453,38 @@ fn parse_authorization_header(
     }
     let credential = credential.filter(|v| !v.is_empty());
     let signature = signature.filter(|v| !v.is_empty());
-    let date = header_str(headers, X_AMZ_DATE).map(|v| (v, true)).or_else(|| header_str(headers, DATE).map(|v| (v, false)));
+    let date = header_str(headers, X_AMZ_DATE)
+        .map(|v| (v, true))
+        .or_else(|| header_str(headers, DATE).map(|v| (v, false)));
     let mut missing = String::new();
-    for (name, value) in [("Credential", credential), ("Signature", signature), ("SignedHeaders", signed_headers)] {
+    for (name, value) in [
+        ("Credential", credential),
+        ("Signature", signature),
+        ("SignedHeaders", signed_headers),
+    ] {
         if value.is_none() {
-            missing.push_str(&format!("Authorization header requires '{name}' parameter. "));
+            missing.push_str(&format!(
+                "Authorization header requires '{name}' parameter. "
+            ));
         }
     }
     if date.is_none() {
-        missing.push_str("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ");
+        missing.push_str(
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. ",
+        );
     }
     let (Some(credential), Some(signature), Some(signed_headers), Some((date, is_amz_date))) =
         (credential, signature, signed_headers, date)
     else {
-        return Err(AuthError::IncompleteSignature(format!("{missing}Authorization={text}")));
+        return Err(AuthError::IncompleteSignature(format!(
+            "{missing}Authorization={text}"
+        )));
     };
-    let at = if is_amz_date { parse_amz_date(&date) } else { parse_amz_date(&date).or_else(|| parse_http_date(&date)) };
+    let at = if is_amz_date {
+        parse_amz_date(&date)
+    } else {
+        parse_amz_date(&date).or_else(|| parse_http_date(&date))
+    };
     let at = at.ok_or_else(|| bad_date(&date))?;
     check_skew(at, now)?;
     Ok(Auth {
@@ -433,22 +498,47 @@ fn parse_authorization_header(
 }
 
 fn parse_presigned_query(params: &[QueryParam], now: OffsetDateTime) -> Result<Auth, AuthError> {
-    let get = |name: &str| params.iter().find(|p| p.key == name).map(|p| p.value.as_str()).filter(|v| !v.is_empty());
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|p| p.key == name)
+            .map(|p| p.value.as_str())
+            .filter(|v| !v.is_empty())
+    };
     let mut missing = String::new();
-    for name in [Q_ALGORITHM, Q_CREDENTIAL, Q_SIGNATURE, Q_SIGNED_HEADERS, Q_DATE, Q_EXPIRES] {
+    for name in [
+        Q_ALGORITHM,
+        Q_CREDENTIAL,
+        Q_SIGNATURE,
+        Q_SIGNED_HEADERS,
+        Q_DATE,
+        Q_EXPIRES,
+    ] {
         if get(name).is_none() {
-            missing.push_str(&format!("AWS query-string parameters must include '{name}'. "));
+            missing.push_str(&format!(
+                "AWS query-string parameters must include '{name}'. "
+            ));
         }
     }
-    let (Some(algorithm), Some(credential), Some(signature), Some(signed_headers), Some(date), Some(expires)) = (
+    let (
+        Some(algorithm),
+        Some(credential),
+        Some(signature),
+        Some(signed_headers),
+        Some(date),
+        Some(expires),
+    ) = (
         get(Q_ALGORITHM),
         get(Q_CREDENTIAL),
         get(Q_SIGNATURE),
         get(Q_SIGNED_HEADERS),
         get(Q_DATE),
         get(Q_EXPIRES),
-    ) else {
-        return Err(AuthError::IncompleteSignature(format!("{missing}Re-examine the query-string parameters.")));
+    )
+    else {
+        return Err(AuthError::IncompleteSignature(format!(
+            "{missing}Re-examine the query-string parameters."
+        )));
     };
     let at = parse_amz_date(date).ok_or_else(|| bad_date(date))?;
     let expires = parse_expires(expires)?;
@@ -477,9 +567,9 @@ fn parse_presigned_query(params: &[QueryParam], now: OffsetDateTime) -> Result<A
 }
 
 fn parse_expires(value: &str) -> Result<Duration, AuthError> {
-    let secs: i64 = value
-        .parse()
-        .map_err(|_| AuthError::IncompleteSignature(format!("X-Amz-Expires should be a number, got '{value}'.")))?;
+    let secs: i64 = value.parse().map_err(|_| {
+        AuthError::IncompleteSignature(format!("X-Amz-Expires should be a number, got '{value}'."))
+    })?;
     if secs < 1 {
         return Err(AuthError::IncompleteSignature(format!(
             "X-Amz-Expires must be at least 1 second, got '{value}'."
@@ -547,7 +637,9 @@ fn checked_payload_hash(headers: &HeaderMap, body: &[u8]) -> Result<String, Auth
     match header_str(headers, X_AMZ_CONTENT_SHA256) {
         None => Ok(computed),
         Some(sent) if sent.eq_ignore_ascii_case(&computed) => Ok(sent),
-        Some(_) => Err(AuthError::InvalidSignature(MSG_CONTENT_SHA256_MISMATCH.to_owned())),
+        Some(_) => Err(AuthError::InvalidSignature(
+            MSG_CONTENT_SHA256_MISMATCH.to_owned(),
+        )),
     }
 }
 
@@ -585,7 +677,13 @@ impl CanonicalRequest {
             let pairs: Vec<&str> = self
                 .query
                 .split('&')
-                .map(|p| if p.starts_with(&format!("{Q_SECURITY_TOKEN}=")) { "X-Amz-Security-Token=<redacted>" } else { p })
+                .map(|p| {
+                    if p.starts_with(&format!("{Q_SECURITY_TOKEN}=")) {
+                        "X-Amz-Security-Token=<redacted>"
+                    } else {
+                        p
+                    }
+                })
                 .collect();
             out.extend_from_slice(pairs.join("&").as_bytes());
         } else {
@@ -683,7 +781,9 @@ fn parse_query(query: &str) -> Vec<QueryParam<'_>> {
                 raw_key,
                 raw_value,
                 key: percent_decode_str(raw_key).decode_utf8_lossy().into_owned(),
-                value: percent_decode_str(raw_value).decode_utf8_lossy().into_owned(),
+                value: percent_decode_str(raw_value)
+                    .decode_utf8_lossy()
+                    .into_owned(),
             }
         })
         .collect()
@@ -724,20 +824,32 @@ fn encode(bytes: &[u8]) -> String {
 /// collapsed, joined with `,`. `authority` stands in for a missing `host`
 /// (HTTP/2 carries it in the URI).
 fn header_values(headers: &HeaderMap, name: &str, authority: Option<&str>) -> Vec<u8> {
-    let values: Vec<Vec<u8>> = headers.get_all(name).iter().map(|v| trim_all(v.as_bytes())).collect();
+    let values: Vec<Vec<u8>> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| trim_all(v.as_bytes()))
+        .collect();
     if values.is_empty() && name == "host" {
-        return authority.map(|a| trim_all(a.as_bytes())).unwrap_or_default();
+        return authority
+            .map(|a| trim_all(a.as_bytes()))
+            .unwrap_or_default();
     }
-    values.join(&b','.to_owned())
+    values.join(&b',')
 }
 
 fn trim_all(value: &[u8]) -> Vec<u8> {
     let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0x1c..=0x1f);
-    value.split(is_space).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(&b' ')
+    value
+        .split(is_space)
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(&b' ')
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// `host[:port]` of the URI, the port left out when it is the scheme's default.
@@ -780,12 +892,14 @@ fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
         return None;
     }
     let num = |from: usize, to: usize| -> Option<u16> {
-        b.get(from..to)?
-            .iter()
-            .try_fold(0u16, |acc, c| c.is_ascii_digit().then(|| acc * 10 + u16::from(c - b'0')))
+        b.get(from..to)?.iter().try_fold(0u16, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u16::from(c - b'0'))
+        })
     };
     let month = Month::try_from(u8::try_from(num(4, 6)?).ok()?).ok()?;
-    let date = Date::from_calendar_date(i32::from(num(0, 4)?), month, u8::try_from(num(6, 8)?).ok()?).ok()?;
+    let date =
+        Date::from_calendar_date(i32::from(num(0, 4)?), month, u8::try_from(num(6, 8)?).ok()?)
+            .ok()?;
     let time = Time::from_hms(
         u8::try_from(num(9, 11)?).ok()?,
         u8::try_from(num(11, 13)?).ok()?,
@@ -819,8 +933,11 @@ fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
     };
     let year: i32 = fields.next()?.parse().ok()?;
     let mut hms = fields.next()?.split(':');
-    let (h, m, sec): (u8, u8, u8) =
-        (hms.next()?.parse().ok()?, hms.next()?.parse().ok()?, hms.next()?.parse().ok()?);
+    let (h, m, sec): (u8, u8, u8) = (
+        hms.next()?.parse().ok()?,
+        hms.next()?.parse().ok()?,
+        hms.next()?.parse().ok()?,
+    );
     let zone = fields.next()?;
     if hms.next().is_some() || fields.next().is_some() {
         return None;
@@ -841,8 +958,13 @@ fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
             sign * (hours * 3600 + minutes * 60)
         }
     };
-    let local = PrimitiveDateTime::new(Date::from_calendar_date(year, month, day).ok()?, Time::from_hms(h, m, sec).ok()?);
-    local.assume_offset(UtcOffset::from_whole_seconds(offset_secs).ok()?).checked_to_offset(UtcOffset::UTC)
+    let local = PrimitiveDateTime::new(
+        Date::from_calendar_date(year, month, day).ok()?,
+        Time::from_hms(h, m, sec).ok()?,
+    );
+    local
+        .assume_offset(UtcOffset::from_whole_seconds(offset_secs).ok()?)
+        .checked_to_offset(UtcOffset::UTC)
 }
 
 #[cfg(test)]
@@ -855,8 +977,11 @@ mod tests {
 
     const KEY_ID: &str = "AKIDEXAMPLE";
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
-    const ECS: Scope<'static> = Scope { region: "us-east-1", service: "ecs" };
-    const HOST: &str = "ecs.us-east-1.amazonaws.com";
+    const ECS: Scope<'static> = Scope {
+        region: "us-east-1",
+        service: "ecs",
+    };
+    const HOST_NAME: &str = "ecs.us-east-1.amazonaws.com";
 
     fn creds() -> Credentials {
         Credentials::new(KEY_ID, SECRET)
@@ -879,15 +1004,27 @@ mod tests {
         let method = Method::POST;
         let uri: Uri = "/".parse().unwrap();
         let mut headers = HeaderMap::new();
-        headers.insert(HOST, HeaderValue::from_static(HOST));
-        headers.insert("x-amz-target", HeaderValue::from_static("AmazonEC2ContainerServiceV20141113.ListClusters"));
-        headers.insert("content-type", HeaderValue::from_static("application/x-amz-json-1.1"));
+        headers.insert(HOST, HeaderValue::from_static(HOST_NAME));
+        headers.insert(
+            "x-amz-target",
+            HeaderValue::from_static("AmazonEC2ContainerServiceV20141113.ListClusters"),
+        );
+        headers.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
         let body = b"{}".to_vec();
         sign(&method, &uri, &mut headers, &body, &creds(), ECS, at);
         (method, uri, headers, body)
     }
 
-    fn check(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8], at: OffsetDateTime) -> Result<String, AuthError> {
+    fn check(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        at: OffsetDateTime,
+    ) -> Result<String, AuthError> {
         verify(method, uri, headers, body, ECS, at, &lookup)
     }
 
@@ -922,7 +1059,8 @@ mod tests {
             for p in path {
                 v = &v[*p];
             }
-            v.as_str().unwrap_or_else(|| panic!("{}: missing {path:?}", self.name))
+            v.as_str()
+                .unwrap_or_else(|| panic!("{}: missing {path:?}", self.name))
         }
         fn pairs(&self, path: &[&str]) -> Vec<(String, String)> {
             let mut v = &self.v;
@@ -932,13 +1070,21 @@ mod tests {
             v.as_array()
                 .unwrap()
                 .iter()
-                .map(|p| (p[0].as_str().unwrap().to_owned(), p[1].as_str().unwrap().to_owned()))
+                .map(|p| {
+                    (
+                        p[0].as_str().unwrap().to_owned(),
+                        p[1].as_str().unwrap().to_owned(),
+                    )
+                })
                 .collect()
         }
         fn header_map(&self, path: &[&str]) -> HeaderMap {
             let mut map = HeaderMap::new();
             for (k, v) in self.pairs(path) {
-                map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(&v).unwrap());
+                map.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(&v).unwrap(),
+                );
             }
             map
         }
@@ -946,10 +1092,16 @@ mod tests {
             t(self.str(&["time"]))
         }
         fn scope(&self) -> Scope<'_> {
-            Scope { region: self.str(&["region"]), service: self.str(&["service"]) }
+            Scope {
+                region: self.str(&["region"]),
+                service: self.str(&["service"]),
+            }
         }
         fn creds(&self) -> Credentials {
-            Credentials::new(self.str(&["access_key_id"]), self.str(&["secret_access_key"]))
+            Credentials::new(
+                self.str(&["access_key_id"]),
+                self.str(&["secret_access_key"]),
+            )
         }
         fn method(&self) -> Method {
             Method::from_bytes(self.str(&["method"]).as_bytes()).unwrap()
@@ -965,13 +1117,32 @@ mod tests {
         }
         /// The URI the server sees: the request target with the authority.
         fn sent_uri(&self) -> Uri {
-            let url = if self.is_presign() { self.str(&["expected", "url"]) } else { self.str(&["url"]) };
+            let url = if self.is_presign() {
+                self.str(&["expected", "url"])
+            } else {
+                self.str(&["url"])
+            };
             url.parse().unwrap()
         }
-        fn verify_with(&self, headers: &HeaderMap, body: &[u8], uri: &Uri, scope: Scope, at: OffsetDateTime) -> Result<String, AuthError> {
+        fn verify_with(
+            &self,
+            headers: &HeaderMap,
+            body: &[u8],
+            uri: &Uri,
+            scope: Scope,
+            at: OffsetDateTime,
+        ) -> Result<String, AuthError> {
             let secret = self.str(&["secret_access_key"]).to_owned();
             let id = self.str(&["access_key_id"]).to_owned();
-            verify(&self.method(), uri, headers, body, scope, at, &move |k: &str| (k == id).then(|| secret.clone()))
+            verify(
+                &self.method(),
+                uri,
+                headers,
+                body,
+                scope,
+                at,
+                &move |k: &str| (k == id).then(|| secret.clone()),
+            )
         }
     }
 
@@ -985,26 +1156,59 @@ mod tests {
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "json"))
             .map(|p| {
-                let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-                Vector { name: v["name"].as_str().unwrap().to_owned(), v }
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                Vector {
+                    name: v["name"].as_str().unwrap().to_owned(),
+                    v,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        assert!(out.len() >= 12, "expected the botocore vectors in {}", fixtures_dir().display());
+        assert!(
+            out.len() >= 12,
+            "expected the botocore vectors in {}",
+            fixtures_dir().display()
+        );
         out
     }
 
     #[test]
     fn vectors_sign_like_botocore() {
         let mut reproduced = 0;
-        for v in vectors().iter().filter(|v| !v.is_presign() && v.reproducible()) {
+        for v in vectors()
+            .iter()
+            .filter(|v| !v.is_presign() && v.reproducible())
+        {
             let uri: Uri = v.str(&["url"]).parse().unwrap();
-            let mut headers = v.header_map(&["headers"]);
+            // What botocore signed (its own additions such as X-Amz-Security-Token included),
+            // less what signing adds.
+            let mut headers = v.header_map(&["expected", "headers"]);
+            headers.remove(AUTHORIZATION);
+            headers.remove(X_AMZ_DATE);
             let body = v.body();
-            sign(&v.method(), &uri, &mut headers, &body, &v.creds(), v.scope(), v.time());
+            sign(
+                &v.method(),
+                &uri,
+                &mut headers,
+                &body,
+                &v.creds(),
+                v.scope(),
+                v.time(),
+            );
             let expected = v.header_map(&["expected", "headers"]);
-            assert_eq!(headers.get(AUTHORIZATION), expected.get(AUTHORIZATION), "{}: authorization", v.name);
-            assert_eq!(headers.get(X_AMZ_DATE), expected.get(X_AMZ_DATE), "{}: x-amz-date", v.name);
+            assert_eq!(
+                headers.get(AUTHORIZATION),
+                expected.get(AUTHORIZATION),
+                "{}: authorization",
+                v.name
+            );
+            assert_eq!(
+                headers.get(X_AMZ_DATE),
+                expected.get(X_AMZ_DATE),
+                "{}: x-amz-date",
+                v.name
+            );
             assert_eq!(headers, expected, "{}: every header", v.name);
             reproduced += 1;
         }
@@ -1018,8 +1222,6 @@ mod tests {
             let headers = v.header_map(&["expected", "headers"]);
             let (query, canon_headers, signed, payload) = if v.is_presign() {
                 let q = v.str(&["expected", "query"]);
-                let host = v.str(&["headers"]).to_owned();
-                let _ = host;
                 (
                     canonical_query(q, QueryForm::Normalized, true),
                     vec![("host".to_owned(), header_values(&headers, "host", None))],
@@ -1027,14 +1229,25 @@ mod tests {
                     sha256_hex(b""),
                 )
             } else {
-                let mut names: Vec<&str> =
-                    headers.keys().map(|n| n.as_str()).filter(|n| !UNSIGNED_HEADERS.contains(n)).collect();
+                let mut names: Vec<&str> = headers
+                    .keys()
+                    .map(|n| n.as_str())
+                    .filter(|n| !UNSIGNED_HEADERS.contains(n))
+                    .collect();
                 names.sort_unstable();
                 (
-                    canonical_query(uri.query().unwrap_or_default(), QueryForm::Normalized, false),
-                    names.iter().map(|n| (n.to_string(), header_values(&headers, n, None))).collect(),
+                    canonical_query(
+                        uri.query().unwrap_or_default(),
+                        QueryForm::Normalized,
+                        false,
+                    ),
+                    names
+                        .iter()
+                        .map(|n| (n.to_string(), header_values(&headers, n, None)))
+                        .collect(),
                     names.join(";"),
-                    header_str(&headers, X_AMZ_CONTENT_SHA256).unwrap_or_else(|| sha256_hex(&v.body())),
+                    header_str(&headers, X_AMZ_CONTENT_SHA256)
+                        .unwrap_or_else(|| sha256_hex(&v.body())),
                 )
             };
             let canonical = CanonicalRequest {
@@ -1046,23 +1259,50 @@ mod tests {
                 payload_hash: payload,
             };
             let text = String::from_utf8(canonical.to_bytes()).unwrap();
-            assert_eq!(text, v.str(&["expected", "canonical_request"]), "{}: canonical request", v.name);
+            assert_eq!(
+                text,
+                v.str(&["expected", "canonical_request"]),
+                "{}: canonical request",
+                v.name
+            );
             let stamp = v.str(&["time"]);
             let sts = string_to_sign(stamp, &stamp[..8], v.scope(), &canonical.to_bytes());
-            assert_eq!(sts, v.str(&["expected", "string_to_sign"]), "{}: string to sign", v.name);
-            let sig = signature(v.str(&["secret_access_key"]), &stamp[..8], v.scope(), &sts).unwrap();
-            assert_eq!(sig, v.str(&["expected", "signature"]), "{}: signature", v.name);
+            assert_eq!(
+                sts,
+                v.str(&["expected", "string_to_sign"]),
+                "{}: string to sign",
+                v.name
+            );
+            let sig =
+                signature(v.str(&["secret_access_key"]), &stamp[..8], v.scope(), &sts).unwrap();
+            assert_eq!(
+                sig,
+                v.str(&["expected", "signature"]),
+                "{}: signature",
+                v.name
+            );
         }
     }
 
     #[test]
     fn vectors_presign_like_botocore() {
         let mut reproduced = 0;
-        for v in vectors().iter().filter(|v| v.is_presign() && v.reproducible()) {
+        for v in vectors()
+            .iter()
+            .filter(|v| v.is_presign() && v.reproducible())
+        {
             let uri: Uri = v.str(&["url"]).parse().unwrap();
             let host = uri_host(&uri).unwrap();
             let expires = u32::try_from(v.v["expires"].as_u64().unwrap()).unwrap();
-            let query = presign(&v.method(), &uri, &host, &v.creds(), v.scope(), v.time(), expires);
+            let query = presign(
+                &v.method(),
+                &uri,
+                &host,
+                &v.creds(),
+                v.scope(),
+                v.time(),
+                expires,
+            );
             assert_eq!(query, v.str(&["expected", "query"]), "{}", v.name);
             reproduced += 1;
         }
@@ -1086,7 +1326,10 @@ mod tests {
             }
             // Only the path and query reach the server over HTTP/1.1.
             let origin_form: Uri = uri.path_and_query().unwrap().as_str().parse().unwrap();
-            assert_eq!(v.verify_with(&headers, &body, &origin_form, v.scope(), v.time()), Ok(KEY_ID.to_owned()));
+            assert_eq!(
+                v.verify_with(&headers, &body, &origin_form, v.scope(), v.time()),
+                Ok(KEY_ID.to_owned())
+            );
         }
     }
 
@@ -1104,7 +1347,13 @@ mod tests {
                 vec!["host".to_owned()]
             } else {
                 let auth = header_str(&headers, "authorization").unwrap();
-                let list = auth.split("SignedHeaders=").nth(1).unwrap().split(',').next().unwrap();
+                let list = auth
+                    .split("SignedHeaders=")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap();
                 list.split(';').map(str::to_owned).collect()
             };
             for h in &signed {
@@ -1115,9 +1364,17 @@ mod tests {
                     DATE => "Thu, 01 Jan 2026 00:00:01 GMT".to_owned(),
                     _ => format!("{old}x"),
                 };
-                changed.insert(http::HeaderName::from_bytes(h.as_bytes()).unwrap(), HeaderValue::from_str(&new).unwrap());
-                let err = v.verify_with(&changed, &body, &uri, v.scope(), at).unwrap_err();
-                assert!(matches!(err, AuthError::InvalidSignature(_)), "{name}: changed {h}: {err:?}");
+                changed.insert(
+                    http::HeaderName::from_bytes(h.as_bytes()).unwrap(),
+                    HeaderValue::from_str(&new).unwrap(),
+                );
+                let err = v
+                    .verify_with(&changed, &body, &uri, v.scope(), at)
+                    .unwrap_err();
+                assert!(
+                    matches!(err, AuthError::InvalidSignature(_)),
+                    "{name}: changed {h}: {err:?}"
+                );
             }
 
             // One body byte changed, or one added.
@@ -1126,8 +1383,13 @@ mod tests {
                 Some(b) => *b ^= 1,
                 None => tampered.push(b'x'),
             }
-            let err = v.verify_with(&headers, &tampered, &uri, v.scope(), at).unwrap_err();
-            assert!(matches!(err, AuthError::InvalidSignature(_)), "{name}: body: {err:?}");
+            let err = v
+                .verify_with(&headers, &tampered, &uri, v.scope(), at)
+                .unwrap_err();
+            assert!(
+                matches!(err, AuthError::InvalidSignature(_)),
+                "{name}: body: {err:?}"
+            );
 
             // Another path.
             let other: Uri = format!("{}x", uri.path()).parse().unwrap();
@@ -1135,29 +1397,72 @@ mod tests {
                 Some(q) => format!("{}?{q}", other.path()).parse().unwrap(),
                 None => other,
             };
-            let err = v.verify_with(&headers, &body, &other, v.scope(), at).unwrap_err();
-            assert!(matches!(err, AuthError::InvalidSignature(_)), "{name}: path: {err:?}");
+            let err = v
+                .verify_with(&headers, &body, &other, v.scope(), at)
+                .unwrap_err();
+            assert!(
+                matches!(err, AuthError::InvalidSignature(_)),
+                "{name}: path: {err:?}"
+            );
 
             // Another region or service.
             let scope = v.scope();
-            let msg = invalid(v.verify_with(&headers, &body, &uri, Scope { region: "us-west-2", ..scope }, at));
-            assert_eq!(msg, format!("Credential should be scoped to a valid region, not '{}'.", scope.region), "{name}");
-            let msg = invalid(v.verify_with(&headers, &body, &uri, Scope { service: "ecr", ..scope }, at));
-            assert_eq!(msg, "Credential should be scoped to correct service: 'ecr'.", "{name}");
+            let msg = invalid(v.verify_with(
+                &headers,
+                &body,
+                &uri,
+                Scope {
+                    region: "us-west-2",
+                    ..scope
+                },
+                at,
+            ));
+            assert_eq!(
+                msg,
+                format!(
+                    "Credential should be scoped to a valid region, not '{}'.",
+                    scope.region
+                ),
+                "{name}"
+            );
+            let msg = invalid(v.verify_with(
+                &headers,
+                &body,
+                &uri,
+                Scope {
+                    service: "ecr",
+                    ..scope
+                },
+                at,
+            ));
+            assert_eq!(
+                msg, "Credential should be scoped to correct service: 'ecr'.",
+                "{name}"
+            );
 
             // Unknown key.
-            let r = verify(&v.method(), &uri, &headers, &body, scope, at, &|_: &str| None);
+            let r = verify(&v.method(), &uri, &headers, &body, scope, at, &|_: &str| {
+                None
+            });
             assert_eq!(r, Err(AuthError::UnrecognizedClient), "{name}");
 
             // Wrong secret.
-            let r = verify(&v.method(), &uri, &headers, &body, scope, at, &|_: &str| Some("not the secret".to_owned()));
+            let r = verify(&v.method(), &uri, &headers, &body, scope, at, &|_: &str| {
+                Some("not the secret".to_owned())
+            });
             let msg = invalid(r);
             assert!(msg.starts_with(MSG_SIGNATURE_MISMATCH), "{name}: {msg}");
-            assert!(!msg.contains(v.str(&["secret_access_key"])), "{name}: secret in message");
+            assert!(
+                !msg.contains(v.str(&["secret_access_key"])),
+                "{name}: secret in message"
+            );
 
             if v.is_presign() {
                 // A query parameter changed.
-                let q = uri.query().unwrap().replace("X-Amz-SignedHeaders=host", "X-Amz-SignedHeaders=host&extra=1");
+                let q = uri.query().unwrap().replace(
+                    "X-Amz-SignedHeaders=host",
+                    "X-Amz-SignedHeaders=host&extra=1",
+                );
                 let changed: Uri = format!("{}?{q}", uri.path()).parse().unwrap();
                 invalid(v.verify_with(&headers, &body, &changed, scope, at));
                 // Past its expiry.
@@ -1165,7 +1470,10 @@ mod tests {
                 let late = at + Duration::seconds(expires + 1);
                 let msg = invalid(v.verify_with(&headers, &body, &uri, scope, late));
                 assert!(msg.starts_with("Signature expired: "), "{name}: {msg}");
-                assert_eq!(v.verify_with(&headers, &body, &uri, scope, late - Duration::seconds(1)), Ok(KEY_ID.to_owned()));
+                assert_eq!(
+                    v.verify_with(&headers, &body, &uri, scope, late - Duration::seconds(1)),
+                    Ok(KEY_ID.to_owned())
+                );
             } else {
                 // Sent a day later, re-dated: the scope date no longer matches.
                 let mut redated = headers.clone();
@@ -1173,9 +1481,18 @@ mod tests {
                 redated.remove(DATE);
                 set(&mut redated, X_AMZ_DATE, &amz_date(next_day));
                 let msg = invalid(v.verify_with(&redated, &body, &uri, scope, next_day));
-                assert!(msg.starts_with("Date in Credential scope does not match YYYYMMDD"), "{name}: {msg}");
+                assert!(
+                    msg.starts_with("Date in Credential scope does not match YYYYMMDD"),
+                    "{name}: {msg}"
+                );
                 // The same request 16 minutes later.
-                let msg = invalid(v.verify_with(&headers, &body, &uri, scope, at + Duration::minutes(16)));
+                let msg = invalid(v.verify_with(
+                    &headers,
+                    &body,
+                    &uri,
+                    scope,
+                    at + Duration::minutes(16),
+                ));
                 assert!(msg.starts_with("Signature expired: "), "{name}: {msg}");
             }
         }
@@ -1199,14 +1516,24 @@ mod tests {
     fn missing_authentication() {
         let (m, u, mut h, b) = signed_request(now());
         h.remove(AUTHORIZATION);
-        assert_eq!(check(&m, &u, &h, &b, now()), Err(AuthError::MissingAuthenticationToken));
+        assert_eq!(
+            check(&m, &u, &h, &b, now()),
+            Err(AuthError::MissingAuthenticationToken)
+        );
         for other in ["Bearer abc", "", "   ", "AWS abc:def"] {
             set(&mut h, "authorization", other);
-            assert_eq!(check(&m, &u, &h, &b, now()), Err(AuthError::MissingAuthenticationToken), "{other:?}");
+            assert_eq!(
+                check(&m, &u, &h, &b, now()),
+                Err(AuthError::MissingAuthenticationToken),
+                "{other:?}"
+            );
         }
         let e = AuthError::MissingAuthenticationToken;
         assert_eq!(e.to_string(), "Missing Authentication Token");
-        assert_eq!((e.error_code(), e.status()), ("MissingAuthenticationTokenException", 403));
+        assert_eq!(
+            (e.error_code(), e.status()),
+            ("MissingAuthenticationTokenException", 403)
+        );
     }
 
     #[test]
@@ -1215,21 +1542,36 @@ mod tests {
         let r = verify(&m, &u, &h, &b, ECS, now(), &|_: &str| None);
         assert_eq!(r, Err(AuthError::UnrecognizedClient));
         let e = AuthError::UnrecognizedClient;
-        assert_eq!(e.to_string(), "The security token included in the request is invalid.");
-        assert_eq!((e.error_code(), e.status()), ("UnrecognizedClientException", 403));
+        assert_eq!(
+            e.to_string(),
+            "The security token included in the request is invalid."
+        );
+        assert_eq!(
+            (e.error_code(), e.status()),
+            ("UnrecognizedClientException", 403)
+        );
     }
 
     #[test]
     fn wrong_secret() {
         let (m, u, h, b) = signed_request(now());
-        let r = verify(&m, &u, &h, &b, ECS, now(), &|_: &str| Some("other secret".to_owned()));
+        let r = verify(&m, &u, &h, &b, ECS, now(), &|_: &str| {
+            Some("other secret".to_owned())
+        });
         let msg = invalid(r.clone());
         assert!(msg.starts_with(MSG_SIGNATURE_MISMATCH), "{msg}");
-        assert!(msg.contains("The Canonical String for this request should have been\n'POST\n/\n\ncontent-type:"));
-        assert!(msg.contains("The String-to-Sign should have been\n'AWS4-HMAC-SHA256\n20260101T120000Z\n"));
+        assert!(msg.contains(
+            "The Canonical String for this request should have been\n'POST\n/\n\ncontent-type:"
+        ));
+        assert!(msg.contains(
+            "The String-to-Sign should have been\n'AWS4-HMAC-SHA256\n20260101T120000Z\n"
+        ));
         assert!(!msg.contains("other secret") && !msg.contains(SECRET));
         let e = r.unwrap_err();
-        assert_eq!((e.error_code(), e.status()), ("InvalidSignatureException", 403));
+        assert_eq!(
+            (e.error_code(), e.status()),
+            ("InvalidSignatureException", 403)
+        );
     }
 
     #[test]
@@ -1237,7 +1579,11 @@ mod tests {
         let (m, u, h, b) = signed_request(now());
         assert!(invalid(check(&m, &u, &h, b"{ }", now())).starts_with(MSG_SIGNATURE_MISMATCH));
         let mut h2 = h.clone();
-        set(&mut h2, "x-amz-target", "AmazonEC2ContainerServiceV20141113.DeleteCluster");
+        set(
+            &mut h2,
+            "x-amz-target",
+            "AmazonEC2ContainerServiceV20141113.DeleteCluster",
+        );
         assert!(invalid(check(&m, &u, &h2, &b, now())).starts_with(MSG_SIGNATURE_MISMATCH));
         // An unsigned header may change.
         let mut h3 = h.clone();
@@ -1253,18 +1599,24 @@ mod tests {
         let uri: Uri = "/".parse().unwrap();
         let body = br#"{"cluster":"default"}"#;
         let mut h = HeaderMap::new();
-        h.insert(HOST, HeaderValue::from_static(HOST));
+        h.insert(HOST, HeaderValue::from_static(HOST_NAME));
         set(&mut h, X_AMZ_CONTENT_SHA256, &sha256_hex(body));
         sign(&method, &uri, &mut h, body, &creds(), ECS, now());
         assert_eq!(check(&method, &uri, &h, body, now()), Ok(KEY_ID.to_owned()));
         // The body changes, the (signed) hash header does not.
-        assert_eq!(invalid(check(&method, &uri, &h, b"{}", now())), MSG_CONTENT_SHA256_MISMATCH);
+        assert_eq!(
+            invalid(check(&method, &uri, &h, b"{}", now())),
+            MSG_CONTENT_SHA256_MISMATCH
+        );
         // Payloads left unsigned are not accepted.
         let mut h = HeaderMap::new();
-        h.insert(HOST, HeaderValue::from_static(HOST));
+        h.insert(HOST, HeaderValue::from_static(HOST_NAME));
         set(&mut h, X_AMZ_CONTENT_SHA256, "UNSIGNED-PAYLOAD");
         sign(&method, &uri, &mut h, body, &creds(), ECS, now());
-        assert_eq!(invalid(check(&method, &uri, &h, body, now())), MSG_CONTENT_SHA256_MISMATCH);
+        assert_eq!(
+            invalid(check(&method, &uri, &h, body, now())),
+            MSG_CONTENT_SHA256_MISMATCH
+        );
     }
 
     /// Replaces one `Authorization` parameter.
@@ -1273,9 +1625,13 @@ mod tests {
         let rebuilt: Vec<String> = auth
             .split(", ")
             .map(|part| {
-                let (alg, kv) = part.split_once(' ').map_or(("", part), |(a, kv)| (a, kv));
+                let (alg, kv) = part.split_once(' ').unwrap_or(("", part));
                 let (k, _) = kv.split_once('=').unwrap();
-                let kv = if k == key { format!("{k}={value}") } else { kv.to_owned() };
+                let kv = if k == key {
+                    format!("{k}={value}")
+                } else {
+                    kv.to_owned()
+                };
                 if alg.is_empty() {
                     kv
                 } else {
@@ -1292,7 +1648,10 @@ mod tests {
     fn host_must_be_signed() {
         let (m, u, h, b) = signed_request(now());
         let h = with_auth_param(&h, "SignedHeaders", "content-type;x-amz-date;x-amz-target");
-        assert_eq!(invalid(check(&m, &u, &h, &b, now())), "'Host' must be a 'SignedHeader' in the AWS Authorization.");
+        assert_eq!(
+            invalid(check(&m, &u, &h, &b, now())),
+            "'Host' must be a 'SignedHeader' in the AWS Authorization."
+        );
         let h = with_auth_param(&h, "SignedHeaders", "");
         assert_eq!(invalid(check(&m, &u, &h, &b, now())), MSG_HOST_NOT_SIGNED);
     }
@@ -1300,18 +1659,54 @@ mod tests {
     #[test]
     fn scope_mismatches() {
         let (m, u, h, b) = signed_request(now());
-        let r = verify(&m, &u, &h, &b, Scope { region: "eu-west-1", service: "ecs" }, now(), &lookup);
-        assert_eq!(invalid(r), "Credential should be scoped to a valid region, not 'us-east-1'.");
-        let r = verify(&m, &u, &h, &b, Scope { region: "us-east-1", service: "ecr" }, now(), &lookup);
-        assert_eq!(invalid(r), "Credential should be scoped to correct service: 'ecr'.");
+        let r = verify(
+            &m,
+            &u,
+            &h,
+            &b,
+            Scope {
+                region: "eu-west-1",
+                service: "ecs",
+            },
+            now(),
+            &lookup,
+        );
+        assert_eq!(
+            invalid(r),
+            "Credential should be scoped to a valid region, not 'us-east-1'."
+        );
+        let r = verify(
+            &m,
+            &u,
+            &h,
+            &b,
+            Scope {
+                region: "us-east-1",
+                service: "ecr",
+            },
+            now(),
+            &lookup,
+        );
+        assert_eq!(
+            invalid(r),
+            "Credential should be scoped to correct service: 'ecr'."
+        );
 
-        let h2 = with_auth_param(&h, "Credential", "AKIDEXAMPLE/20251231/us-east-1/ecs/aws4_request");
+        let h2 = with_auth_param(
+            &h,
+            "Credential",
+            "AKIDEXAMPLE/20251231/us-east-1/ecs/aws4_request",
+        );
         assert_eq!(
             invalid(check(&m, &u, &h2, &b, now())),
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: \
              '20251231' != '20260101', from '20260101T120000Z'."
         );
-        let h2 = with_auth_param(&h, "Credential", "AKIDEXAMPLE/2026/eu-central-1/sqs/aws5_request");
+        let h2 = with_auth_param(
+            &h,
+            "Credential",
+            "AKIDEXAMPLE/2026/eu-central-1/sqs/aws5_request",
+        );
         assert_eq!(
             invalid(check(&m, &u, &h2, &b, now())),
             "Credential should be scoped to a valid region, not 'eu-central-1'. \
@@ -1321,7 +1716,11 @@ mod tests {
              '2026' != '20260101', from '20260101T120000Z'."
         );
         // Trailing slashes are ignored, as by AWS.
-        let h2 = with_auth_param(&h, "Credential", "AKIDEXAMPLE/20260101/us-east-1/ecs/aws4_request//");
+        let h2 = with_auth_param(
+            &h,
+            "Credential",
+            "AKIDEXAMPLE/20260101/us-east-1/ecs/aws4_request//",
+        );
         assert_eq!(check(&m, &u, &h2, &b, now()), Ok(KEY_ID.to_owned()));
     }
 
@@ -1330,7 +1729,10 @@ mod tests {
         let signed_at = now();
         let (m, u, h, b) = signed_request(signed_at);
         for minutes in [-15, -14, 0, 14, 15] {
-            assert_eq!(check(&m, &u, &h, &b, signed_at + Duration::minutes(minutes)), Ok(KEY_ID.to_owned()));
+            assert_eq!(
+                check(&m, &u, &h, &b, signed_at + Duration::minutes(minutes)),
+                Ok(KEY_ID.to_owned())
+            );
         }
         let msg = invalid(check(&m, &u, &h, &b, signed_at + Duration::minutes(16)));
         assert_eq!(msg, "Signature expired: 20260101T120000Z is now earlier than 20260101T120100Z (20260101T121600Z - 15 min.)");
@@ -1339,7 +1741,14 @@ mod tests {
             msg,
             "Signature not yet current: 20260101T120000Z is still later than 20260101T115900Z (20260101T114400Z + 15 min.)"
         );
-        assert!(invalid(check(&m, &u, &h, &b, signed_at + Duration::seconds(15 * 60 + 1))).starts_with("Signature expired"));
+        assert!(invalid(check(
+            &m,
+            &u,
+            &h,
+            &b,
+            signed_at + Duration::seconds(15 * 60 + 1)
+        ))
+        .starts_with("Signature expired"));
         // `now` in another offset is the same instant.
         let east = (signed_at + Duration::minutes(14)).to_offset(time::macros::offset!(+9));
         assert_eq!(check(&m, &u, &h, &b, east), Ok(KEY_ID.to_owned()));
@@ -1363,7 +1772,10 @@ mod tests {
         );
         let no_sig = auth.split(", Signature=").next().unwrap().to_owned();
         let msg = incomplete(check(&m, &u, &with(&no_sig), &b, now()));
-        assert_eq!(msg, format!("Authorization header requires 'Signature' parameter. Authorization={no_sig}"));
+        assert_eq!(
+            msg,
+            format!("Authorization header requires 'Signature' parameter. Authorization={no_sig}")
+        );
 
         let spaced = auth.replace("AKIDEXAMPLE/", "AKIDEXAMPLE /");
         let msg = incomplete(check(&m, &u, &with(&spaced), &b, now()));
@@ -1375,8 +1787,17 @@ mod tests {
             )
         );
 
-        let msg = incomplete(check(&m, &u, &with(&auth.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA512")), &b, now()));
-        assert_eq!(msg, "Unsupported AWS 'algorithm': 'AWS4-HMAC-SHA512' (only AWS4-HMAC-SHA256 for now).");
+        let msg = incomplete(check(
+            &m,
+            &u,
+            &with(&auth.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA512")),
+            &b,
+            now(),
+        ));
+        assert_eq!(
+            msg,
+            "Unsupported AWS 'algorithm': 'AWS4-HMAC-SHA512' (only AWS4-HMAC-SHA256 for now)."
+        );
 
         let short = with_auth_param(&h, "Credential", "AKIDEXAMPLE/20260101/us-east-1/ecs");
         let msg = incomplete(check(&m, &u, &short, &b, now()));
@@ -1394,7 +1815,14 @@ mod tests {
             msg,
             format!("Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. Authorization={auth}")
         );
-        for bad in ["201", "2026-01-01T12:00:00Z", "20260101T120000", "20261301T120000Z", "20260101T250000Z", "２０２６0101T120000Z"] {
+        for bad in [
+            "201",
+            "2026-01-01T12:00:00Z",
+            "20260101T120000",
+            "20261301T120000Z",
+            "20260101T250000Z",
+            "２０２６0101T120000Z",
+        ] {
             let mut h2 = h.clone();
             set(&mut h2, X_AMZ_DATE, bad);
             let msg = incomplete(check(&m, &u, &h2, &b, now()));
@@ -1402,11 +1830,19 @@ mod tests {
         }
 
         // Extra spaces and unknown parameters are tolerated.
-        let loose = auth.replace(", ", " ,  ").replace("AWS4-HMAC-SHA256 ", "  AWS4-HMAC-SHA256   Foo=bar, ");
-        assert_eq!(check(&m, &u, &with(&loose), &b, now()), Ok(KEY_ID.to_owned()));
+        let loose = auth
+            .replace(", ", " ,  ")
+            .replace("AWS4-HMAC-SHA256 ", "  AWS4-HMAC-SHA256   Foo=bar, ");
+        assert_eq!(
+            check(&m, &u, &with(&loose), &b, now()),
+            Ok(KEY_ID.to_owned())
+        );
 
         let e = AuthError::IncompleteSignature(String::new());
-        assert_eq!((e.error_code(), e.status()), ("IncompleteSignatureException", 400));
+        assert_eq!(
+            (e.error_code(), e.status()),
+            ("IncompleteSignatureException", 400)
+        );
     }
 
     #[test]
@@ -1442,8 +1878,14 @@ mod tests {
                 assert_eq!(incomplete(r), format!("Date must be in ISO-8601 'basic format'. Got '{date}'. See http://en.wikipedia.org/wiki/ISO_8601"));
             }
         }
-        assert_eq!(parse_http_date("Thu, 01 Jan 2026 13:00:00 +0100"), Some(now()));
-        assert_eq!(parse_http_date("Thu, 01 Jan 2026 11:30:00 -0030"), Some(now()));
+        assert_eq!(
+            parse_http_date("Thu, 01 Jan 2026 13:00:00 +0100"),
+            Some(now())
+        );
+        assert_eq!(
+            parse_http_date("Thu, 01 Jan 2026 11:30:00 -0030"),
+            Some(now())
+        );
     }
 
     #[test]
@@ -1451,11 +1893,16 @@ mod tests {
         let method = Method::POST;
         let uri: Uri = "/".parse().unwrap();
         let mut h = HeaderMap::new();
-        h.insert(HOST, HeaderValue::from_static(HOST));
+        h.insert(HOST, HeaderValue::from_static(HOST_NAME));
         set(&mut h, X_AMZ_SECURITY_TOKEN, "FwoGZXIvYXdzEXAMPLE");
         sign(&method, &uri, &mut h, b"{}", &creds(), ECS, now());
-        assert!(header_str(&h, "authorization").unwrap().contains("SignedHeaders=host;x-amz-date;x-amz-security-token,"));
-        assert_eq!(check(&method, &uri, &h, b"{}", now()), Ok(KEY_ID.to_owned()));
+        assert!(header_str(&h, "authorization")
+            .unwrap()
+            .contains("SignedHeaders=host;x-amz-date;x-amz-security-token,"));
+        assert_eq!(
+            check(&method, &uri, &h, b"{}", now()),
+            Ok(KEY_ID.to_owned())
+        );
         // Changed after signing: refused, and the token is not echoed.
         set(&mut h, X_AMZ_SECURITY_TOKEN, "FwoGZXIvYXdzOTHER");
         let msg = invalid(check(&method, &uri, &h, b"{}", now()));
@@ -1470,9 +1917,12 @@ mod tests {
         let uri: Uri = "https://ecs.us-east-1.amazonaws.com:443/".parse().unwrap();
         let mut h = HeaderMap::new();
         sign(&method, &uri, &mut h, b"{}", &creds(), ECS, now());
-        assert_eq!(h.get(HOST).unwrap(), HOST);
+        assert_eq!(h.get(HOST).unwrap(), HOST_NAME);
         h.remove(HOST);
-        assert_eq!(check(&method, &uri, &h, b"{}", now()), Ok(KEY_ID.to_owned()));
+        assert_eq!(
+            check(&method, &uri, &h, b"{}", now()),
+            Ok(KEY_ID.to_owned())
+        );
         let local: Uri = "http://127.0.0.1:4566/".parse().unwrap();
         assert_eq!(uri_host(&local).as_deref(), Some("127.0.0.1:4566"));
     }
@@ -1480,11 +1930,11 @@ mod tests {
     #[test]
     fn presigned_requests() {
         let uri: Uri = "/v1/thing?b=2&a=1".parse().unwrap();
-        let query = presign(&Method::GET, &uri, HOST, &creds(), ECS, now(), 600);
+        let query = presign(&Method::GET, &uri, HOST_NAME, &creds(), ECS, now(), 600);
         assert!(query.starts_with("b=2&a=1&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20260101%2Fus-east-1%2Fecs%2Faws4_request&X-Amz-Date=20260101T120000Z&X-Amz-Expires=600&X-Amz-SignedHeaders=host&X-Amz-Signature="), "{query}");
         let signed: Uri = format!("/v1/thing?{query}").parse().unwrap();
         let mut h = HeaderMap::new();
-        h.insert(HOST, HeaderValue::from_static(HOST));
+        h.insert(HOST, HeaderValue::from_static(HOST_NAME));
         let at = |secs: i64| now() + Duration::seconds(secs);
         let go = |u: &Uri, when| verify(&Method::GET, u, &h, b"", ECS, when, &lookup);
 
@@ -1495,17 +1945,41 @@ mod tests {
             invalid(go(&signed, at(601))),
             "Signature expired: 20260101T120000Z is now earlier than 20260101T120001Z (20260101T121001Z - 10 min.)"
         );
-        assert!(invalid(go(&signed, at(-16 * 60))).starts_with("Signature not yet current: 20260101T120000Z is still later than"));
+        assert!(invalid(go(&signed, at(-16 * 60)))
+            .starts_with("Signature not yet current: 20260101T120000Z is still later than"));
         // Another method, another host.
-        assert!(invalid(verify(&Method::POST, &signed, &h, b"", ECS, now(), &lookup)).starts_with(MSG_SIGNATURE_MISMATCH));
+        assert!(
+            invalid(verify(&Method::POST, &signed, &h, b"", ECS, now(), &lookup))
+                .starts_with(MSG_SIGNATURE_MISMATCH)
+        );
         let mut other_host = h.clone();
         set(&mut other_host, "host", "evil.example");
-        assert!(invalid(verify(&Method::GET, &signed, &other_host, b"", ECS, now(), &lookup)).starts_with(MSG_SIGNATURE_MISMATCH));
+        assert!(invalid(verify(
+            &Method::GET,
+            &signed,
+            &other_host,
+            b"",
+            ECS,
+            now(),
+            &lookup
+        ))
+        .starts_with(MSG_SIGNATURE_MISMATCH));
         // Unknown key.
-        assert_eq!(verify(&Method::GET, &signed, &h, b"", ECS, now(), &|_: &str| None), Err(AuthError::UnrecognizedClient));
+        assert_eq!(
+            verify(&Method::GET, &signed, &h, b"", ECS, now(), &|_: &str| None),
+            Err(AuthError::UnrecognizedClient)
+        );
 
         // A week is the longest; odd values are malformed.
-        let week = presign(&Method::GET, &uri, HOST, &creds(), ECS, now(), MAX_PRESIGN_EXPIRES);
+        let week = presign(
+            &Method::GET,
+            &uri,
+            HOST_NAME,
+            &creds(),
+            ECS,
+            now(),
+            MAX_PRESIGN_EXPIRES,
+        );
         let week: Uri = format!("/v1/thing?{week}").parse().unwrap();
         assert_eq!(go(&week, at(604_800)), Ok(KEY_ID.to_owned()));
         assert!(invalid(go(&week, at(604_801))).contains("(20260108T120001Z - 10080 min.)"));
@@ -1520,12 +1994,14 @@ mod tests {
             assert_eq!(incomplete(go(&u, at(0))), msg);
         }
         // Seconds-precise windows are described in seconds.
-        let q = presign(&Method::GET, &uri, HOST, &creds(), ECS, now(), 90);
+        let q = presign(&Method::GET, &uri, HOST_NAME, &creds(), ECS, now(), 90);
         let u: Uri = format!("/v1/thing?{q}").parse().unwrap();
         assert!(invalid(go(&u, at(91))).ends_with("(20260101T120131Z - 90 sec.)"));
 
         // Missing parameters.
-        let u: Uri = "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=".parse().unwrap();
+        let u: Uri = "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date="
+            .parse()
+            .unwrap();
         assert_eq!(
             incomplete(go(&u, at(0))),
             "AWS query-string parameters must include 'X-Amz-Credential'. \
@@ -1541,7 +2017,8 @@ mod tests {
         assert_eq!(invalid(go(&u, at(0))), MSG_HOST_NOT_SIGNED);
         let q = query.replace("X-Amz-Date=20260101T120000Z", "X-Amz-Date=2026-01-01");
         let u: Uri = format!("/v1/thing?{q}").parse().unwrap();
-        assert!(incomplete(go(&u, at(0))).starts_with("Date must be in ISO-8601 'basic format'. Got '2026-01-01'."));
+        assert!(incomplete(go(&u, at(0)))
+            .starts_with("Date must be in ISO-8601 'basic format'. Got '2026-01-01'."));
     }
 
     #[test]
@@ -1567,10 +2044,22 @@ mod tests {
             canonical_query(q, QueryForm::Normalized, false),
             "A=0&a=1&a=3&b=2&c=x%20y&d=~%2F%2A%2B&flag="
         );
-        assert_eq!(canonical_query(q, QueryForm::AsSent, false), "A=0&a=1&a=3&b=2&c=x%20y&d=%7e%2f*+&flag=");
-        assert_eq!(canonical_query("X-Amz-Signature=abc&z=1", QueryForm::Normalized, true), "z=1");
-        assert_eq!(canonical_query("X-Amz-Signature=abc&z=1", QueryForm::Normalized, false), "X-Amz-Signature=abc&z=1");
-        assert_eq!(canonical_query("%zz=%E2%82&k=%", QueryForm::Normalized, false), "%25zz=%E2%82&k=%25");
+        assert_eq!(
+            canonical_query(q, QueryForm::AsSent, false),
+            "A=0&a=1&a=3&b=2&c=x%20y&d=%7e%2f*+&flag="
+        );
+        assert_eq!(
+            canonical_query("X-Amz-Signature=abc&z=1", QueryForm::Normalized, true),
+            "z=1"
+        );
+        assert_eq!(
+            canonical_query("X-Amz-Signature=abc&z=1", QueryForm::Normalized, false),
+            "X-Amz-Signature=abc&z=1"
+        );
+        assert_eq!(
+            canonical_query("%zz=%E2%82&k=%", QueryForm::Normalized, false),
+            "%25zz=%E2%82&k=%25"
+        );
         assert_eq!(canonical_query("", QueryForm::Normalized, false), "");
     }
 
@@ -1589,8 +2078,14 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(amz_date(now()), "20260101T120000Z");
-        assert_eq!(amz_date(now().to_offset(time::macros::offset!(-5))), "20260101T120000Z");
-        assert_eq!(parse_amz_date("20240229T235959Z").map(amz_date).as_deref(), Some("20240229T235959Z"));
+        assert_eq!(
+            amz_date(now().to_offset(time::macros::offset!(-5))),
+            "20260101T120000Z"
+        );
+        assert_eq!(
+            parse_amz_date("20240229T235959Z").map(amz_date).as_deref(),
+            Some("20240229T235959Z")
+        );
         assert_eq!(parse_amz_date("20230229T000000Z"), None);
         assert_eq!(parse_amz_date("20260101T120060Z"), None);
         assert_eq!(parse_amz_date("2026010aT120000Z"), None);
@@ -1620,7 +2115,7 @@ mod tests {
             sign(&m, &u, &mut h2, &b, &creds(), ECS, at);
             let _ = check(&m, &u, &h2, &b, at);
             let _ = check(&m, &u, &h, &b, at);
-            let q = presign(&m, &u, HOST, &creds(), ECS, at, MAX_PRESIGN_EXPIRES);
+            let q = presign(&m, &u, HOST_NAME, &creds(), ECS, at, MAX_PRESIGN_EXPIRES);
             if let Ok(pu) = format!("/?{q}").parse::<Uri>() {
                 let _ = check(&Method::GET, &pu, &h, b"", at);
             }
@@ -1645,7 +2140,7 @@ mod tests {
         ) {
             let uri: Uri = "/".parse().unwrap();
             let mut h = HeaderMap::new();
-            h.insert(HOST, HeaderValue::from_static(HOST));
+            h.insert(HOST, HeaderValue::from_static(HOST_NAME));
             if let Ok(v) = HeaderValue::from_bytes(&authorization) {
                 h.insert(AUTHORIZATION, v);
             }
@@ -1667,7 +2162,7 @@ mod tests {
         ) {
             let uri: Uri = "/".parse().unwrap();
             let mut h = HeaderMap::new();
-            h.insert(HOST, HeaderValue::from_static(HOST));
+            h.insert(HOST, HeaderValue::from_static(HOST_NAME));
             let auth = format!("{alg} Credential={credential}, SignedHeaders={signed}, Signature={sig}");
             if let Ok(v) = HeaderValue::from_str(&auth) {
                 h.insert(AUTHORIZATION, v);
@@ -1681,14 +2176,17 @@ mod tests {
         #[test]
         fn arbitrary_uris_never_panic(path in "/[ -~]{0,60}", query in "[ -~]{0,80}") {
             let mut h = HeaderMap::new();
-            h.insert(HOST, HeaderValue::from_static(HOST));
-            for target in [format!("{path}?{query}"), format!("/?X-Amz-Algorithm=AWS4-HMAC-SHA256&{query}")] {
+            h.insert(HOST, HeaderValue::from_static(HOST_NAME));
+            for (i, target) in [format!("{path}?{query}"), format!("/?X-Amz-Algorithm=AWS4-HMAC-SHA256&{query}")].iter().enumerate() {
                 if let Ok(uri) = target.parse::<Uri>() {
                     let _ = verify(&Method::GET, &uri, &h, b"", ECS, now(), &lookup);
+                    if i > 0 || target.contains("X-Amz-") {
+                        continue;
+                    }
                     let mut signed = h.clone();
                     sign(&Method::GET, &uri, &mut signed, b"", &creds(), ECS, now());
                     prop_assert_eq!(verify(&Method::GET, &uri, &signed, b"", ECS, now(), &lookup), Ok(KEY_ID.to_owned()));
-                    let q = presign(&Method::GET, &uri, HOST, &creds(), ECS, now(), 60);
+                    let q = presign(&Method::GET, &uri, HOST_NAME, &creds(), ECS, now(), 60);
                     if let Ok(presigned) = format!("{}?{q}", uri.path()).parse::<Uri>() {
                         prop_assert_eq!(verify(&Method::GET, &presigned, &h, b"", ECS, now(), &lookup), Ok(KEY_ID.to_owned()));
                     }
@@ -1700,7 +2198,7 @@ mod tests {
         fn arbitrary_header_values_sign_and_verify(value in "[ -~\t]{0,40}", extra in "[ -~]{0,40}") {
             let uri: Uri = "/".parse().unwrap();
             let mut h = HeaderMap::new();
-            h.insert(HOST, HeaderValue::from_static(HOST));
+            h.insert(HOST, HeaderValue::from_static(HOST_NAME));
             if let (Ok(v), Ok(e)) = (HeaderValue::from_str(&value), HeaderValue::from_str(&extra)) {
                 h.insert("x-custom", v);
                 h.append("x-custom", e);

@@ -20,14 +20,21 @@ fn check(a: &Attribute) -> OpResult<()> {
     if let Some(v) = &a.value {
         let ok = |c: char| c.is_ascii_alphanumeric() || "-_./@:() ".contains(c);
         if v.is_empty() || v.len() > 128 || !v.chars().all(ok) {
-            return Err(EcsError::invalid(format!("Attribute value '{v}' of '{name}' is invalid.")));
+            return Err(EcsError::invalid(format!(
+                "Attribute value '{v}' of '{name}' is invalid."
+            )));
         }
     }
     Ok(())
 }
 
 /// Resolves each attribute's target to an existing container instance ARN.
-fn resolve(ctx: &Ctx, tx: &dyn Tx, cluster: &Cluster, attrs: &[Attribute]) -> OpResult<Vec<Attribute>> {
+fn resolve(
+    ctx: &Ctx,
+    tx: &dyn Tx,
+    cluster: &Cluster,
+    attrs: &[Attribute],
+) -> OpResult<Vec<Attribute>> {
     let mut out = vec![];
     for a in attrs {
         check(a)?;
@@ -61,7 +68,9 @@ fn resolve(ctx: &Ctx, tx: &dyn Tx, cluster: &Cluster, attrs: &[Attribute]) -> Op
 pub fn put(ctx: &Ctx, req: PutAttributesRequest) -> OpResult<PutAttributesResponse> {
     let attrs = req.attributes.clone().unwrap_or_default();
     if attrs.is_empty() || attrs.len() > 10 {
-        return Err(EcsError::invalid("PutAttributes takes between 1 and 10 attributes."));
+        return Err(EcsError::invalid(
+            "PutAttributes takes between 1 and 10 attributes.",
+        ));
     }
     ctx.store.write(|tx| {
         let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
@@ -84,7 +93,9 @@ pub fn put(ctx: &Ctx, req: PutAttributesRequest) -> OpResult<PutAttributesRespon
 pub fn delete(ctx: &Ctx, req: DeleteAttributesRequest) -> OpResult<DeleteAttributesResponse> {
     let attrs = req.attributes.clone().unwrap_or_default();
     if attrs.is_empty() || attrs.len() > 10 {
-        return Err(EcsError::invalid("DeleteAttributes takes between 1 and 10 attributes."));
+        return Err(EcsError::invalid(
+            "DeleteAttributes takes between 1 and 10 attributes.",
+        ));
     }
     ctx.store.write(|tx| {
         let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
@@ -97,14 +108,18 @@ pub fn delete(ctx: &Ctx, req: DeleteAttributesRequest) -> OpResult<DeleteAttribu
                 a.name.as_deref().unwrap_or(""),
             )?;
         }
-        Ok(DeleteAttributesResponse { attributes: Some(attrs) })
+        Ok(DeleteAttributesResponse {
+            attributes: Some(attrs),
+        })
     })
 }
 
 pub fn list(ctx: &Ctx, req: ListAttributesRequest) -> OpResult<ListAttributesResponse> {
     let limit = page_size(req.max_results, 100, 100)?;
     if req.attribute_value.is_some() && req.attribute_name.is_none() {
-        return Err(EcsError::invalid("attributeValue can only be used together with attributeName."));
+        return Err(EcsError::invalid(
+            "attributeValue can only be used together with attributeName.",
+        ));
     }
     let after = decode_token(Operation::ListAttributes, req.next_token.as_deref())?;
     ctx.store.read(|tx| {
@@ -116,7 +131,13 @@ pub fn list(ctx: &Ctx, req: ListAttributesRequest) -> OpResult<ListAttributesRes
             value: req.attribute_value.clone(),
         };
         let page = tx.attributes(&filter, after.as_deref(), limit)?;
-        let next_token = page.next.as_deref().map(|k| encode_token(Operation::ListAttributes, k));
-        Ok(ListAttributesResponse { attributes: Some(page.items), next_token })
+        let next_token = page
+            .next
+            .as_deref()
+            .map(|k| encode_token(Operation::ListAttributes, k));
+        Ok(ListAttributesResponse {
+            attributes: Some(page.items),
+            next_token,
+        })
     })
 }

@@ -14,10 +14,14 @@ use berth_store::{Expect, Tx, Versioned};
 
 fn check_ids(ids: &[String], prefix: &str, member: &str, required: bool) -> OpResult<()> {
     if required && ids.is_empty() {
-        return Err(EcsError::invalid(format!("At least one {member} entry is required.")));
+        return Err(EcsError::invalid(format!(
+            "At least one {member} entry is required."
+        )));
     }
     if ids.len() > 16 {
-        return Err(EcsError::invalid(format!("At most 16 {member} entries are allowed.")));
+        return Err(EcsError::invalid(format!(
+            "At most 16 {member} entries are allowed."
+        )));
     }
     for id in ids {
         let hex = id.strip_prefix(prefix).unwrap_or("");
@@ -31,14 +35,26 @@ fn check_ids(ids: &[String], prefix: &str, member: &str, required: bool) -> OpRe
     sorted.sort();
     sorted.dedup();
     if sorted.len() != ids.len() {
-        return Err(EcsError::invalid(format!("The {member} list contains duplicates.")));
+        return Err(EcsError::invalid(format!(
+            "The {member} list contains duplicates."
+        )));
     }
     Ok(())
 }
 
 fn check_network(n: &ManagedInstancesNetworkConfiguration) -> OpResult<()> {
-    check_ids(n.subnets.as_deref().unwrap_or_default(), "subnet-", "subnets", true)?;
-    check_ids(n.security_groups.as_deref().unwrap_or_default(), "sg-", "securityGroups", false)
+    check_ids(
+        n.subnets.as_deref().unwrap_or_default(),
+        "subnet-",
+        "subnets",
+        true,
+    )?;
+    check_ids(
+        n.security_groups.as_deref().unwrap_or_default(),
+        "sg-",
+        "securityGroups",
+        false,
+    )
 }
 
 fn check_optimization(o: &Option<InfrastructureOptimization>) -> OpResult<()> {
@@ -76,9 +92,15 @@ fn check_template(ctx: &Ctx, t: &InstanceLaunchTemplate) -> OpResult<()> {
     if let Some(n) = &t.network_configuration {
         check_network(n)?;
     }
-    if let Some(s) = t.storage_configuration.as_ref().and_then(|s| s.storage_size_gib) {
+    if let Some(s) = t
+        .storage_configuration
+        .as_ref()
+        .and_then(|s| s.storage_size_gib)
+    {
         if !(1..=16384).contains(&s) {
-            return Err(EcsError::invalid("storageSizeGiB must be between 1 and 16384."));
+            return Err(EcsError::invalid(
+                "storageSizeGiB must be between 1 and 16384.",
+            ));
         }
     }
     check_requirements(ctx, &t.instance_requirements)
@@ -87,7 +109,11 @@ fn check_template(ctx: &Ctx, t: &InstanceLaunchTemplate) -> OpResult<()> {
 /// Resolves a provider name or ARN to its name.
 fn provider_name(given: &str) -> String {
     if given.starts_with("arn:") {
-        if let Ok(Arn { resource: Resource::CapacityProvider { name }, .. }) = Arn::parse(given) {
+        if let Ok(Arn {
+            resource: Resource::CapacityProvider { name },
+            ..
+        }) = Arn::parse(given)
+        {
             return name;
         }
     }
@@ -101,7 +127,10 @@ fn present(mut cp: CapacityProvider, include_tags: bool) -> CapacityProvider {
     cp
 }
 
-pub fn create(ctx: &Ctx, req: CreateCapacityProviderRequest) -> OpResult<CreateCapacityProviderResponse> {
+pub fn create(
+    ctx: &Ctx,
+    req: CreateCapacityProviderRequest,
+) -> OpResult<CreateCapacityProviderResponse> {
     let name = CapacityProviderName::parse(req.name.as_deref().unwrap_or(""))?;
     let tag_list = req.tags.clone().unwrap_or_default();
     tags::validate(&tag_list)?;
@@ -114,9 +143,15 @@ pub fn create(ctx: &Ctx, req: CreateCapacityProviderRequest) -> OpResult<CreateC
         return Err(EcsError::invalid("managedInstancesProvider is required."));
     };
     let Some(cluster) = req.cluster.clone() else {
-        return Err(EcsError::invalid("cluster is required for a managed instances capacity provider."));
+        return Err(EcsError::invalid(
+            "cluster is required for a managed instances capacity provider.",
+        ));
     };
-    check_iam_arn(mi.infrastructure_role_arn.as_deref().unwrap_or(""), "role", "infrastructureRoleArn")?;
+    check_iam_arn(
+        mi.infrastructure_role_arn.as_deref().unwrap_or(""),
+        "role",
+        "infrastructureRoleArn",
+    )?;
     let template = mi.instance_launch_template.clone().unwrap_or_default();
     check_template(ctx, &template)?;
     check_optimization(&mi.infrastructure_optimization)?;
@@ -160,16 +195,30 @@ pub fn create(ctx: &Ctx, req: CreateCapacityProviderRequest) -> OpResult<CreateC
     })
 }
 
-pub fn describe(ctx: &Ctx, req: DescribeCapacityProvidersRequest) -> OpResult<DescribeCapacityProvidersResponse> {
-    let include_tags = req.include.as_deref().unwrap_or_default().contains(&CapacityProviderField::Tags);
+pub fn describe(
+    ctx: &Ctx,
+    req: DescribeCapacityProvidersRequest,
+) -> OpResult<DescribeCapacityProvidersResponse> {
+    let include_tags = req
+        .include
+        .as_deref()
+        .unwrap_or_default()
+        .contains(&CapacityProviderField::Tags);
     ctx.store.read(|tx| {
         let cluster_arn = match &req.cluster {
-            Some(c) => Some(active_cluster(ctx, tx, Some(c))?.value.cluster_arn.unwrap_or_default()),
+            Some(c) => Some(
+                active_cluster(ctx, tx, Some(c))?
+                    .value
+                    .cluster_arn
+                    .unwrap_or_default(),
+            ),
             None => None,
         };
         if let Some(wanted) = &req.capacity_providers {
             if wanted.len() > 100 {
-                return Err(EcsError::invalid("DescribeCapacityProviders accepts at most 100 capacity providers."));
+                return Err(EcsError::invalid(
+                    "DescribeCapacityProviders accepts at most 100 capacity providers.",
+                ));
             }
             let mut found = vec![];
             let mut failures = vec![];
@@ -179,7 +228,11 @@ pub fn describe(ctx: &Ctx, req: DescribeCapacityProvidersRequest) -> OpResult<De
                         found.push(present(cp.value, include_tags))
                     }
                     _ => failures.push(Failure {
-                        arn: Some(if w.starts_with("arn:") { w.clone() } else { ctx.arns.capacity_provider(w) }),
+                        arn: Some(if w.starts_with("arn:") {
+                            w.clone()
+                        } else {
+                            ctx.arns.capacity_provider(w)
+                        }),
                         reason: Some("MISSING".into()),
                         detail: None,
                     }),
@@ -192,7 +245,10 @@ pub fn describe(ctx: &Ctx, req: DescribeCapacityProvidersRequest) -> OpResult<De
             });
         }
         let limit = page_size(req.max_results, 10, 10)?;
-        let mut after = decode_token(Operation::DescribeCapacityProviders, req.next_token.as_deref())?;
+        let mut after = decode_token(
+            Operation::DescribeCapacityProviders,
+            req.next_token.as_deref(),
+        )?;
         let mut found = vec![];
         loop {
             let page = tx.capacity_providers(after.as_deref(), limit - found.len())?;
@@ -213,11 +269,18 @@ pub fn describe(ctx: &Ctx, req: DescribeCapacityProvidersRequest) -> OpResult<De
             )),
             _ => None,
         };
-        Ok(DescribeCapacityProvidersResponse { capacity_providers: Some(found), failures: Some(vec![]), next_token })
+        Ok(DescribeCapacityProvidersResponse {
+            capacity_providers: Some(found),
+            failures: Some(vec![]),
+            next_token,
+        })
     })
 }
 
-pub fn update(ctx: &Ctx, req: UpdateCapacityProviderRequest) -> OpResult<UpdateCapacityProviderResponse> {
+pub fn update(
+    ctx: &Ctx,
+    req: UpdateCapacityProviderRequest,
+) -> OpResult<UpdateCapacityProviderResponse> {
     let name = provider_name(req.name.as_deref().unwrap_or(""));
     if req.auto_scaling_group_provider.is_some() {
         return Err(EcsError::invalid(
@@ -227,11 +290,21 @@ pub fn update(ctx: &Ctx, req: UpdateCapacityProviderRequest) -> OpResult<UpdateC
     let Some(upd) = req.managed_instances_provider.clone() else {
         return Err(EcsError::invalid("managedInstancesProvider is required."));
     };
-    check_iam_arn(upd.infrastructure_role_arn.as_deref().unwrap_or(""), "role", "infrastructureRoleArn")?;
+    check_iam_arn(
+        upd.infrastructure_role_arn.as_deref().unwrap_or(""),
+        "role",
+        "infrastructureRoleArn",
+    )?;
     check_optimization(&upd.infrastructure_optimization)?;
     ctx.store.write(|tx| {
-        let Some(Versioned { version, value: mut cp }) = tx.capacity_provider(&name)? else {
-            return Err(EcsError::client(format!("The specified capacity provider {name} does not exist.")));
+        let Some(Versioned {
+            version,
+            value: mut cp,
+        }) = tx.capacity_provider(&name)?
+        else {
+            return Err(EcsError::client(format!(
+                "The specified capacity provider {name} does not exist."
+            )));
         };
         if let Some(c) = &req.cluster {
             let arn = active_cluster(ctx, tx, Some(c))?.value.cluster_arn;
@@ -284,11 +357,16 @@ pub fn update(ctx: &Ctx, req: UpdateCapacityProviderRequest) -> OpResult<UpdateC
         cp.managed_instances_provider = Some(mi);
         cp.update_status = Some(CapacityProviderUpdateStatus::UpdateComplete);
         tx.put_capacity_provider(&cp, Expect::Version(version))?;
-        Ok(UpdateCapacityProviderResponse { capacity_provider: Some(present(cp, false)) })
+        Ok(UpdateCapacityProviderResponse {
+            capacity_provider: Some(present(cp, false)),
+        })
     })
 }
 
-pub fn delete(ctx: &Ctx, req: DeleteCapacityProviderRequest) -> OpResult<DeleteCapacityProviderResponse> {
+pub fn delete(
+    ctx: &Ctx,
+    req: DeleteCapacityProviderRequest,
+) -> OpResult<DeleteCapacityProviderResponse> {
     let name = provider_name(req.capacity_provider.as_deref().unwrap_or(""));
     ctx.store.write(|tx| {
         let Some(Versioned { version, value: mut cp }) = tx.capacity_provider(&name)? else {
@@ -333,7 +411,11 @@ fn in_use(tx: &dyn Tx, cluster_arn: &str, name: &str) -> OpResult<bool> {
     let mut after: Option<String> = None;
     loop {
         let page = tx.tasks(&filter, after.as_deref(), 500)?;
-        if page.items.iter().any(|t| t.value.capacity_provider_name.as_deref() == Some(name)) {
+        if page
+            .items
+            .iter()
+            .any(|t| t.value.capacity_provider_name.as_deref() == Some(name))
+        {
             return Ok(true);
         }
         match page.next {

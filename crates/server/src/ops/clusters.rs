@@ -9,7 +9,9 @@ use berth_store::{Expect, Tx, Versioned};
 
 fn validate_settings(settings: &[ClusterSetting]) -> OpResult<()> {
     for s in settings {
-        let name = s.name.ok_or_else(|| EcsError::invalid("A cluster setting needs a name."))?;
+        let name = s
+            .name
+            .ok_or_else(|| EcsError::invalid("A cluster setting needs a name."))?;
         match name {
             ClusterSettingName::ContainerInsights => {
                 let v = s.value.as_deref().unwrap_or("");
@@ -34,16 +36,23 @@ fn merge_settings(existing: &mut Vec<ClusterSetting>, new: &[ClusterSetting]) {
 }
 
 /// Checks a capacity provider strategy against the providers a cluster has.
-pub(super) fn validate_strategy(items: &[CapacityProviderStrategyItem], allowed: &[String]) -> OpResult<()> {
+pub(super) fn validate_strategy(
+    items: &[CapacityProviderStrategyItem],
+    allowed: &[String],
+) -> OpResult<()> {
     if items.len() > 20 {
-        return Err(EcsError::invalid("A capacity provider strategy can contain at most 20 capacity providers."));
+        return Err(EcsError::invalid(
+            "A capacity provider strategy can contain at most 20 capacity providers.",
+        ));
     }
     let mut with_base = 0;
     let mut seen = std::collections::BTreeSet::new();
     for i in items {
         let name = i.capacity_provider.as_deref().unwrap_or("");
         if !seen.insert(name) {
-            return Err(EcsError::invalid(format!("The capacity provider {name} appears more than once in the strategy.")));
+            return Err(EcsError::invalid(format!(
+                "The capacity provider {name} appears more than once in the strategy."
+            )));
         }
         if !allowed.iter().any(|a| a == name) {
             return Err(EcsError::invalid(format!(
@@ -51,17 +60,23 @@ pub(super) fn validate_strategy(items: &[CapacityProviderStrategyItem], allowed:
             )));
         }
         if !(0..=1000).contains(&i.weight) {
-            return Err(EcsError::invalid("A capacity provider strategy weight must be between 0 and 1000."));
+            return Err(EcsError::invalid(
+                "A capacity provider strategy weight must be between 0 and 1000.",
+            ));
         }
         if !(0..=100_000).contains(&i.base) {
-            return Err(EcsError::invalid("A capacity provider strategy base must be between 0 and 100000."));
+            return Err(EcsError::invalid(
+                "A capacity provider strategy base must be between 0 and 100000.",
+            ));
         }
         if i.base > 0 {
             with_base += 1;
         }
     }
     if with_base > 1 {
-        return Err(EcsError::invalid("Only one capacity provider in a strategy can have a base defined."));
+        return Err(EcsError::invalid(
+            "Only one capacity provider in a strategy can have a base defined.",
+        ));
     }
     Ok(())
 }
@@ -70,7 +85,13 @@ pub(super) fn validate_strategy(items: &[CapacityProviderStrategyItem], allowed:
 fn present(tx: &dyn Tx, mut c: Cluster, include: &[ClusterField]) -> OpResult<Cluster> {
     let arn = c.cluster_arn.clone().unwrap_or_default();
     let counts = tx.task_counts(&arn)?;
-    let count = |s: &str| counts.iter().filter(|(k, _)| k == s).map(|(_, n)| *n).sum::<i64>() as i32;
+    let count = |s: &str| {
+        counts
+            .iter()
+            .filter(|(k, _)| k == s)
+            .map(|(_, n)| *n)
+            .sum::<i64>() as i32
+    };
     c.running_tasks_count = count("RUNNING");
     c.pending_tasks_count = count("PENDING") + count("PROVISIONING") + count("ACTIVATING");
     let mut registered = 0;
@@ -101,7 +122,10 @@ fn present(tx: &dyn Tx, mut c: Cluster, include: &[ClusterField]) -> OpResult<Cl
             ("runningManagedInstancesTasksCount", c.running_tasks_count),
             ("pendingManagedInstancesTasksCount", c.pending_tasks_count),
         ] {
-            stats.push(KeyValuePair { name: Some(k.into()), value: Some(v.to_string()) });
+            stats.push(KeyValuePair {
+                name: Some(k.into()),
+                value: Some(v.to_string()),
+            });
         }
         c.statistics = Some(stats);
     } else {
@@ -127,7 +151,12 @@ fn full(tx: &dyn Tx, c: Cluster) -> OpResult<Cluster> {
     present(
         tx,
         c,
-        &[ClusterField::Settings, ClusterField::Configurations, ClusterField::Tags, ClusterField::Attachments],
+        &[
+            ClusterField::Settings,
+            ClusterField::Configurations,
+            ClusterField::Tags,
+            ClusterField::Attachments,
+        ],
     )
 }
 
@@ -138,11 +167,18 @@ pub fn create(ctx: &Ctx, req: CreateClusterRequest) -> OpResult<CreateClusterRes
     let settings = req.settings.clone().unwrap_or_default();
     validate_settings(&settings)?;
     let providers = req.capacity_providers.clone().unwrap_or_default();
-    let strategy = req.default_capacity_provider_strategy.clone().unwrap_or_default();
+    let strategy = req
+        .default_capacity_provider_strategy
+        .clone()
+        .unwrap_or_default();
     ctx.store.write(|tx| {
         for p in &providers {
-            if tx.capacity_provider(p)?.is_none() && !["FARGATE", "FARGATE_SPOT"].contains(&p.as_str()) {
-                return Err(EcsError::invalid(format!("The specified capacity provider {p} does not exist.")));
+            if tx.capacity_provider(p)?.is_none()
+                && !["FARGATE", "FARGATE_SPOT"].contains(&p.as_str())
+            {
+                return Err(EcsError::invalid(format!(
+                    "The specified capacity provider {p} does not exist."
+                )));
             }
         }
         validate_strategy(&strategy, &providers)?;
@@ -150,7 +186,9 @@ pub fn create(ctx: &Ctx, req: CreateClusterRequest) -> OpResult<CreateClusterRes
         if let Some(Versioned { value, .. }) = &existing {
             if value.status.as_deref() == Some("ACTIVE") {
                 // CreateCluster is idempotent by name: the existing cluster is returned unchanged.
-                return Ok(CreateClusterResponse { cluster: Some(full(tx, value.clone())?) });
+                return Ok(CreateClusterResponse {
+                    cluster: Some(full(tx, value.clone())?),
+                });
             }
         }
         let mut cluster_settings = vec![ClusterSetting {
@@ -168,8 +206,10 @@ pub fn create(ctx: &Ctx, req: CreateClusterRequest) -> OpResult<CreateClusterRes
             capacity_providers: Some(providers.clone()),
             default_capacity_provider_strategy: Some(strategy.clone()),
             attachments: Some(vec![]),
-            service_connect_defaults: req.service_connect_defaults.as_ref().map(|d| ClusterServiceConnectDefaults {
-                namespace: d.namespace.clone(),
+            service_connect_defaults: req.service_connect_defaults.as_ref().map(|d| {
+                ClusterServiceConnectDefaults {
+                    namespace: d.namespace.clone(),
+                }
             }),
             ..Default::default()
         };
@@ -177,14 +217,21 @@ pub fn create(ctx: &Ctx, req: CreateClusterRequest) -> OpResult<CreateClusterRes
             Some(v) => tx.put_cluster(&cluster, Expect::Version(v.version))?,
             None => tx.put_cluster(&cluster, Expect::Absent)?,
         };
-        Ok(CreateClusterResponse { cluster: Some(full(tx, cluster)?) })
+        Ok(CreateClusterResponse {
+            cluster: Some(full(tx, cluster)?),
+        })
     })
 }
 
 pub fn describe(ctx: &Ctx, req: DescribeClustersRequest) -> OpResult<DescribeClustersResponse> {
-    let wanted = req.clusters.clone().unwrap_or_else(|| vec!["default".into()]);
+    let wanted = req
+        .clusters
+        .clone()
+        .unwrap_or_else(|| vec!["default".into()]);
     if wanted.len() > 100 {
-        return Err(EcsError::invalid("DescribeClusters accepts at most 100 clusters."));
+        return Err(EcsError::invalid(
+            "DescribeClusters accepts at most 100 clusters.",
+        ));
     }
     let include = req.include.clone().unwrap_or_default();
     ctx.store.read(|tx| {
@@ -198,13 +245,20 @@ pub fn describe(ctx: &Ctx, req: DescribeClustersRequest) -> OpResult<DescribeClu
             match found {
                 Some(c) => clusters.push(present(tx, c.value, &include)?),
                 None => failures.push(Failure {
-                    arn: Some(if w.starts_with("arn:") { w.clone() } else { ctx.arns.cluster(w) }),
+                    arn: Some(if w.starts_with("arn:") {
+                        w.clone()
+                    } else {
+                        ctx.arns.cluster(w)
+                    }),
                     reason: Some("MISSING".into()),
                     detail: None,
                 }),
             }
         }
-        Ok(DescribeClustersResponse { clusters: Some(clusters), failures: Some(failures) })
+        Ok(DescribeClustersResponse {
+            clusters: Some(clusters),
+            failures: Some(failures),
+        })
     })
 }
 
@@ -231,7 +285,10 @@ pub fn list(ctx: &Ctx, req: ListClustersRequest) -> OpResult<ListClustersRespons
             (Some(_), Some(last)) => Some(encode_token(Operation::ListClusters, last)),
             _ => None,
         };
-        Ok(ListClustersResponse { cluster_arns: Some(arns), next_token })
+        Ok(ListClustersResponse {
+            cluster_arns: Some(arns),
+            next_token,
+        })
     })
 }
 
@@ -239,7 +296,10 @@ pub fn update(ctx: &Ctx, req: UpdateClusterRequest) -> OpResult<UpdateClusterRes
     let settings = req.settings.clone().unwrap_or_default();
     validate_settings(&settings)?;
     ctx.store.write(|tx| {
-        let Versioned { version, value: mut c } = active_cluster(ctx, tx, req.cluster.as_deref())?;
+        let Versioned {
+            version,
+            value: mut c,
+        } = active_cluster(ctx, tx, req.cluster.as_deref())?;
         let mut s = c.settings.take().unwrap_or_default();
         merge_settings(&mut s, &settings);
         c.settings = Some(s);
@@ -247,23 +307,35 @@ pub fn update(ctx: &Ctx, req: UpdateClusterRequest) -> OpResult<UpdateClusterRes
             c.configuration = Some(conf.clone());
         }
         if let Some(d) = &req.service_connect_defaults {
-            c.service_connect_defaults = Some(ClusterServiceConnectDefaults { namespace: d.namespace.clone() });
+            c.service_connect_defaults = Some(ClusterServiceConnectDefaults {
+                namespace: d.namespace.clone(),
+            });
         }
         tx.put_cluster(&c, Expect::Version(version))?;
-        Ok(UpdateClusterResponse { cluster: Some(full(tx, c)?) })
+        Ok(UpdateClusterResponse {
+            cluster: Some(full(tx, c)?),
+        })
     })
 }
 
-pub fn update_settings(ctx: &Ctx, req: UpdateClusterSettingsRequest) -> OpResult<UpdateClusterSettingsResponse> {
+pub fn update_settings(
+    ctx: &Ctx,
+    req: UpdateClusterSettingsRequest,
+) -> OpResult<UpdateClusterSettingsResponse> {
     let settings = req.settings.clone().unwrap_or_default();
     validate_settings(&settings)?;
     ctx.store.write(|tx| {
-        let Versioned { version, value: mut c } = active_cluster(ctx, tx, req.cluster.as_deref())?;
+        let Versioned {
+            version,
+            value: mut c,
+        } = active_cluster(ctx, tx, req.cluster.as_deref())?;
         let mut s = c.settings.take().unwrap_or_default();
         merge_settings(&mut s, &settings);
         c.settings = Some(s);
         tx.put_cluster(&c, Expect::Version(version))?;
-        Ok(UpdateClusterSettingsResponse { cluster: Some(full(tx, c)?) })
+        Ok(UpdateClusterSettingsResponse {
+            cluster: Some(full(tx, c)?),
+        })
     })
 }
 
@@ -272,7 +344,10 @@ pub fn put_capacity_providers(
     req: PutClusterCapacityProvidersRequest,
 ) -> OpResult<PutClusterCapacityProvidersResponse> {
     let providers = req.capacity_providers.clone().unwrap_or_default();
-    let strategy = req.default_capacity_provider_strategy.clone().unwrap_or_default();
+    let strategy = req
+        .default_capacity_provider_strategy
+        .clone()
+        .unwrap_or_default();
     ctx.store.write(|tx| {
         let Versioned { version, value: mut c } = active_cluster(ctx, tx, req.cluster.as_deref())?;
         let arn = c.cluster_arn.clone().unwrap_or_default();
@@ -320,7 +395,9 @@ pub fn put_capacity_providers(
 
 pub fn delete(ctx: &Ctx, req: DeleteClusterRequest) -> OpResult<DeleteClusterResponse> {
     if req.cluster.is_none() {
-        return Err(EcsError::invalid("Missing required parameter in input: \"cluster\""));
+        return Err(EcsError::invalid(
+            "Missing required parameter in input: \"cluster\"",
+        ));
     }
     ctx.store.write(|tx| {
         let Versioned { version, value: mut c } = active_cluster(ctx, tx, req.cluster.as_deref())?;

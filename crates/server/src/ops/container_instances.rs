@@ -12,7 +12,8 @@ pub(super) fn instance_arn(ctx: &Ctx, cluster: &Cluster, given: &str) -> String 
     if given.starts_with("arn:") {
         given.to_string()
     } else {
-        ctx.arns.container_instance(cluster.cluster_name.as_deref().unwrap_or(""), given)
+        ctx.arns
+            .container_instance(cluster.cluster_name.as_deref().unwrap_or(""), given)
     }
 }
 
@@ -26,7 +27,10 @@ fn present(mut ci: ContainerInstance, include: &[ContainerInstanceField]) -> Con
     ci
 }
 
-pub fn list(ctx: &Ctx, req: ListContainerInstancesRequest) -> OpResult<ListContainerInstancesResponse> {
+pub fn list(
+    ctx: &Ctx,
+    req: ListContainerInstancesRequest,
+) -> OpResult<ListContainerInstancesResponse> {
     let limit = page_size(req.max_results, 100, 100)?;
     if req.filter.is_some() {
         return Err(EcsError::new(
@@ -41,7 +45,8 @@ pub fn list(ctx: &Ctx, req: ListContainerInstancesRequest) -> OpResult<ListConta
         let status = req.status.map(|s| s.as_str());
         let mut arns = vec![];
         loop {
-            let page = tx.container_instances(&cluster_arn, status, after.as_deref(), limit - arns.len())?;
+            let page =
+                tx.container_instances(&cluster_arn, status, after.as_deref(), limit - arns.len())?;
             for ci in page.items {
                 // Without a status filter, every state but INACTIVE is listed.
                 if status.is_some() || ci.value.status.as_deref() != Some("INACTIVE") {
@@ -57,7 +62,10 @@ pub fn list(ctx: &Ctx, req: ListContainerInstancesRequest) -> OpResult<ListConta
             (Some(_), Some(last)) => Some(encode_token(Operation::ListContainerInstances, last)),
             _ => None,
         };
-        Ok(ListContainerInstancesResponse { container_instance_arns: Some(arns), next_token })
+        Ok(ListContainerInstancesResponse {
+            container_instance_arns: Some(arns),
+            next_token,
+        })
     })
 }
 
@@ -73,14 +81,23 @@ fn lookup(
     let in_cluster = arn.contains(&format!(":container-instance/{cluster_name}/"));
     match tx.container_instance(&arn)? {
         Some(ci) if in_cluster && !cluster_arn.is_empty() => Ok(Ok(ci)),
-        _ => Ok(Err(Failure { arn: Some(arn), reason: Some("MISSING".into()), detail: None })),
+        _ => Ok(Err(Failure {
+            arn: Some(arn),
+            reason: Some("MISSING".into()),
+            detail: None,
+        })),
     }
 }
 
-pub fn describe(ctx: &Ctx, req: DescribeContainerInstancesRequest) -> OpResult<DescribeContainerInstancesResponse> {
+pub fn describe(
+    ctx: &Ctx,
+    req: DescribeContainerInstancesRequest,
+) -> OpResult<DescribeContainerInstancesResponse> {
     let wanted = req.container_instances.clone().unwrap_or_default();
     if wanted.len() > 100 {
-        return Err(EcsError::invalid("DescribeContainerInstances accepts at most 100 container instances."));
+        return Err(EcsError::invalid(
+            "DescribeContainerInstances accepts at most 100 container instances.",
+        ));
     }
     let include = req.include.clone().unwrap_or_default();
     ctx.store.read(|tx| {
@@ -93,7 +110,10 @@ pub fn describe(ctx: &Ctx, req: DescribeContainerInstancesRequest) -> OpResult<D
                 Err(f) => failures.push(f),
             }
         }
-        Ok(DescribeContainerInstancesResponse { container_instances: Some(found), failures: Some(failures) })
+        Ok(DescribeContainerInstancesResponse {
+            container_instances: Some(found),
+            failures: Some(failures),
+        })
     })
 }
 
@@ -101,15 +121,22 @@ pub fn update_state(
     ctx: &Ctx,
     req: UpdateContainerInstancesStateRequest,
 ) -> OpResult<UpdateContainerInstancesStateResponse> {
-    let status = req.status.ok_or_else(|| EcsError::invalid("status is required."))?;
-    if !matches!(status, ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining) {
+    let status = req
+        .status
+        .ok_or_else(|| EcsError::invalid("status is required."))?;
+    if !matches!(
+        status,
+        ContainerInstanceStatus::Active | ContainerInstanceStatus::Draining
+    ) {
         return Err(EcsError::invalid(format!(
             "Container instances can only be set to ACTIVE or DRAINING; {status} was given."
         )));
     }
     let wanted = req.container_instances.clone().unwrap_or_default();
     if wanted.is_empty() || wanted.len() > 10 {
-        return Err(EcsError::invalid("UpdateContainerInstancesState takes between 1 and 10 container instances."));
+        return Err(EcsError::invalid(
+            "UpdateContainerInstancesState takes between 1 and 10 container instances.",
+        ));
     }
     ctx.store.write(|tx| {
         let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;

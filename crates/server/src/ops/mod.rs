@@ -47,23 +47,33 @@ pub type OpResult<T> = Result<T, EcsError>;
 
 /// Parses a request body into its shape, with the AWS JSON protocol's errors.
 pub fn parse<T: DeserializeOwned + Required>(body: &[u8]) -> OpResult<T> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
     let value: T = serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         if msg.starts_with("unknown variant") {
             EcsError::invalid(format!("Invalid value in request: {msg}"))
         } else {
-            EcsError::new(ErrorKind::Serialization, format!("Cannot read the request body: {msg}"))
+            EcsError::new(
+                ErrorKind::Serialization,
+                format!("Cannot read the request body: {msg}"),
+            )
         }
     })?;
     if let Some(path) = value.missing("") {
-        return Err(EcsError::invalid(format!("Missing required parameter in input: \"{path}\"")));
+        return Err(EcsError::invalid(format!(
+            "Missing required parameter in input: \"{path}\""
+        )));
     }
     Ok(value)
 }
 
 fn render<T: Serialize>(value: &T) -> OpResult<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| EcsError::server(format!("cannot render the answer: {e}")))
+    serde_json::to_vec(value)
+        .map_err(|e| EcsError::server(format!("cannot render the answer: {e}")))
 }
 
 /// Routes an operation to its handler. Every operation of the model is named
@@ -173,8 +183,12 @@ pub fn encode_token(op: Operation, key: &str) -> String {
 
 pub fn decode_token(op: Operation, token: Option<&str>) -> OpResult<Option<String>> {
     let Some(token) = token else { return Ok(None) };
-    let bad = || EcsError::invalid("The nextToken is invalid: pass the nextToken exactly as a previous call of this operation returned it.");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let bad = || {
+        EcsError::invalid("The nextToken is invalid: pass the nextToken exactly as a previous call of this operation returned it.")
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let (name, key) = text.split_once('\n').ok_or_else(bad)?;
     if name != op.name() || key.is_empty() {
@@ -200,7 +214,11 @@ pub fn cluster_name(ctx: &Ctx, cluster: Option<&str>) -> OpResult<String> {
     if given.starts_with("arn:") {
         let arn = Arn::parse(given).map_err(|_| EcsError::cluster_not_found())?;
         match arn.resource {
-            Resource::Cluster { name } if arn.region == ctx.arns.region && arn.account == ctx.arns.account => Ok(name),
+            Resource::Cluster { name }
+                if arn.region == ctx.arns.region && arn.account == ctx.arns.account =>
+            {
+                Ok(name)
+            }
             _ => Err(EcsError::cluster_not_found()),
         }
     } else {
@@ -209,7 +227,11 @@ pub fn cluster_name(ctx: &Ctx, cluster: Option<&str>) -> OpResult<String> {
 }
 
 /// The ACTIVE cluster a `cluster` parameter names, or `ClusterNotFoundException`.
-pub fn active_cluster(ctx: &Ctx, tx: &dyn Tx, cluster: Option<&str>) -> OpResult<Versioned<Cluster>> {
+pub fn active_cluster(
+    ctx: &Ctx,
+    tx: &dyn Tx,
+    cluster: Option<&str>,
+) -> OpResult<Versioned<Cluster>> {
     let name = cluster_name(ctx, cluster)?;
     match tx.cluster(&name)? {
         Some(c) if c.value.status.as_deref() == Some("ACTIVE") => Ok(c),
@@ -225,7 +247,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_are_bound_to_their_operation() {
         let t = encode_token(Operation::ListTasks, "arn:aws:ecs:x");
-        assert_eq!(decode_token(Operation::ListTasks, Some(&t)).ok().flatten().as_deref(), Some("arn:aws:ecs:x"));
+        assert_eq!(
+            decode_token(Operation::ListTasks, Some(&t))
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("arn:aws:ecs:x")
+        );
         assert!(decode_token(Operation::ListClusters, Some(&t)).is_err());
         assert!(decode_token(Operation::ListTasks, Some("!!!")).is_err());
         assert_eq!(decode_token(Operation::ListTasks, None).ok(), Some(None));

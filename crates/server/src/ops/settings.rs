@@ -19,7 +19,7 @@ fn aws_default(name: SettingName) -> &'static str {
         | SettingName::ContainerInstanceLongArnFormat => "enabled",
         SettingName::AwsvpcTrunking
         | SettingName::ContainerInsights
-        | SettingName::FargateFipsMode
+        | SettingName::FargateFIPSMode
         | SettingName::GuardDutyActivate
         | SettingName::FargateEventWindows => "disabled",
         SettingName::TagResourceAuthorization => "on",
@@ -34,7 +34,7 @@ fn check_value(name: SettingName, value: &str) -> OpResult<()> {
         | SettingName::TaskLongArnFormat
         | SettingName::ContainerInstanceLongArnFormat
         | SettingName::AwsvpcTrunking
-        | SettingName::FargateFipsMode
+        | SettingName::FargateFIPSMode
         | SettingName::GuardDutyActivate
         | SettingName::FargateEventWindows => &["enabled", "disabled"],
         SettingName::ContainerInsights => &["enabled", "disabled", "enhanced"],
@@ -59,13 +59,21 @@ fn root_arn(ctx: &Ctx) -> String {
 fn principal_arn(ctx: &Ctx, _caller: &Principal, given: Option<&str>) -> OpResult<String> {
     match given {
         Some(p) if p.starts_with("arn:aws:iam::") => Ok(p.to_string()),
-        Some(p) => Err(EcsError::invalid(format!("'{p}' is not an IAM user, role or root ARN."))),
+        Some(p) => Err(EcsError::invalid(format!(
+            "'{p}' is not an IAM user, role or root ARN."
+        ))),
         None => Ok(root_arn(ctx)),
     }
 }
 
-pub fn put(ctx: &Ctx, caller: &Principal, req: PutAccountSettingRequest) -> OpResult<PutAccountSettingResponse> {
-    let name = req.name.ok_or_else(|| EcsError::invalid("name is required."))?;
+pub fn put(
+    ctx: &Ctx,
+    caller: &Principal,
+    req: PutAccountSettingRequest,
+) -> OpResult<PutAccountSettingResponse> {
+    let name = req
+        .name
+        .ok_or_else(|| EcsError::invalid("name is required."))?;
     let value = req.value.clone().unwrap_or_default();
     check_value(name, &value)?;
     let principal = principal_arn(ctx, caller, req.principal_arn.as_deref())?;
@@ -77,12 +85,19 @@ pub fn put(ctx: &Ctx, caller: &Principal, req: PutAccountSettingRequest) -> OpRe
     };
     ctx.store.write(|tx| {
         tx.put_setting(&setting)?;
-        Ok(PutAccountSettingResponse { setting: Some(setting.clone()) })
+        Ok(PutAccountSettingResponse {
+            setting: Some(setting.clone()),
+        })
     })
 }
 
-pub fn put_default(ctx: &Ctx, req: PutAccountSettingDefaultRequest) -> OpResult<PutAccountSettingDefaultResponse> {
-    let name = req.name.ok_or_else(|| EcsError::invalid("name is required."))?;
+pub fn put_default(
+    ctx: &Ctx,
+    req: PutAccountSettingDefaultRequest,
+) -> OpResult<PutAccountSettingDefaultResponse> {
+    let name = req
+        .name
+        .ok_or_else(|| EcsError::invalid("name is required."))?;
     let value = req.value.clone().unwrap_or_default();
     check_value(name, &value)?;
     let stored = Setting {
@@ -94,29 +109,53 @@ pub fn put_default(ctx: &Ctx, req: PutAccountSettingDefaultRequest) -> OpResult<
     ctx.store.write(|tx| {
         tx.put_setting(&stored)?;
         Ok(PutAccountSettingDefaultResponse {
-            setting: Some(Setting { principal_arn: Some(root_arn(ctx)), ..stored.clone() }),
+            setting: Some(Setting {
+                principal_arn: Some(root_arn(ctx)),
+                ..stored.clone()
+            }),
         })
     })
 }
 
-pub fn delete(ctx: &Ctx, caller: &Principal, req: DeleteAccountSettingRequest) -> OpResult<DeleteAccountSettingResponse> {
-    let name = req.name.ok_or_else(|| EcsError::invalid("name is required."))?;
+pub fn delete(
+    ctx: &Ctx,
+    caller: &Principal,
+    req: DeleteAccountSettingRequest,
+) -> OpResult<DeleteAccountSettingResponse> {
+    let name = req
+        .name
+        .ok_or_else(|| EcsError::invalid("name is required."))?;
     let principal = principal_arn(ctx, caller, req.principal_arn.as_deref())?;
     ctx.store.write(|tx| {
-        let current = tx.settings(&principal)?.into_iter().find(|s| s.name == Some(name));
+        let current = tx
+            .settings(&principal)?
+            .into_iter()
+            .find(|s| s.name == Some(name));
         let Some(setting) = current else {
-            return Err(EcsError::invalid(format!("The setting {name} is not set for {principal}.")));
+            return Err(EcsError::invalid(format!(
+                "The setting {name} is not set for {principal}."
+            )));
         };
         tx.delete_setting(&principal, name.as_str())?;
-        Ok(DeleteAccountSettingResponse { setting: Some(setting) })
+        Ok(DeleteAccountSettingResponse {
+            setting: Some(setting),
+        })
     })
 }
 
-pub fn list(ctx: &Ctx, caller: &Principal, req: ListAccountSettingsRequest) -> OpResult<ListAccountSettingsResponse> {
+pub fn list(
+    ctx: &Ctx,
+    caller: &Principal,
+    req: ListAccountSettingsRequest,
+) -> OpResult<ListAccountSettingsResponse> {
     let limit = match req.max_results {
         0 => 10,
         n if (1..=10).contains(&n) => n as usize,
-        n => return Err(EcsError::invalid(format!("maxResults must be between 1 and 10; {n} was given."))),
+        n => {
+            return Err(EcsError::invalid(format!(
+                "maxResults must be between 1 and 10; {n} was given."
+            )))
+        }
     };
     let principal = principal_arn(ctx, caller, req.principal_arn.as_deref())?;
     let after = decode_token(Operation::ListAccountSettings, req.next_token.as_deref())?;
@@ -131,10 +170,13 @@ pub fn list(ctx: &Ctx, caller: &Principal, req: ListAccountSettingsRequest) -> O
                         .find(|s| s.name == Some(*n))
                         .cloned()
                         .or_else(|| {
-                            defaults.iter().find(|s| s.name == Some(*n)).map(|s| Setting {
-                                principal_arn: Some(root_arn(ctx)),
-                                ..s.clone()
-                            })
+                            defaults
+                                .iter()
+                                .find(|s| s.name == Some(*n))
+                                .map(|s| Setting {
+                                    principal_arn: Some(root_arn(ctx)),
+                                    ..s.clone()
+                                })
                         })
                         .unwrap_or_else(|| Setting {
                             name: Some(*n),
@@ -148,18 +190,30 @@ pub fn list(ctx: &Ctx, caller: &Principal, req: ListAccountSettingsRequest) -> O
             own
         };
         all.retain(|s| req.name.is_none_or(|n| s.name == Some(n)));
-        all.retain(|s| req.value.as_ref().is_none_or(|v| s.value.as_ref() == Some(v)));
+        all.retain(|s| {
+            req.value
+                .as_ref()
+                .is_none_or(|v| s.value.as_ref() == Some(v))
+        });
         all.sort_by_key(|s| s.name.map(|n| n.as_str()).unwrap_or(""));
         let start = match &after {
-            Some(k) => all.iter().position(|s| s.name.map(|n| n.as_str()) == Some(k.as_str())).map_or(all.len(), |p| p + 1),
+            Some(k) => all
+                .iter()
+                .position(|s| s.name.map(|n| n.as_str()) == Some(k.as_str()))
+                .map_or(all.len(), |p| p + 1),
             None => 0,
         };
         let page: Vec<Setting> = all.iter().skip(start).take(limit).cloned().collect();
         let next_token = if start + page.len() < all.len() {
-            page.last().and_then(|s| s.name).map(|n| encode_token(Operation::ListAccountSettings, n.as_str()))
+            page.last()
+                .and_then(|s| s.name)
+                .map(|n| encode_token(Operation::ListAccountSettings, n.as_str()))
         } else {
             None
         };
-        Ok(ListAccountSettingsResponse { settings: Some(page), next_token })
+        Ok(ListAccountSettingsResponse {
+            settings: Some(page),
+            next_token,
+        })
     })
 }

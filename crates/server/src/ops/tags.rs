@@ -8,7 +8,10 @@ use berth_model::{tags, EcsError, ErrorKind};
 use berth_store::{Expect, Tx};
 
 fn not_found(arn: &str) -> EcsError {
-    EcsError::new(ErrorKind::ResourceNotFound, format!("The specified resource is not found: {arn}"))
+    EcsError::new(
+        ErrorKind::ResourceNotFound,
+        format!("The specified resource is not found: {arn}"),
+    )
 }
 
 /// Reads the tags of a resource, or its absence.
@@ -16,12 +19,15 @@ fn get(ctx: &Ctx, tx: &dyn Tx, arn_text: &str) -> OpResult<Vec<Tag>> {
     edit(ctx, tx, arn_text, None)
 }
 
+/// A change to a resource's tag list.
+type TagChange<'a> = &'a dyn Fn(&mut Vec<Tag>) -> OpResult<()>;
+
 /// Reads a resource's tags and, when `change` is given, writes them back changed.
 fn edit(
     ctx: &Ctx,
     tx: &dyn Tx,
     arn_text: &str,
-    change: Option<&dyn Fn(&mut Vec<Tag>) -> OpResult<()>>,
+    change: Option<TagChange<'_>>,
 ) -> OpResult<Vec<Tag>> {
     let arn = Arn::parse(arn_text)?;
     if arn.region != ctx.arns.region || arn.account != ctx.arns.account {
@@ -29,7 +35,10 @@ fn edit(
     }
     match arn.resource {
         Resource::Cluster { name } => {
-            let Some(mut c) = tx.cluster(&name)?.filter(|c| c.value.status.as_deref() == Some("ACTIVE")) else {
+            let Some(mut c) = tx
+                .cluster(&name)?
+                .filter(|c| c.value.status.as_deref() == Some("ACTIVE"))
+            else {
                 return Err(EcsError::cluster_not_found());
             };
             let mut t = c.value.tags.take().unwrap_or_default();
@@ -41,7 +50,9 @@ fn edit(
             Ok(t)
         }
         Resource::CapacityProvider { name } => {
-            let Some(mut cp) = tx.capacity_provider(&name)? else { return Err(not_found(arn_text)) };
+            let Some(mut cp) = tx.capacity_provider(&name)? else {
+                return Err(not_found(arn_text));
+            };
             let mut t = cp.value.tags.take().unwrap_or_default();
             if let Some(f) = change {
                 f(&mut t)?;
@@ -62,7 +73,9 @@ fn edit(
             Ok(t)
         }
         Resource::Task { .. } => {
-            let Some(mut task) = tx.task(arn_text)? else { return Err(not_found(arn_text)) };
+            let Some(mut task) = tx.task(arn_text)? else {
+                return Err(not_found(arn_text));
+            };
             let mut t = task.value.tags.take().unwrap_or_default();
             if let Some(f) = change {
                 f(&mut t)?;
@@ -72,12 +85,18 @@ fn edit(
             Ok(t)
         }
         Resource::ContainerInstance { cluster, .. } => {
-            let Some(mut ci) = tx.container_instance(arn_text)? else { return Err(not_found(arn_text)) };
+            let Some(mut ci) = tx.container_instance(arn_text)? else {
+                return Err(not_found(arn_text));
+            };
             let mut t = ci.value.tags.take().unwrap_or_default();
             if let Some(f) = change {
                 f(&mut t)?;
                 ci.value.tags = Some(t.clone());
-                tx.put_container_instance(&ctx.arns.cluster(&cluster), &ci.value, Expect::Version(ci.version))?;
+                tx.put_container_instance(
+                    &ctx.arns.cluster(&cluster),
+                    &ci.value,
+                    Expect::Version(ci.version),
+                )?;
             }
             Ok(t)
         }
@@ -90,7 +109,12 @@ pub fn tag(ctx: &Ctx, req: TagResourceRequest) -> OpResult<TagResourceResponse> 
     let add = req.tags.clone().unwrap_or_default();
     tags::validate(&add)?;
     ctx.store.write(|tx| {
-        edit(ctx, tx, &arn, Some(&|t: &mut Vec<Tag>| tags::merge(t, &add)))?;
+        edit(
+            ctx,
+            tx,
+            &arn,
+            Some(&|t: &mut Vec<Tag>| tags::merge(t, &add)),
+        )?;
         Ok(TagResourceResponse {})
     })
 }
@@ -114,5 +138,9 @@ pub fn untag(ctx: &Ctx, req: UntagResourceRequest) -> OpResult<UntagResourceResp
 
 pub fn list(ctx: &Ctx, req: ListTagsForResourceRequest) -> OpResult<ListTagsForResourceResponse> {
     let arn = req.resource_arn.clone().unwrap_or_default();
-    ctx.store.read(|tx| Ok(ListTagsForResourceResponse { tags: Some(get(ctx, tx, &arn)?) }))
+    ctx.store.read(|tx| {
+        Ok(ListTagsForResourceResponse {
+            tags: Some(get(ctx, tx, &arn)?),
+        })
+    })
 }

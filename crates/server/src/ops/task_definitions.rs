@@ -42,20 +42,31 @@ pub(super) struct TdRef {
 pub(super) fn parse_ref(given: &str) -> OpResult<TdRef> {
     if given.starts_with("arn:") {
         return match Arn::parse(given)?.resource {
-            Resource::TaskDefinition { family, revision } => Ok(TdRef { family, revision: Some(revision) }),
-            _ => Err(EcsError::invalid(format!("'{given}' is not a task definition ARN."))),
+            Resource::TaskDefinition { family, revision } => Ok(TdRef {
+                family,
+                revision: Some(revision),
+            }),
+            _ => Err(EcsError::invalid(format!(
+                "'{given}' is not a task definition ARN."
+            ))),
         };
     }
     match given.rsplit_once(':') {
         Some((family, rev)) => {
-            let revision = rev
-                .parse::<i32>()
-                .ok()
-                .filter(|r| *r >= 1)
-                .ok_or_else(|| EcsError::client(format!("Invalid revision number in '{given}'. Number: {rev}")))?;
-            Ok(TdRef { family: family.to_string(), revision: Some(revision) })
+            let revision = rev.parse::<i32>().ok().filter(|r| *r >= 1).ok_or_else(|| {
+                EcsError::client(format!(
+                    "Invalid revision number in '{given}'. Number: {rev}"
+                ))
+            })?;
+            Ok(TdRef {
+                family: family.to_string(),
+                revision: Some(revision),
+            })
         }
-        None => Ok(TdRef { family: given.to_string(), revision: None }),
+        None => Ok(TdRef {
+            family: given.to_string(),
+            revision: None,
+        }),
     }
 }
 
@@ -64,7 +75,10 @@ pub(super) fn find(tx: &dyn Tx, r: &TdRef) -> OpResult<Option<Versioned<TaskDefi
     Ok(tx.task_definition(&r.family, r.revision)?)
 }
 
-fn validate_containers(defs: &mut [ContainerDefinition], mi_required: bool) -> OpResult<(i64, i64)> {
+fn validate_containers(
+    defs: &mut [ContainerDefinition],
+    mi_required: bool,
+) -> OpResult<(i64, i64)> {
     if defs.is_empty() {
         return Err(EcsError::client("Container list cannot be empty."));
     }
@@ -79,13 +93,19 @@ fn validate_containers(defs: &mut [ContainerDefinition], mi_required: bool) -> O
     for c in defs.iter_mut() {
         let name = ContainerName::parse(c.name.as_deref().unwrap_or(""))?;
         if !names.insert(name.to_string()) {
-            return Err(EcsError::client(format!("Duplicate container name '{name}' in the task definition.")));
+            return Err(EcsError::client(format!(
+                "Duplicate container name '{name}' in the task definition."
+            )));
         }
         if c.image.as_deref().map(str::trim).unwrap_or("").is_empty() {
-            return Err(EcsError::client(format!("Container '{name}' needs an image.")));
+            return Err(EcsError::client(format!(
+                "Container '{name}' needs an image."
+            )));
         }
         if c.cpu < 0 {
-            return Err(EcsError::client(format!("Container '{name}': cpu cannot be negative.")));
+            return Err(EcsError::client(format!(
+                "Container '{name}': cpu cannot be negative."
+            )));
         }
         if let Some(m) = c.memory {
             if m < 6 {
@@ -117,7 +137,9 @@ fn validate_containers(defs: &mut [ContainerDefinition], mi_required: bool) -> O
             }
             if let Some(h) = pm.host_port {
                 if !(0..=65535).contains(&h) {
-                    return Err(EcsError::client(format!("Container '{name}': hostPort must be between 0 and 65535.")));
+                    return Err(EcsError::client(format!(
+                        "Container '{name}': hostPort must be between 0 and 65535."
+                    )));
                 }
             }
             if pm.protocol.is_none() {
@@ -125,11 +147,18 @@ fn validate_containers(defs: &mut [ContainerDefinition], mi_required: bool) -> O
             }
         }
         if mi_required {
-            if let Some(c) = c.linux_parameters.as_ref().and_then(|l| l.capabilities.as_ref()) {
+            if let Some(c) = c
+                .linux_parameters
+                .as_ref()
+                .and_then(|l| l.capabilities.as_ref())
+            {
                 for cap in c.add.iter().flatten().chain(c.drop.iter().flatten()) {
                     let norm = cap.trim_start_matches("CAP_");
-                    if norm.is_empty() || !norm.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
-                        return Err(EcsError::client(format!("Container '{name}': '{cap}' is not a Linux capability.")));
+                    if norm.is_empty() || !norm.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                    {
+                        return Err(EcsError::client(format!(
+                            "Container '{name}': '{cap}' is not a Linux capability."
+                        )));
                     }
                 }
             }
@@ -142,7 +171,9 @@ fn validate_containers(defs: &mut [ContainerDefinition], mi_required: bool) -> O
         memory += i64::from(c.memory.or(c.memory_reservation).unwrap_or(0));
     }
     if !defs.iter().any(|c| c.essential == Some(true)) {
-        return Err(EcsError::client("Task definition does not have any essential container."));
+        return Err(EcsError::client(
+            "Task definition does not have any essential container.",
+        ));
     }
     Ok((cpu, memory))
 }
@@ -152,24 +183,45 @@ fn managed_instances_problem(req: &RegisterTaskDefinitionRequest) -> Option<Stri
     if req.network_mode == Some(NetworkMode::Bridge) {
         return Some("The bridge network mode is not supported on MANAGED_INSTANCES; use awsvpc, host or none.".into());
     }
-    if req.inference_accelerators.as_ref().is_some_and(|v| !v.is_empty()) {
+    if req
+        .inference_accelerators
+        .as_ref()
+        .is_some_and(|v| !v.is_empty())
+    {
         return Some("inferenceAccelerators are not supported on MANAGED_INSTANCES.".into());
     }
     if req.ephemeral_storage.is_some() {
-        return Some("ephemeralStorage is a Fargate parameter and is not supported on MANAGED_INSTANCES.".into());
+        return Some(
+            "ephemeralStorage is a Fargate parameter and is not supported on MANAGED_INSTANCES."
+                .into(),
+        );
     }
-    if let Some(os) = req.runtime_platform.as_ref().and_then(|p| p.operating_system_family) {
+    if let Some(os) = req
+        .runtime_platform
+        .as_ref()
+        .and_then(|p| p.operating_system_family)
+    {
         if os != OSFamily::Linux {
             return Some(format!("The operating system family {os} is not supported on MANAGED_INSTANCES; only LINUX is."));
         }
     }
-    if req.volumes.iter().flatten().any(|v| v.fsx_windows_file_server_volume_configuration.is_some()) {
-        return Some("FSx for Windows File Server volumes are not supported on MANAGED_INSTANCES.".into());
+    if req
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.fsx_windows_file_server_volume_configuration.is_some())
+    {
+        return Some(
+            "FSx for Windows File Server volumes are not supported on MANAGED_INSTANCES.".into(),
+        );
     }
     None
 }
 
-pub fn register(ctx: &Ctx, req: RegisterTaskDefinitionRequest) -> OpResult<RegisterTaskDefinitionResponse> {
+pub fn register(
+    ctx: &Ctx,
+    req: RegisterTaskDefinitionRequest,
+) -> OpResult<RegisterTaskDefinitionResponse> {
     let family = Family::parse(req.family.as_deref().unwrap_or(""))?;
     let tag_list = req.tags.clone().unwrap_or_default();
     tags::validate(&tag_list)?;
@@ -183,7 +235,10 @@ pub fn register(ctx: &Ctx, req: RegisterTaskDefinitionRequest) -> OpResult<Regis
     let task_cpu = req.cpu.as_deref().map(parse_cpu).transpose()?;
     let task_memory = req.memory.as_deref().map(parse_memory).transpose()?;
     if task_memory.is_none() {
-        if let Some(c) = containers.iter().find(|c| c.memory.is_none() && c.memory_reservation.is_none()) {
+        if let Some(c) = containers
+            .iter()
+            .find(|c| c.memory.is_none() && c.memory_reservation.is_none())
+        {
             return Err(EcsError::client(format!(
                 "Invalid setting for container '{}'. At least one of 'memory' or 'memoryReservation' must be specified.",
                 c.name.as_deref().unwrap_or("")
@@ -280,19 +335,32 @@ pub fn register(ctx: &Ctx, req: RegisterTaskDefinitionRequest) -> OpResult<Regis
     })
 }
 
-pub fn describe(ctx: &Ctx, req: DescribeTaskDefinitionRequest) -> OpResult<DescribeTaskDefinitionResponse> {
+pub fn describe(
+    ctx: &Ctx,
+    req: DescribeTaskDefinitionRequest,
+) -> OpResult<DescribeTaskDefinitionResponse> {
     let r = parse_ref(req.task_definition.as_deref().unwrap_or(""))?;
-    let include_tags = req.include.as_deref().unwrap_or_default().contains(&TaskDefinitionField::Tags);
+    let include_tags = req
+        .include
+        .as_deref()
+        .unwrap_or_default()
+        .contains(&TaskDefinitionField::Tags);
     ctx.store.read(|tx| {
         let Some(td) = find(tx, &r)? else {
             return Err(EcsError::client("Unable to describe task definition."));
         };
         let tags = if include_tags {
-            Some(load_tags(tx, td.value.task_definition_arn.as_deref().unwrap_or(""))?)
+            Some(load_tags(
+                tx,
+                td.value.task_definition_arn.as_deref().unwrap_or(""),
+            )?)
         } else {
             None
         };
-        Ok(DescribeTaskDefinitionResponse { task_definition: Some(td.value), tags })
+        Ok(DescribeTaskDefinitionResponse {
+            task_definition: Some(td.value),
+            tags,
+        })
     })
 }
 
@@ -306,30 +374,47 @@ pub fn list(ctx: &Ctx, req: ListTaskDefinitionsRequest) -> OpResult<ListTaskDefi
     };
     ctx.store.read(|tx| {
         let page = tx.task_definitions(&filter, after.as_deref(), limit)?;
-        let next_token = page.next.as_deref().map(|k| encode_token(Operation::ListTaskDefinitions, k));
-        Ok(ListTaskDefinitionsResponse { task_definition_arns: Some(page.items), next_token })
+        let next_token = page
+            .next
+            .as_deref()
+            .map(|k| encode_token(Operation::ListTaskDefinitions, k));
+        Ok(ListTaskDefinitionsResponse {
+            task_definition_arns: Some(page.items),
+            next_token,
+        })
     })
 }
 
-pub fn list_families(ctx: &Ctx, req: ListTaskDefinitionFamiliesRequest) -> OpResult<ListTaskDefinitionFamiliesResponse> {
+pub fn list_families(
+    ctx: &Ctx,
+    req: ListTaskDefinitionFamiliesRequest,
+) -> OpResult<ListTaskDefinitionFamiliesResponse> {
     let limit = page_size(req.max_results, 100, 100)?;
-    let mut after = decode_token(Operation::ListTaskDefinitionFamilies, req.next_token.as_deref())?;
+    let mut after = decode_token(
+        Operation::ListTaskDefinitionFamilies,
+        req.next_token.as_deref(),
+    )?;
     let status = req.status.unwrap_or(TaskDefinitionFamilyStatus::All);
     ctx.store.read(|tx| {
         let mut families = vec![];
         loop {
             let want = limit - families.len();
             let page = match status {
-                TaskDefinitionFamilyStatus::Active => {
-                    tx.families(req.family_prefix.as_deref(), Some(TaskDefinitionStatus::Active), after.as_deref(), want)?
-                }
+                TaskDefinitionFamilyStatus::Active => tx.families(
+                    req.family_prefix.as_deref(),
+                    Some(TaskDefinitionStatus::Active),
+                    after.as_deref(),
+                    want,
+                )?,
                 TaskDefinitionFamilyStatus::All | TaskDefinitionFamilyStatus::Inactive => {
                     tx.families(req.family_prefix.as_deref(), None, after.as_deref(), want)?
                 }
             };
             for f in page.items {
                 // INACTIVE families are those with no ACTIVE revision left.
-                if status != TaskDefinitionFamilyStatus::Inactive || tx.task_definition(&f, None)?.is_none() {
+                if status != TaskDefinitionFamilyStatus::Inactive
+                    || tx.task_definition(&f, None)?.is_none()
+                {
                     families.push(f);
                 }
             }
@@ -339,14 +424,22 @@ pub fn list_families(ctx: &Ctx, req: ListTaskDefinitionFamiliesRequest) -> OpRes
             }
         }
         let next_token = match (&after, families.last()) {
-            (Some(_), Some(last)) => Some(encode_token(Operation::ListTaskDefinitionFamilies, last)),
+            (Some(_), Some(last)) => {
+                Some(encode_token(Operation::ListTaskDefinitionFamilies, last))
+            }
             _ => None,
         };
-        Ok(ListTaskDefinitionFamiliesResponse { families: Some(families), next_token })
+        Ok(ListTaskDefinitionFamiliesResponse {
+            families: Some(families),
+            next_token,
+        })
     })
 }
 
-pub fn deregister(ctx: &Ctx, req: DeregisterTaskDefinitionRequest) -> OpResult<DeregisterTaskDefinitionResponse> {
+pub fn deregister(
+    ctx: &Ctx,
+    req: DeregisterTaskDefinitionRequest,
+) -> OpResult<DeregisterTaskDefinitionResponse> {
     let given = req.task_definition.clone().unwrap_or_default();
     let r = parse_ref(&given)?;
     if r.revision.is_none() {
@@ -355,22 +448,35 @@ pub fn deregister(ctx: &Ctx, req: DeregisterTaskDefinitionRequest) -> OpResult<D
         )));
     }
     ctx.store.write(|tx| {
-        let Some(Versioned { version, value: mut td }) = find(tx, &r)? else {
-            return Err(EcsError::client("The specified task definition does not exist."));
+        let Some(Versioned {
+            version,
+            value: mut td,
+        }) = find(tx, &r)?
+        else {
+            return Err(EcsError::client(
+                "The specified task definition does not exist.",
+            ));
         };
         if td.status == Some(TaskDefinitionStatus::Active) {
             td.status = Some(TaskDefinitionStatus::Inactive);
             td.deregistered_at = Some(ctx.now());
             tx.put_task_definition(&td, Expect::Version(version))?;
         }
-        Ok(DeregisterTaskDefinitionResponse { task_definition: Some(td) })
+        Ok(DeregisterTaskDefinitionResponse {
+            task_definition: Some(td),
+        })
     })
 }
 
-pub fn delete(ctx: &Ctx, req: DeleteTaskDefinitionsRequest) -> OpResult<DeleteTaskDefinitionsResponse> {
+pub fn delete(
+    ctx: &Ctx,
+    req: DeleteTaskDefinitionsRequest,
+) -> OpResult<DeleteTaskDefinitionsResponse> {
     let wanted = req.task_definitions.clone().unwrap_or_default();
     if wanted.is_empty() || wanted.len() > 10 {
-        return Err(EcsError::invalid("DeleteTaskDefinitions takes between 1 and 10 task definitions."));
+        return Err(EcsError::invalid(
+            "DeleteTaskDefinitions takes between 1 and 10 task definitions.",
+        ));
     }
     ctx.store.write(|tx| {
         let mut deleted = vec![];
@@ -413,11 +519,26 @@ mod tests {
 
     #[test]
     fn refs() {
-        assert_eq!(parse_ref("web").ok(), Some(TdRef { family: "web".into(), revision: None }));
-        assert_eq!(parse_ref("web:3").ok(), Some(TdRef { family: "web".into(), revision: Some(3) }));
+        assert_eq!(
+            parse_ref("web").ok(),
+            Some(TdRef {
+                family: "web".into(),
+                revision: None
+            })
+        );
+        assert_eq!(
+            parse_ref("web:3").ok(),
+            Some(TdRef {
+                family: "web".into(),
+                revision: Some(3)
+            })
+        );
         assert_eq!(
             parse_ref("arn:aws:ecs:us-east-1:000000000000:task-definition/web:7").ok(),
-            Some(TdRef { family: "web".into(), revision: Some(7) })
+            Some(TdRef {
+                family: "web".into(),
+                revision: Some(7)
+            })
         );
         assert!(parse_ref("web:0").is_err());
         assert!(parse_ref("web:x").is_err());

@@ -9,7 +9,7 @@ use berth_model::arn::{Arn, Resource};
 use berth_model::ecs::*;
 use berth_model::resources::{parse_cpu, parse_memory};
 use berth_model::{tags, EcsError, ErrorKind};
-use berth_store::{ClientToken, Expect, TaskFilter, Tx, Versioned};
+use berth_store::{ClientToken, Expect, TaskFilter, Versioned};
 use sha2::Digest as _;
 
 /// Splits `count` tasks over a capacity provider strategy: bases first, then by weight.
@@ -22,26 +22,31 @@ pub(super) fn spread(strategy: &[CapacityProviderStrategyItem], count: usize) ->
             assigned[i] += 1;
         }
     }
+    // Past the bases, tasks are split by weight: each goes to the item
+    // furthest below its weighted share of the tasks placed by weight so far.
+    let bases: Vec<i64> = assigned.clone();
     let total_weight: i64 = strategy.iter().map(|i| i64::from(i.weight)).sum();
+    let mut by_weight = 0i64;
     while out.len() < count {
-        // The item furthest below its weighted share gets the next task.
-        let n = out.len() as i64 + 1;
-        let pick = strategy
-            .iter()
-            .enumerate()
-            .filter(|(_, it)| it.weight > 0 || total_weight == 0)
-            .max_by(|(a, ia), (b, ib)| {
-                let share = |w: i32, got: i64| {
-                    let w = if total_weight == 0 { 1.0 } else { f64::from(w) / total_weight as f64 };
-                    w * n as f64 - got as f64
-                };
-                share(ia.weight, assigned[*a])
-                    .total_cmp(&share(ib.weight, assigned[*b]))
-                    .then(b.cmp(a))
-            })
-            .map(|(i, _)| i)
+        by_weight += 1;
+        let share = |i: usize| {
+            let w = if total_weight == 0 {
+                1.0 / strategy.len() as f64
+            } else {
+                f64::from(strategy[i].weight) / total_weight as f64
+            };
+            w * by_weight as f64 - (assigned[i] - bases[i]) as f64
+        };
+        let pick = (0..strategy.len())
+            .filter(|&i| total_weight == 0 || strategy[i].weight > 0)
+            .max_by(|&a, &b| share(a).total_cmp(&share(b)).then(b.cmp(&a)))
             .unwrap_or(0);
-        out.push(strategy.get(pick).and_then(|i| i.capacity_provider.clone()).unwrap_or_default());
+        out.push(
+            strategy
+                .get(pick)
+                .and_then(|i| i.capacity_provider.clone())
+                .unwrap_or_default(),
+        );
         assigned[pick] += 1;
     }
     out
@@ -58,42 +63,58 @@ fn check_network(nc: &Option<NetworkConfiguration>) -> OpResult<()> {
     if let Some(vpc) = nc.as_ref().and_then(|n| n.awsvpc_configuration.as_ref()) {
         let subnets = vpc.subnets.as_deref().unwrap_or_default();
         if subnets.is_empty() || subnets.len() > 16 {
-            return Err(EcsError::invalid("awsvpcConfiguration needs between 1 and 16 subnets."));
+            return Err(EcsError::invalid(
+                "awsvpcConfiguration needs between 1 and 16 subnets.",
+            ));
         }
         for s in subnets.iter().chain(vpc.security_groups.iter().flatten()) {
             let ok = ["subnet-", "sg-"].iter().any(|p| {
-                s.strip_prefix(p)
-                    .is_some_and(|h| (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                s.strip_prefix(p).is_some_and(|h| {
+                    (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
+                })
             });
             if !ok {
-                return Err(EcsError::invalid(format!("'{s}' is not a valid subnet or security group ID.")));
+                return Err(EcsError::invalid(format!(
+                    "'{s}' is not a valid subnet or security group ID."
+                )));
             }
         }
     }
     Ok(())
 }
 
-fn check_placement(constraints: &[PlacementConstraint], strategy: &[PlacementStrategy]) -> OpResult<()> {
+fn check_placement(
+    constraints: &[PlacementConstraint],
+    strategy: &[PlacementStrategy],
+) -> OpResult<()> {
     if constraints.len() > 10 {
-        return Err(EcsError::invalid("At most 10 placement constraints are allowed in one request."));
+        return Err(EcsError::invalid(
+            "At most 10 placement constraints are allowed in one request.",
+        ));
     }
     for c in constraints {
         match c.r#type {
             Some(PlacementConstraintType::MemberOf) => {
                 if c.expression.as_deref().unwrap_or("").trim().is_empty() {
-                    return Err(EcsError::invalid("A memberOf placement constraint needs an expression."));
+                    return Err(EcsError::invalid(
+                        "A memberOf placement constraint needs an expression.",
+                    ));
                 }
             }
             Some(PlacementConstraintType::DistinctInstance) => {
                 if c.expression.is_some() {
-                    return Err(EcsError::invalid("A distinctInstance placement constraint takes no expression."));
+                    return Err(EcsError::invalid(
+                        "A distinctInstance placement constraint takes no expression.",
+                    ));
                 }
             }
             None => return Err(EcsError::invalid("A placement constraint needs a type.")),
         }
     }
     if strategy.len() > 5 {
-        return Err(EcsError::invalid("At most 5 placement strategies are allowed in one request."));
+        return Err(EcsError::invalid(
+            "At most 5 placement strategies are allowed in one request.",
+        ));
     }
     for s in strategy {
         match (s.r#type, s.field.as_deref()) {
@@ -117,7 +138,8 @@ fn task_arn(ctx: &Ctx, cluster: &Cluster, given: &str) -> String {
     if given.starts_with("arn:") {
         given.to_string()
     } else {
-        ctx.arns.task(cluster.cluster_name.as_deref().unwrap_or(""), given)
+        ctx.arns
+            .task(cluster.cluster_name.as_deref().unwrap_or(""), given)
     }
 }
 
@@ -134,7 +156,9 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
         return Err(EcsError::invalid("count must be between 1 and 10."));
     }
     if req.launch_type.is_some() && req.capacity_provider_strategy.is_some() {
-        return Err(EcsError::invalid("Specifying both a launch type and capacity provider strategy is not supported."));
+        return Err(EcsError::invalid(
+            "Specifying both a launch type and capacity provider strategy is not supported.",
+        ));
     }
     if let Some(lt) = req.launch_type {
         return Err(EcsError::invalid(format!(
@@ -144,13 +168,21 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
     let tag_list = req.tags.clone().unwrap_or_default();
     tags::validate(&tag_list)?;
     if req.started_by.as_deref().is_some_and(|s| s.len() > 128) {
-        return Err(EcsError::invalid("startedBy can be at most 128 characters."));
+        return Err(EcsError::invalid(
+            "startedBy can be at most 128 characters.",
+        ));
     }
     if req.group.as_deref().is_some_and(|g| g.len() > 255) {
         return Err(EcsError::invalid("group can be at most 255 characters."));
     }
-    if req.client_token.as_deref().is_some_and(|t| t.is_empty() || t.len() > 64) {
-        return Err(EcsError::invalid("clientToken must be between 1 and 64 characters."));
+    if req
+        .client_token
+        .as_deref()
+        .is_some_and(|t| t.is_empty() || t.len() > 64)
+    {
+        return Err(EcsError::invalid(
+            "clientToken must be between 1 and 64 characters.",
+        ));
     }
     check_network(&req.network_configuration)?;
     check_placement(
@@ -353,15 +385,24 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
 }
 
 pub fn stop(ctx: &Ctx, req: StopTaskRequest) -> OpResult<StopTaskResponse> {
-    let reason = req.reason.clone().unwrap_or_else(|| "Task stopped by user".to_string());
+    let reason = req
+        .reason
+        .clone()
+        .unwrap_or_else(|| "Task stopped by user".to_string());
     if reason.len() > 1024 {
         return Err(EcsError::invalid("reason can be at most 1024 characters."));
     }
     ctx.store.write(|tx| {
         let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
         let arn = task_arn(ctx, &cluster, req.task.as_deref().unwrap_or(""));
-        let found = tx.task(&arn)?.filter(|t| t.value.cluster_arn == cluster.cluster_arn);
-        let Some(Versioned { version, value: mut t }) = found else {
+        let found = tx
+            .task(&arn)?
+            .filter(|t| t.value.cluster_arn == cluster.cluster_arn);
+        let Some(Versioned {
+            version,
+            value: mut t,
+        }) = found
+        else {
             return Err(EcsError::invalid("The referenced task was not found."));
         };
         if t.desired_status.as_deref() != Some("STOPPED") {
@@ -382,28 +423,46 @@ pub fn stop(ctx: &Ctx, req: StopTaskRequest) -> OpResult<StopTaskResponse> {
             }
             tx.put_task(&t, Expect::Version(version))?;
         }
-        Ok(StopTaskResponse { task: Some(present(t, false)) })
+        Ok(StopTaskResponse {
+            task: Some(present(t, false)),
+        })
     })
 }
 
 pub fn describe(ctx: &Ctx, req: DescribeTasksRequest) -> OpResult<DescribeTasksResponse> {
     let wanted = req.tasks.clone().unwrap_or_default();
     if wanted.len() > 100 {
-        return Err(EcsError::invalid("DescribeTasks accepts at most 100 tasks."));
+        return Err(EcsError::invalid(
+            "DescribeTasks accepts at most 100 tasks.",
+        ));
     }
-    let include_tags = req.include.as_deref().unwrap_or_default().contains(&TaskField::Tags);
+    let include_tags = req
+        .include
+        .as_deref()
+        .unwrap_or_default()
+        .contains(&TaskField::Tags);
     ctx.store.read(|tx| {
         let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
         let mut tasks = vec![];
         let mut failures = vec![];
         for w in &wanted {
             let arn = task_arn(ctx, &cluster, w);
-            match tx.task(&arn)?.filter(|t| t.value.cluster_arn == cluster.cluster_arn) {
+            match tx
+                .task(&arn)?
+                .filter(|t| t.value.cluster_arn == cluster.cluster_arn)
+            {
                 Some(t) => tasks.push(present(t.value, include_tags)),
-                None => failures.push(Failure { arn: Some(arn), reason: Some("MISSING".into()), detail: None }),
+                None => failures.push(Failure {
+                    arn: Some(arn),
+                    reason: Some("MISSING".into()),
+                    detail: None,
+                }),
             }
         }
-        Ok(DescribeTasksResponse { tasks: Some(tasks), failures: Some(failures) })
+        Ok(DescribeTasksResponse {
+            tasks: Some(tasks),
+            failures: Some(failures),
+        })
     })
 }
 
@@ -414,20 +473,29 @@ pub fn list(ctx: &Ctx, req: ListTasksRequest) -> OpResult<ListTasksResponse> {
         let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
         if let Some(lt) = req.launch_type {
             if lt != LaunchType::ManagedInstances {
-                return Ok(ListTasksResponse { task_arns: Some(vec![]), next_token: None });
+                return Ok(ListTasksResponse {
+                    task_arns: Some(vec![]),
+                    next_token: None,
+                });
             }
         }
         let container_instance_arn = req.container_instance.as_ref().map(|ci| {
             if ci.starts_with("arn:") {
                 ci.clone()
             } else {
-                ctx.arns.container_instance(cluster.cluster_name.as_deref().unwrap_or(""), ci)
+                ctx.arns
+                    .container_instance(cluster.cluster_name.as_deref().unwrap_or(""), ci)
             }
         });
         if let Some(arn) = &container_instance_arn {
-            let ok = matches!(Arn::parse(arn).map(|a| a.resource), Ok(Resource::ContainerInstance { .. }));
+            let ok = matches!(
+                Arn::parse(arn).map(|a| a.resource),
+                Ok(Resource::ContainerInstance { .. })
+            );
             if !ok {
-                return Err(EcsError::invalid(format!("'{arn}' is not a container instance ID or ARN.")));
+                return Err(EcsError::invalid(format!(
+                    "'{arn}' is not a container instance ID or ARN."
+                )));
             }
         }
         let filter = TaskFilter {
@@ -436,13 +504,26 @@ pub fn list(ctx: &Ctx, req: ListTasksRequest) -> OpResult<ListTasksResponse> {
             started_by: req.started_by.clone(),
             group: req.service_name.as_ref().map(|s| format!("service:{s}")),
             container_instance_arn,
-            desired_status: Some(req.desired_status.unwrap_or(DesiredStatus::Running).as_str().to_string()),
+            desired_status: Some(
+                req.desired_status
+                    .unwrap_or(DesiredStatus::Running)
+                    .as_str()
+                    .to_string(),
+            ),
             last_status: None,
         };
         let page = tx.tasks(&filter, after.as_deref(), limit)?;
-        let next_token = page.next.as_deref().map(|k| encode_token(Operation::ListTasks, k));
+        let next_token = page
+            .next
+            .as_deref()
+            .map(|k| encode_token(Operation::ListTasks, k));
         Ok(ListTasksResponse {
-            task_arns: Some(page.items.into_iter().filter_map(|t| t.value.task_arn).collect()),
+            task_arns: Some(
+                page.items
+                    .into_iter()
+                    .filter_map(|t| t.value.task_arn)
+                    .collect(),
+            ),
             next_token,
         })
     })
@@ -453,7 +534,11 @@ mod tests {
     use super::*;
 
     fn item(name: &str, weight: i32, base: i32) -> CapacityProviderStrategyItem {
-        CapacityProviderStrategyItem { capacity_provider: Some(name.into()), weight, base }
+        CapacityProviderStrategyItem {
+            capacity_provider: Some(name.into()),
+            weight,
+            base,
+        }
     }
 
     #[test]

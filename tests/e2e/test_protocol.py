@@ -1,0 +1,138 @@
+"""The AWS JSON 1.1 protocol at the edge: targets, bodies, errors, request ids."""
+
+import json
+
+from helpers import TARGET_PREFIX, uid
+
+
+def body_of(r):
+    return json.loads(r.content)
+
+
+def assert_error(r, status, type_name):
+    assert r.status_code == status, (r.status_code, r.text)
+    b = body_of(r)
+    # The JSON protocol allows a namespace prefix ("ns#Name"); clients read what follows '#'.
+    assert b["__type"].split("#")[-1] == type_name, b
+    assert isinstance(b.get("message"), str) and b["message"], b
+    assert r.headers.get("x-amzn-RequestId"), r.headers
+    return b
+
+
+def test_valid_request_answers_json_with_request_id(raw):
+    r = raw("ListClusters", {})
+    assert r.status_code == 200, r.text
+    assert r.headers.get("x-amzn-RequestId")
+    assert r.headers.get("Content-Type", "").startswith("application/x-amz-json-1.1")
+    assert "clusterArns" in body_of(r)
+
+
+def test_request_ids_are_unique(raw):
+    ids = {raw("ListClusters", {}).headers["x-amzn-RequestId"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+def test_empty_body_is_an_empty_request(raw):
+    r = raw("ListClusters", "")
+    assert r.status_code == 200, r.text
+
+
+def test_unknown_target_is_unknown_operation(raw):
+    r = raw(target_header=f"{TARGET_PREFIX}.FlyToTheMoon", body={})
+    b = assert_error(r, 400, "UnknownOperationException")
+    assert "FlyToTheMoon" in b["message"]
+
+
+def test_target_of_another_service_is_unknown_operation(raw):
+    r = raw(target_header="DynamoDB_20120810.ListTables", body={})
+    assert_error(r, 400, "UnknownOperationException")
+
+
+def test_missing_target_is_unknown_operation(raw):
+    r = raw(target_header=None, body={})
+    assert_error(r, 400, "UnknownOperationException")
+
+
+def test_malformed_json_is_serialization_exception(raw):
+    r = raw("CreateCluster", '{"clusterName": "x",')
+    assert_error(r, 400, "SerializationException")
+
+
+def test_non_object_body_is_serialization_exception(raw):
+    r = raw("ListClusters", "[1, 2, 3]")
+    assert_error(r, 400, "SerializationException")
+
+
+def test_wrong_typed_member_is_serialization_exception(raw):
+    r = raw("CreateCluster", {"clusterName": 42})
+    assert_error(r, 400, "SerializationException")
+    r = raw("ListClusters", {"maxResults": "ten"})
+    assert_error(r, 400, "SerializationException")
+    r = raw("DescribeClusters", {"clusters": "not-a-list"})
+    assert_error(r, 400, "SerializationException")
+
+
+def test_unknown_members_are_ignored(raw, ecs):
+    name = uid("proto")
+    r = raw("CreateCluster", {"clusterName": name, "someFutureMember": {"x": [1, 2]}, "another": True})
+    assert r.status_code == 200, r.text
+    assert body_of(r)["cluster"]["clusterName"] == name
+    assert ecs.describe_clusters(clusters=[name])["clusters"][0]["status"] == "ACTIVE"
+
+
+def test_body_over_one_mib_is_413(raw):
+    big = json.dumps({"clusterName": "x", "padding": "a" * (1024 * 1024 + 10)})
+    r = raw("CreateCluster", big)
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    assert r.headers.get("x-amzn-RequestId")
+
+
+def test_body_just_under_one_mib_is_read(raw):
+    # Unknown members are ignored, so a large but valid body is accepted.
+    body = json.dumps({"padding": "a" * (1024 * 1024 - 100)})
+    assert len(body) <= 1024 * 1024
+    r = raw("ListClusters", body)
+    assert r.status_code == 200, (r.status_code, r.text[:200])
+
+
+def test_unimplemented_operation_is_unsupported_feature_naming_it(raw):
+    r = raw("CreateService", {"serviceName": "web", "taskDefinition": "x"})
+    b = assert_error(r, 400, "UnsupportedFeatureException")
+    assert "CreateService" in b["message"]
+
+
+def test_unimplemented_operation_through_boto3(ecs):
+    from botocore.exceptions import ClientError
+    import pytest
+
+    with pytest.raises(ClientError) as ei:
+        ecs.list_services(cluster="default")
+    assert ei.value.response["Error"]["Code"] == "UnsupportedFeatureException"
+    assert "ListServices" in ei.value.response["Error"]["Message"]
+
+
+def test_error_answers_carry_request_id_and_errortype(raw):
+    r = raw("DescribeTaskDefinition", {"taskDefinition": "nope-" + uid()})
+    assert r.status_code == 400
+    assert r.headers.get("x-amzn-RequestId")
+    assert body_of(r)["__type"].split("#")[-1] == "ClientException"
+
+
+def test_missing_required_member_is_refused(raw):
+    r = raw("DescribeTaskDefinition", {})
+    assert r.status_code == 400, r.text
+    assert body_of(r)["__type"].split("#")[-1] in ("InvalidParameterException", "ClientException")
+
+
+def test_get_on_api_root_is_not_ok(server):
+    import requests
+
+    r = requests.get(server.url + "/", timeout=5)
+    assert r.status_code >= 400
+
+
+def test_healthz(server):
+    import requests
+
+    r = requests.get(server.url + "/healthz", timeout=5)
+    assert r.status_code == 200
