@@ -266,7 +266,7 @@ def error_code(e: ClientError) -> str:
     return e.response["Error"]["Code"]
 
 
-def expect_error(codes, fn, *args, status: int | None = 400, **kwargs) -> ClientError:
+def expect_error(codes, fn, *args, http_status: int | None = 400, **kwargs) -> ClientError:
     """Calls fn expecting an ECS error whose code is `codes` (a name or a tuple of names)."""
     if isinstance(codes, str):
         codes = (codes,)
@@ -274,8 +274,8 @@ def expect_error(codes, fn, *args, status: int | None = 400, **kwargs) -> Client
         fn(*args, **kwargs)
     e = ei.value
     assert error_code(e) in codes, f"expected {codes}, got {error_code(e)}: {e.response['Error'].get('Message')}"
-    if status is not None:
-        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    if http_status is not None:
+        assert e.response["ResponseMetadata"]["HTTPStatusCode"] == http_status
     assert e.response["ResponseMetadata"]["RequestId"], "every answer carries x-amzn-RequestId"
     return e
 

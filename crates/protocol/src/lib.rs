@@ -1,0 +1,1 @@
+//! Messages between the berth server and its agents, versioned.

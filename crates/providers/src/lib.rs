@@ -1,0 +1,1 @@
+//! Instance providers: local (network namespaces and cgroups on this host) and sim (virtual).
