@@ -12,13 +12,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,8 +25,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from helpers import (  # noqa: E402
     REGION,
     BerthServer,
-    clean_env,
     new_keys,
+    run_aws,
     signed_request,
     target,
 )
@@ -84,61 +81,6 @@ def raw(server):
     return call
 
 
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self):
-        return json.loads(self.stdout) if self.stdout.strip() else None
-
-
-def _aws_command() -> list[str]:
-    try:
-        import awscli  # noqa: F401
-
-        return [sys.executable, "-m", "awscli"]
-    except ImportError:
-        exe = shutil.which("aws")
-        if exe is None:
-            pytest.skip("neither the awscli Python package nor the aws executable is installed")
-        return [exe]
-
-
-def run_aws(srv: BerthServer, args, tmp: Path, keys=None, credentials_file: str | None = None, check: bool = False):
-    env = clean_env()
-    env["AWS_CONFIG_FILE"] = "/dev/null"
-    env["AWS_EC2_METADATA_DISABLED"] = "true"
-    env["AWS_PAGER"] = ""
-    env["AWS_MAX_ATTEMPTS"] = "1"
-    env["AWS_RETRY_MODE"] = "standard"
-    if credentials_file is not None:
-        env["AWS_SHARED_CREDENTIALS_FILE"] = credentials_file
-    else:
-        creds = tmp / "aws-credentials-empty"
-        if not creds.exists():
-            creds.write_text("")
-        env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
-        k = keys or srv.keys
-        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = k
-    cmd = _aws_command() + [
-        "--endpoint-url",
-        srv.url,
-        "--region",
-        srv.region,
-        "--output",
-        "json",
-        *[str(a) for a in args],
-    ]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=str(tmp))
-    r = CliResult(p.returncode, p.stdout, p.stderr)
-    if check and r.returncode != 0:
-        raise AssertionError(f"aws {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}")
-    return r
-
-
 @pytest.fixture(scope="module")
 def aws(server, tmp_root):
     """aws('ecs', 'list-clusters') → CliResult(returncode, stdout, stderr, .json)."""
@@ -152,13 +94,13 @@ def aws(server, tmp_root):
 
 @pytest.fixture
 def spawn(tmp_root):
-    """spawn(data_dir=None, keys=..., durability=None) → a started BerthServer; all are stopped at the end."""
+    """spawn(data_dir=None, keys=..., durability=None, region=..., account_id=...) → a started BerthServer; all are killed at the end."""
     started: list[BerthServer] = []
 
-    def start(data_dir: Path | None = None, keys="new", durability: str | None = None) -> BerthServer:
+    def start(data_dir: Path | None = None, keys="new", durability: str | None = None, **options) -> BerthServer:
         base = Path(tempfile.mkdtemp(prefix="spawn-", dir=tmp_root))
         k = new_keys() if keys == "new" else keys
-        srv = BerthServer(data_dir or base / "data", base / "logs", keys=k, durability=durability)
+        srv = BerthServer(data_dir or base / "data", base / "logs", keys=k, durability=durability, **options)
         srv.start()
         started.append(srv)
         return srv

@@ -12,7 +12,10 @@ import signal
 import socket
 import subprocess
 import time
+import shutil
+import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
@@ -212,6 +215,64 @@ class BerthServer:
                 parameter_validation=validate,
             ),
         )
+
+
+# --- the aws CLI ----------------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self):
+        return json.loads(self.stdout) if self.stdout.strip() else None
+
+
+def _aws_command() -> list[str]:
+    try:
+        import awscli  # noqa: F401
+
+        return [sys.executable, "-m", "awscli"]
+    except ImportError:
+        exe = shutil.which("aws")
+        if exe is None:
+            pytest.skip("neither the awscli Python package nor the aws executable is installed")
+        return [exe]
+
+
+def run_aws(srv: BerthServer, args, tmp: Path, keys=None, credentials_file: str | None = None, check: bool = False):
+    env = clean_env()
+    env["AWS_CONFIG_FILE"] = "/dev/null"
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    env["AWS_PAGER"] = ""
+    env["AWS_MAX_ATTEMPTS"] = "1"
+    env["AWS_RETRY_MODE"] = "standard"
+    if credentials_file is not None:
+        env["AWS_SHARED_CREDENTIALS_FILE"] = credentials_file
+    else:
+        creds = tmp / "aws-credentials-empty"
+        if not creds.exists():
+            creds.write_text("")
+        env["AWS_SHARED_CREDENTIALS_FILE"] = str(creds)
+        k = keys or srv.keys
+        env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = k
+    cmd = _aws_command() + [
+        "--endpoint-url",
+        srv.url,
+        "--region",
+        srv.region,
+        "--output",
+        "json",
+        *[str(a) for a in args],
+    ]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=str(tmp))
+    r = CliResult(p.returncode, p.stdout, p.stderr)
+    if check and r.returncode != 0:
+        raise AssertionError(f"aws {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stderr}")
+    return r
 
 
 # --- raw signed requests ------------------------------------------------------

@@ -59,13 +59,13 @@ def test_effective_settings_cover_every_setting(ecs):
 
 
 def test_without_effective_settings_only_explicit_ones(ecs):
-    ecs.put_account_setting(name="guardDutyActivate", value="enabled")
+    ecs.put_account_setting(name="containerInstanceLongArnFormat", value="disabled")
     try:
         own = settings(ecs)
-        assert "guardDutyActivate" in [s["name"] for s in own]
+        assert "containerInstanceLongArnFormat" in [s["name"] for s in own]
         assert len(own) < len(ALL_NAMES), "defaults are listed only with effectiveSettings"
     finally:
-        ecs.delete_account_setting(name="guardDutyActivate")
+        ecs.delete_account_setting(name="containerInstanceLongArnFormat")
 
 
 def test_put_default_changes_the_effective_value(ecs):
@@ -84,12 +84,12 @@ def test_put_default_changes_the_effective_value(ecs):
 
 def test_principal_arn(ecs):
     role = "arn:aws:iam::000000000000:role/deployer"
-    s = ecs.put_account_setting(name="fargateEventWindows", value="enabled", principalArn=role)["setting"]
+    s = ecs.put_account_setting(name="serviceLongArnFormat", value="disabled", principalArn=role)["setting"]
     assert s["principalArn"] == role
-    assert [x["value"] for x in settings(ecs, name="fargateEventWindows", principalArn=role)] == ["enabled"]
-    assert settings(ecs, name="fargateEventWindows") == [], "another principal's setting is not the caller's"
-    ecs.delete_account_setting(name="fargateEventWindows", principalArn=role)
-    assert settings(ecs, name="fargateEventWindows", principalArn=role) == []
+    assert [x["value"] for x in settings(ecs, name="serviceLongArnFormat", principalArn=role)] == ["disabled"]
+    assert settings(ecs, name="serviceLongArnFormat") == [], "another principal's setting is not the caller's"
+    ecs.delete_account_setting(name="serviceLongArnFormat", principalArn=role)
+    assert settings(ecs, name="serviceLongArnFormat", principalArn=role) == []
 
 
 def test_filter_by_value(ecs):
@@ -138,3 +138,14 @@ def test_invalid_principal_refused(ecs):
 
 def test_delete_unset_setting(ecs):
     expect_error(("InvalidParameterException", "ClientException"), ecs.delete_account_setting, name="fargateFIPSMode")
+
+
+def test_guard_duty_activate_is_read_only(ecs):
+    # ECS: "The guardDutyActivate parameter is read-only in Amazon ECS".
+    expect_error(
+        ("InvalidParameterException", "ClientException", "AccessDeniedException"),
+        ecs.put_account_setting,
+        name="guardDutyActivate",
+        value="enabled",
+    )
+    assert settings(ecs, name="guardDutyActivate") == []

@@ -112,3 +112,48 @@ def test_boto3_with_unknown_key_raises_unrecognized_client(server):
     with pytest.raises(ClientError) as ei:
         c.list_clusters()
     assert ei.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_malformed_authorization_is_incomplete_signature(server):
+    r = requests.post(
+        server.url + "/",
+        data=b"{}",
+        headers={
+            "Content-Type": CONTENT_TYPE,
+            "X-Amz-Target": target("ListClusters"),
+            "X-Amz-Date": "20260101T000000Z",
+            "Authorization": "AWS4-HMAC-SHA256 garbage",
+        },
+        timeout=10,
+    )
+    assert r.status_code in (400, 403), r.text
+    assert error_type(r) == "IncompleteSignatureException"
+    assert r.headers.get("x-amzn-RequestId")
+
+
+def test_service_mismatch_in_scope_is_invalid_signature(server):
+    from helpers import signed_request
+
+    r = signed_request(server.url, target("ListClusters"), {}, server.keys, service="s3")
+    assert r.status_code == 403, r.text
+    assert error_type(r) == "InvalidSignatureException"
+
+
+def test_unsigned_target_header_is_refused(server):
+    # The signature must cover X-Amz-Target: changing the operation after signing is refused.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(
+        method="POST",
+        url=server.url + "/",
+        data=b"{}",
+        headers={"Content-Type": CONTENT_TYPE, "X-Amz-Target": target("ListClusters")},
+    )
+    SigV4Auth(Credentials(*server.keys), "ecs", REGION).add_auth(req)
+    headers = dict(req.prepare().headers)
+    headers["X-Amz-Target"] = target("DeleteCluster")
+    r = requests.post(server.url + "/", data=b"{}", headers=headers, timeout=10)
+    assert r.status_code == 403, r.text
+    assert error_type(r) == "InvalidSignatureException"

@@ -330,3 +330,88 @@ def test_put_cluster_capacity_providers_strategy_must_name_an_associated_provide
     assert c["defaultCapacityProviderStrategy"] == [{"capacityProvider": cp, "weight": 2, "base": 1}]
     d = describe_one(ecs, cluster)
     assert d["defaultCapacityProviderStrategy"] == [{"capacityProvider": cp, "weight": 2, "base": 1}]
+
+
+def test_describe_more_than_100_refused(ecs):
+    expect_error("InvalidParameterException", ecs.describe_clusters, clusters=[f"c{i}" for i in range(101)])
+
+
+def test_create_again_returns_the_existing_cluster_unchanged(ecs):
+    name = uid("c")
+    ecs.create_cluster(clusterName=name, settings=[{"name": "containerInsights", "value": "enabled"}])
+    again = ecs.create_cluster(clusterName=name, settings=[{"name": "containerInsights", "value": "disabled"}])["cluster"]
+    assert again["clusterArn"] == cluster_arn(name)
+    d = describe_one(ecs, name, ["SETTINGS"])
+    assert {"name": "containerInsights", "value": "enabled"} in d["settings"]
+
+
+def test_arn_of_another_region_or_account_is_missing(ecs):
+    name = uid("c")
+    ecs.create_cluster(clusterName=name)
+    for arn in (f"arn:aws:ecs:eu-west-1:{ACCOUNT}:cluster/{name}", f"arn:aws:ecs:{REGION}:111122223333:cluster/{name}"):
+        resp = ecs.describe_clusters(clusters=[arn])
+        assert resp["clusters"] == []
+        assert [(f["arn"], f["reason"]) for f in resp["failures"]] == [(arn, "MISSING")]
+        expect_error("ClusterNotFoundException", ecs.list_tasks, cluster=arn)
+
+
+def test_list_skips_deleted_clusters_across_pages(ecs):
+    prefix = uid("pgd")
+    names = [f"{prefix}-{i:02d}" for i in range(21)]
+    for n in names:
+        ecs.create_cluster(clusterName=n)
+    deleted = names[::3]
+    for n in deleted:
+        ecs.delete_cluster(cluster=n)
+    seen = []
+    for page in ecs.get_paginator("list_clusters").paginate(PaginationConfig={"PageSize": 5}):
+        seen += page["clusterArns"]
+    ours = [a for a in seen if a.split("/", 1)[1].startswith(prefix)]
+    assert sorted(ours) == sorted(cluster_arn(n) for n in names if n not in deleted)
+    assert len(ours) == len(set(ours))
+
+
+def test_deleting_a_provider_drops_it_from_the_cluster_strategy(ecs):
+    cluster, cp = create_mi_cluster(ecs, default_strategy=True)
+    d = describe_one(ecs, cluster)
+    assert d["defaultCapacityProviderStrategy"][0]["capacityProvider"] == cp
+    ecs.delete_capacity_provider(capacityProvider=cp)
+    d = describe_one(ecs, cluster)
+    assert cp not in d["capacityProviders"]
+    assert all(i["capacityProvider"] != cp for i in d.get("defaultCapacityProviderStrategy", []))
+
+
+def test_provider_of_another_cluster_cannot_be_associated(ecs):
+    _, cp = create_mi_cluster(ecs)
+    other = uid("c")
+    ecs.create_cluster(clusterName=other)
+    expect_error(
+        "InvalidParameterException",
+        ecs.put_cluster_capacity_providers,
+        cluster=other,
+        capacityProviders=[cp],
+        defaultCapacityProviderStrategy=[],
+    )
+    assert describe_one(ecs, other)["capacityProviders"] == []
+
+
+def test_strategy_limits(ecs, ecs_nv):
+    cluster, cp = create_mi_cluster(ecs)
+    for item in (
+        {"capacityProvider": cp, "weight": 1001},
+        {"capacityProvider": cp, "weight": 1, "base": 100001},
+    ):
+        expect_error(
+            "InvalidParameterException",
+            ecs_nv.put_cluster_capacity_providers,
+            cluster=cluster,
+            capacityProviders=[cp],
+            defaultCapacityProviderStrategy=[item],
+        )
+    expect_error(
+        "InvalidParameterException",
+        ecs.put_cluster_capacity_providers,
+        cluster=cluster,
+        capacityProviders=[cp],
+        defaultCapacityProviderStrategy=[{"capacityProvider": cp, "weight": 1}, {"capacityProvider": cp, "weight": 2}],
+    )

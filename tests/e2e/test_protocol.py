@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from helpers import TARGET_PREFIX, uid
 
 
@@ -136,3 +138,71 @@ def test_healthz(server):
 
     r = requests.get(server.url + "/healthz", timeout=5)
     assert r.status_code == 200
+
+
+def test_null_members_read_as_absent(raw):
+    r = raw("ListClusters", {"maxResults": None, "nextToken": None})
+    assert r.status_code == 200, r.text
+
+
+def test_wrong_typed_nested_member_is_serialization_exception(raw):
+    r = raw("CreateCluster", {"clusterName": uid("c"), "tags": [{"key": 1, "value": "x"}]})
+    assert_error(r, 400, "SerializationException")
+    r = raw("RegisterTaskDefinition", {"family": uid("f"), "containerDefinitions": [{"name": "a", "memory": "lots"}]})
+    assert_error(r, 400, "SerializationException")
+
+
+def test_integer_out_of_range_is_serialization_exception(raw):
+    r = raw("ListClusters", {"maxResults": 10**20})
+    assert_error(r, 400, "SerializationException")
+
+
+def test_non_utf8_body_is_serialization_exception(raw):
+    r = raw("ListClusters", b'{"nextToken": "\xff\xfe"}')
+    assert_error(r, 400, "SerializationException")
+
+
+def test_deeply_nested_member_is_not_fatal(raw, server):
+    # Ignored (200) or refused (400), but never a crash or a 500.
+    body = '{"deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = raw("ListClusters", body)
+    assert r.status_code in (200, 400), r.status_code
+    body = '{"tags": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = raw("CreateCluster", body)
+    assert r.status_code == 400, r.status_code
+    assert json.loads(r.content)["__type"].split("#")[-1] == "SerializationException"
+    assert r.headers.get("x-amzn-RequestId")
+    assert server.running()
+    assert raw("ListClusters", {}).status_code == 200
+
+
+def test_unsupported_operations_are_all_named(raw):
+    for op in ("CreateService", "UpdateService", "DescribeServices", "StartTask", "RegisterContainerInstance", "ExecuteCommand"):
+        r = raw(op, {})
+        b = assert_error(r, 400, "UnsupportedFeatureException")
+        assert op in b["message"], (op, b)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["ok", "unknown-op", "serialization", "unsupported", "client-error", "too-large", "unsigned"],
+)
+def test_request_id_on_every_kind_of_answer(raw, server, kind):
+    import requests
+
+    if kind == "ok":
+        r = raw("ListClusters", {})
+    elif kind == "unknown-op":
+        r = raw("Nope", {})
+    elif kind == "serialization":
+        r = raw("ListClusters", "{")
+    elif kind == "unsupported":
+        r = raw("DeleteService", {"service": "x"})
+    elif kind == "client-error":
+        r = raw("DescribeTaskDefinition", {"taskDefinition": uid("nope")})
+    elif kind == "too-large":
+        r = raw("ListClusters", "x" * (1024 * 1024 + 1))
+    else:
+        r = requests.post(server.url + "/", data=b"{}", headers={"X-Amz-Target": "x"}, timeout=10)
+    rid = r.headers.get("x-amzn-RequestId")
+    assert rid and len(rid) >= 16, (kind, r.status_code, r.headers)

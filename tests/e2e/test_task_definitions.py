@@ -476,3 +476,81 @@ def test_revision_numbers_are_never_reused(ecs):
         ecs.deregister_task_definition(taskDefinition=f"{family}:{r}")
     ecs.delete_task_definitions(taskDefinitions=[f"{family}:1", f"{family}:3"])
     assert register_td(ecs, family)["revision"] == 4
+
+
+@pytest.mark.parametrize(
+    "cpu,memory,want_cpu,want_memory",
+    [
+        ("1 vCPU", "2GB", "1024", "2048"),
+        ("2 vcpu", "1 GB", "2048", "1024"),
+        ("0.5 vCPU", "0.5GB", "512", "512"),
+        ("256", "512", "256", "512"),
+    ],
+)
+def test_unit_forms(ecs, cpu, memory, want_cpu, want_memory):
+    td = ecs.register_task_definition(
+        family=uid("u"), containerDefinitions=[simple_container(memory=128)], cpu=cpu, memory=memory
+    )["taskDefinition"]
+    assert (td["cpu"], td["memory"]) == (want_cpu, want_memory)
+
+
+def test_task_definition_over_64_kib_refused(ecs):
+    # ECS caps a task definition at 64 KiB ("Actual length: ... Max allowed length is '65536' bytes").
+    env = [{"name": f"VAR_{i:04d}", "value": "v" * 100} for i in range(800)]
+    e = expect_error(
+        "ClientException",
+        ecs.register_task_definition,
+        family=uid("big"),
+        containerDefinitions=[simple_container(environment=env)],
+    )
+    assert e.response["Error"]["Message"]
+
+
+def test_task_definition_under_64_kib_accepted(ecs):
+    env = [{"name": f"VAR_{i:04d}", "value": "v" * 100} for i in range(300)]
+    td = ecs.register_task_definition(family=uid("mid"), containerDefinitions=[simple_container(environment=env)])[
+        "taskDefinition"
+    ]
+    assert td["containerDefinitions"][0]["environment"] == env
+
+
+def test_container_checks(ecs, ecs_nv):
+    no_image = {"name": "app", "memory": 128}
+    expect_error(REFUSED, ecs_nv.register_task_definition, family=uid("ci"), containerDefinitions=[no_image])
+    expect_error(
+        REFUSED, ecs.register_task_definition, family=uid("ci"), containerDefinitions=[simple_container("bad name")]
+    )
+    expect_error(
+        REFUSED, ecs.register_task_definition, family=uid("ci"), containerDefinitions=[simple_container(memory=4)]
+    )
+    expect_error(
+        REFUSED,
+        ecs.register_task_definition,
+        family=uid("ci"),
+        containerDefinitions=[simple_container(portMappings=[{"containerPort": 70000}])],
+    )
+    expect_error(
+        REFUSED,
+        ecs.register_task_definition,
+        family=uid("ci"),
+        containerDefinitions=[simple_container(memory=128, memoryReservation=256)],
+    )
+    expect_error(
+        REFUSED,
+        ecs.register_task_definition,
+        family=uid("ci"),
+        containerDefinitions=[simple_container(f"c{i}") for i in range(11)],
+    )
+
+
+def test_deleted_revision_describes_as_delete_in_progress(ecs):
+    family = uid("dip")
+    register_td(ecs, family)
+    ecs.deregister_task_definition(taskDefinition=f"{family}:1")
+    ecs.delete_task_definitions(taskDefinitions=[td_arn(family, 1)])
+    td = ecs.describe_task_definition(taskDefinition=f"{family}:1")["taskDefinition"]
+    assert td["status"] == "DELETE_IN_PROGRESS"
+    # Deleting it again is not a failure.
+    again = ecs.delete_task_definitions(taskDefinitions=[f"{family}:1"])
+    assert again["failures"] == []
+    assert again["taskDefinitions"][0]["status"] == "DELETE_IN_PROGRESS"

@@ -22,16 +22,36 @@ pub struct AppState {
     pub ctx: Arc<Ctx>,
     /// Access key id → secret.
     keys: RwLock<HashMap<String, String>>,
+    /// Connected agents.
+    pub hub: Arc<crate::gateway::Hub>,
+    /// Wakes the scheduler early (a task changed).
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Container output shipped by agents.
+    pub logs: crate::logs::LogStore,
+    scheduler: std::sync::OnceLock<Arc<berth_control::scheduler::Scheduler>>,
 }
 
 impl AppState {
-    pub fn new(ctx: Ctx, root: &crate::credentials::RootKey) -> Self {
+    pub fn new(ctx: Ctx, root: &crate::credentials::RootKey, logs_dir: std::path::PathBuf) -> Self {
         let mut keys = HashMap::new();
         keys.insert(root.access_key_id.clone(), root.secret_access_key.clone());
         Self {
             ctx: Arc::new(ctx),
             keys: RwLock::new(keys),
+            hub: Arc::new(crate::gateway::Hub::default()),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            logs: crate::logs::LogStore::new(logs_dir),
+            scheduler: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The scheduler, when this server launches instances.
+    pub fn scheduler(&self) -> Option<&Arc<berth_control::scheduler::Scheduler>> {
+        self.scheduler.get()
+    }
+
+    pub fn set_scheduler(&self, s: Arc<berth_control::scheduler::Scheduler>) {
+        let _ = self.scheduler.set(s);
     }
 
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
@@ -44,6 +64,8 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/", post(ecs))
+        .route(berth_protocol::CONNECT_PATH, get(crate::gateway::connect))
+        .route(berth_protocol::CONNECT_PATH, get(crate::gateway::connect))
         .with_state(state)
 }
 

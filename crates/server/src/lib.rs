@@ -16,6 +16,8 @@
 
 pub mod api;
 pub mod credentials;
+pub mod gateway;
+pub mod logs;
 pub mod ops;
 pub mod sigv4;
 
@@ -74,7 +76,11 @@ impl Server {
             clock: Arc::new(SystemClock),
             catalog: berth_catalog::Catalog::embedded(),
         };
-        let state = Arc::new(api::AppState::new(ctx, &credentials));
+        let state = Arc::new(api::AppState::new(
+            ctx,
+            &credentials,
+            config.data_dir.join("logs"),
+        ));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -89,12 +95,38 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Makes this server launch instances through `provider` and schedule
+    /// tasks onto them (`berth up`); without it tasks wait in PROVISIONING.
+    pub fn with_provider(
+        &self,
+        provider: Arc<dyn berth_control::scheduler::Launcher>,
+        config: berth_control::scheduler::SchedulerConfig,
+    ) {
+        let link: Arc<dyn berth_control::AgentLink> = self.state.hub.clone();
+        let s = berth_control::scheduler::Scheduler::new(
+            self.state.ctx.clone(),
+            provider,
+            link,
+            config,
+        );
+        self.state.set_scheduler(Arc::new(s));
+    }
+
+    /// The shared state, for callers that embed the server.
+    pub fn state(&self) -> Arc<api::AppState> {
+        self.state.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains open requests for at most `grace`.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
         grace: Duration,
     ) -> anyhow::Result<()> {
+        let scheduler_loop = self.state.scheduler().cloned().map(|s| {
+            let wake = self.state.wake.clone();
+            tokio::spawn(run_scheduler(s, wake))
+        });
         let app = api::app(self.state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
@@ -102,6 +134,7 @@ impl Server {
             let _ = tx.send(());
         });
         let mut handle = tokio::spawn(async move { server.await });
+        let _guard = AbortOnDrop(scheduler_loop);
         tokio::select! {
             r = &mut handle => return Ok(r??),
             _ = rx => {}
@@ -116,6 +149,39 @@ impl Server {
                 handle.abort();
                 Ok(())
             }
+        }
+    }
+}
+
+/// Aborts a background task when dropped, so no loop outlives the server.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Runs the scheduler: a tick on every wake-up and at least every second.
+async fn run_scheduler(
+    s: Arc<berth_control::scheduler::Scheduler>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let sched = s.clone();
+        match tokio::task::spawn_blocking(move || sched.tick()).await {
+            Ok(Ok(report)) if report.placed > 0 || !report.launched.is_empty() => {
+                tracing::debug!(placed = report.placed, launched = ?report.launched, "scheduler tick");
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e.message, "scheduler tick failed"),
+            Err(e) => tracing::error!(error = %e, "scheduler tick panicked"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

@@ -43,7 +43,11 @@ impl Harness {
             generated: false,
         };
         Self {
-            router: app(Arc::new(AppState::new(ctx, &root))),
+            router: app(Arc::new(AppState::new(
+                ctx,
+                &root,
+                std::env::temp_dir().join("berth-test-logs"),
+            ))),
             clock,
         }
     }

@@ -15,30 +15,15 @@ mod task_definitions;
 mod tasks;
 
 use base64::Engine as _;
-use berth_catalog::Catalog;
-use berth_model::arn::{Arn, ArnContext, Resource};
-use berth_model::clock::Clock;
+use berth_model::arn::{Arn, Resource};
 use berth_model::ecs::{Cluster, Operation};
 use berth_model::wire::Required;
 use berth_model::{EcsError, ErrorKind};
-use berth_store::{Store, Tx, Versioned};
+use berth_store::{Tx, Versioned};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::Arc;
 
-/// What the service layer works with.
-pub struct Ctx {
-    pub store: Store,
-    pub arns: ArnContext,
-    pub clock: Arc<dyn Clock>,
-    pub catalog: &'static Catalog,
-}
-
-impl Ctx {
-    pub fn now(&self) -> f64 {
-        self.clock.epoch_seconds()
-    }
-}
+pub use berth_control::Ctx;
 
 /// Who is calling: the access key id the request was signed with.
 pub type Principal = str;

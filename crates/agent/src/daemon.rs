@@ -1,0 +1,186 @@
+//! The agent process: connects out to the server, says hello, receives the
+//! desired set, runs the supervisor, reports back.
+//!
+//! # Guarantees
+//!
+//! - Tasks keep running while the server is away; the agent reconnects with
+//!   backoff and jitter and its hello carries the full state.
+//! - The join token is used once: the credential the server issues replaces it
+//!   on disk (`STATE_DIR/credential`, mode 0600).
+
+use crate::images::Images;
+use crate::runtime::Runtime;
+use crate::supervisor::{Supervisor, SupervisorConfig};
+use anyhow::Context as _;
+use berth_protocol::{AgentMessage, Hello, Resources, ServerMessage, CONNECT_PATH, INSTANCE_HEADER, VERSION};
+use futures_util::{SinkExt as _, StreamExt as _};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How the agent was started.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The server, `http://host:port`.
+    pub server: String,
+    pub instance_id: String,
+    pub state_dir: PathBuf,
+    pub instance_type: String,
+    pub availability_zone: String,
+    pub cpu: u32,
+    pub memory_mib: u64,
+    pub join_token: Option<String>,
+    /// The instance's cgroup path, parent of its tasks' cgroups.
+    pub cgroup_root: String,
+}
+
+const HEARTBEAT: Duration = Duration::from_secs(10);
+const CONVERGE_EVERY: Duration = Duration::from_millis(250);
+
+fn credential_path(config: &AgentConfig) -> PathBuf {
+    config.state_dir.join("credential")
+}
+
+fn save_credential(config: &AgentConfig, credential: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = credential_path(config);
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(credential.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
+/// Runs the agent until `shutdown` resolves. Containers are left running.
+pub async fn run(
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+    images: Images,
+    clock: Arc<dyn berth_model::clock::Clock>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create the state dir {}", config.state_dir.display()))?;
+    let supervisor = Supervisor::open(
+        SupervisorConfig {
+            state_dir: config.state_dir.clone(),
+            cgroup_root: config.cgroup_root.clone(),
+            host_netns: PathBuf::from(format!("/proc/{}/ns/net", std::process::id())),
+        },
+        runtime.clone(),
+        images,
+        Arc::new(move || clock.epoch_seconds()),
+    )
+    .context("cannot open the agent state")?;
+    let supervisor = Arc::new(Mutex::new(supervisor));
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = connect_once(&config, runtime.name(), supervisor.clone());
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = session => match r {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "connection to the server lost"),
+            },
+        }
+        // Containers keep running meanwhile; the next hello reports what happened.
+        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(backoff + jitter) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn connect_once(config: &AgentConfig, runtime: &'static str, supervisor: Arc<Mutex<Supervisor>>) -> anyhow::Result<()> {
+    let secret = match std::fs::read_to_string(credential_path(config)) {
+        Ok(c) => c.trim().to_string(),
+        Err(_) => config.join_token.clone().context("no credential and no join token: cannot authenticate")?,
+    };
+    let url = format!("{}{CONNECT_PATH}", config.server.replacen("http", "ws", 1));
+    let mut request = url.as_str().into_client_request().context("bad server URL")?;
+    request.headers_mut().insert(INSTANCE_HEADER, config.instance_id.parse().context("bad instance id")?);
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {secret}").parse().context("bad credential")?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.context("cannot connect")?;
+    let reports = supervisor.lock().map(|s| s.reports()).unwrap_or_default();
+    let mut attributes = BTreeMap::new();
+    attributes.insert("ecs.instance-type".to_string(), config.instance_type.clone());
+    attributes.insert("ecs.availability-zone".to_string(), config.availability_zone.clone());
+    attributes.insert("ecs.os-type".to_string(), "linux".to_string());
+    attributes.insert(
+        "ecs.cpu-architecture".to_string(),
+        if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" }.to_string(),
+    );
+    for cap in ["privileged-container", "task-eni", "execution-role-awslogs", "container-health-check"] {
+        attributes.insert(format!("ecs.capability.{cap}"), String::new());
+    }
+    let hello = AgentMessage::Hello(Hello {
+        protocol: VERSION,
+        instance_id: config.instance_id.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        runtime: runtime.to_string(),
+        resources: Resources { cpu: config.cpu, memory_mib: config.memory_mib, gpus: vec![] },
+        attributes,
+        tasks: reports,
+        generation: 0,
+    });
+    ws.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
+    let mut generation = 0u64;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut converge = tokio::time::interval(CONVERGE_EVERY);
+    loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let Some(msg) = incoming else { anyhow::bail!("the server closed the connection") };
+                match msg? {
+                    Message::Text(text) => match serde_json::from_str::<ServerMessage>(&text)? {
+                        ServerMessage::Welcome { container_instance_arn, credential } => {
+                            if let Some(c) = credential {
+                                save_credential(config, &c).context("cannot store the credential")?;
+                            }
+                            tracing::info!(container_instance_arn, "registered with the server");
+                        }
+                        ServerMessage::Desired { generation: g, tasks } => {
+                            if g >= generation {
+                                generation = g;
+                                if let Ok(mut s) = supervisor.lock() {
+                                    s.set_desired(tasks);
+                                }
+                                converge.reset_immediately();
+                            }
+                        }
+                        ServerMessage::Goodbye { reason } => anyhow::bail!("the server refused: {reason}"),
+                    },
+                    Message::Close(_) => anyhow::bail!("the server closed the connection"),
+                    _ => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                let m = AgentMessage::Heartbeat { generation };
+                ws.send(Message::Text(serde_json::to_string(&m)?.into())).await?;
+            }
+            _ = converge.tick() => {
+                let s = supervisor.clone();
+                let (reports, logs) = tokio::task::spawn_blocking(move || match s.lock() {
+                    Ok(mut s) => s.converge(),
+                    Err(_) => (vec![], vec![]),
+                })
+                .await?;
+                for b in logs {
+                    ws.send(Message::Text(serde_json::to_string(&AgentMessage::Logs(b))?.into())).await?;
+                }
+                for r in reports {
+                    ws.send(Message::Text(serde_json::to_string(&AgentMessage::TaskUpdate(r))?.into())).await?;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The supervisor: converges real containers to the desired set of tasks.
+//!
+//! # Design
+//!
+//! Level-triggered like the server's reconcilers: [`Supervisor::converge`]
+//! looks at the desired set and at what the runtime says is running, takes
+//! the steps that bring them together (pull and start, stop, report an
+//! exit), and can run again at any time. Each task's local record (its spec,
+//! its containers' runtime ids, its timestamps) is kept on disk under the
+//! state dir, so a restarted agent re-adopts running containers instead of
+//! starting them again.
+//!
+//! # Limitations
+//!
+//! Containers of a task start in definition order once their image is ready;
+//! `dependsOn` conditions and health checks are not evaluated yet.
+
+use crate::images::Images;
+use crate::runtime::{ContainerLaunch, ContainerStatus, Network, Runtime};
+use berth_model::ecs::ContainerDefinition;
+use berth_protocol::{ContainerReport, DesiredStatus, LogBatch, LogLine, TaskReport, TaskSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read as _, Seek as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// SIGTERM, then SIGKILL after the container's `stopTimeout` (ECS's default: 30 s).
+const DEFAULT_STOP_TIMEOUT: f64 = 30.0;
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
+/// At most this many bytes of output are shipped per container per pass.
+const MAX_LOG_CHUNK: u64 = 256 * 1024;
+
+/// One container of a task, as the agent keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalContainer {
+    pub name: String,
+    pub runtime_id: String,
+    pub essential: bool,
+    pub started: bool,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// Bytes of stdout / stderr already shipped.
+    pub shipped: [u64; 2],
+}
+
+/// A task as the agent keeps it on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalTask {
+    pub spec: TaskSpec,
+    pub containers: Vec<LocalContainer>,
+    pub report: TaskReport,
+    /// When the agent sent the first SIGTERM, for the SIGKILL deadline.
+    pub stop_signalled_at: Option<f64>,
+}
+
+/// What the supervisor needs from its surroundings.
+pub struct SupervisorConfig {
+    pub state_dir: PathBuf,
+    /// The instance's cgroup path (under each controller), parent of every task's.
+    pub cgroup_root: String,
+    /// The network namespace `host` tasks join: the agent's own.
+    pub host_netns: PathBuf,
+}
+
+pub struct Supervisor {
+    config: SupervisorConfig,
+    runtime: Arc<dyn Runtime>,
+    images: Images,
+    clock: Arc<dyn Fn() -> f64 + Send + Sync>,
+    tasks: BTreeMap<String, LocalTask>,
+    desired: Option<Vec<TaskSpec>>,
+}
+
+fn task_id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
+}
+
+fn runtime_id(task_arn: &str, container: &str) -> String {
+    let safe: String = container
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    format!("{}-{safe}", task_id(task_arn))
+}
+
+impl Supervisor {
+    /// Opens the supervisor, re-adopting the tasks recorded in the state dir.
+    pub fn open(
+        config: SupervisorConfig,
+        runtime: Arc<dyn Runtime>,
+        images: Images,
+        clock: Arc<dyn Fn() -> f64 + Send + Sync>,
+    ) -> std::io::Result<Self> {
+        let dir = config.state_dir.join("tasks");
+        std::fs::create_dir_all(&dir)?;
+        let mut tasks = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match std::fs::read(&path).map(|b| serde_json::from_slice::<LocalTask>(&b)) {
+                Ok(Ok(t)) => {
+                    tasks.insert(t.spec.task_arn.clone(), t);
+                }
+                _ => tracing::warn!(path = %path.display(), "ignoring an unreadable task record"),
+            }
+        }
+        Ok(Self { config, runtime, images, clock, tasks, desired: None })
+    }
+
+    /// Reports of every task the agent knows, for the hello.
+    pub fn reports(&self) -> Vec<TaskReport> {
+        self.tasks.values().map(|t| t.report.clone()).collect()
+    }
+
+    /// A new desired set from the server.
+    pub fn set_desired(&mut self, tasks: Vec<TaskSpec>) {
+        self.desired = Some(tasks);
+    }
+
+    fn save(&self, t: &LocalTask) {
+        let path = self.config.state_dir.join("tasks").join(format!("{}.json", task_id(&t.spec.task_arn)));
+        let tmp = path.with_extension("tmp");
+        let result = serde_json::to_vec(t)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::warn!(path = %path.display(), error = %e, "cannot record task state");
+        }
+    }
+
+    fn forget(&mut self, arn: &str) {
+        if let Some(t) = self.tasks.remove(arn) {
+            for c in &t.containers {
+                if let Err(e) = self.runtime.remove(&c.runtime_id) {
+                    tracing::warn!(container = c.runtime_id, error = %e, "cannot remove container");
+                }
+            }
+            let path = self.config.state_dir.join("tasks").join(format!("{}.json", task_id(arn)));
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_dir_all(self.log_dir(arn));
+        }
+    }
+
+    fn log_dir(&self, arn: &str) -> PathBuf {
+        self.config.state_dir.join("logs").join(task_id(arn))
+    }
+
+    /// One converging pass. Returns the reports that changed and new output.
+    pub fn converge(&mut self) -> (Vec<TaskReport>, Vec<LogBatch>) {
+        let now = (self.clock)();
+        let mut changed = vec![];
+        // Start what is desired and new to this agent.
+        if let Some(desired) = self.desired.clone() {
+            for spec in &desired {
+                if !self.tasks.contains_key(&spec.task_arn) && spec.desired_status == DesiredStatus::Running {
+                    let t = self.start_task(spec, now);
+                    changed.push(t.report.clone());
+                    self.save(&t);
+                    self.tasks.insert(spec.task_arn.clone(), t);
+                }
+            }
+            // Desired status changes (StopTask) and tasks the server no longer wants.
+            let arns: Vec<String> = self.tasks.keys().cloned().collect();
+            for arn in arns {
+                let wanted = desired.iter().find(|s| s.task_arn == arn);
+                if let Some(t) = self.tasks.get_mut(&arn) {
+                    match wanted {
+                        Some(s) => t.spec.desired_status = s.desired_status,
+                        None if t.report.last_status == "STOPPED" => {}
+                        None => t.spec.desired_status = DesiredStatus::Stopped,
+                    }
+                }
+            }
+        }
+        // Observe, stop, report.
+        let arns: Vec<String> = self.tasks.keys().cloned().collect();
+        let mut logs = vec![];
+        for arn in arns {
+            let Some(mut t) = self.tasks.remove(&arn) else { continue };
+            let before = t.report.clone();
+            self.observe(&mut t, now);
+            logs.extend(self.ship_logs(&mut t, now));
+            let done = t.report.last_status == "STOPPED";
+            if t.report != before {
+                changed.push(t.report.clone());
+                self.save(&t);
+            }
+            let forgotten = done
+                && self
+                    .desired
+                    .as_ref()
+                    .is_some_and(|d| !d.iter().any(|s| s.task_arn == arn));
+            self.tasks.insert(arn.clone(), t);
+            if forgotten {
+                self.forget(&arn);
+            }
+        }
+        (changed, logs)
+    }
+
+    fn start_task(&self, spec: &TaskSpec, now: f64) -> LocalTask {
+        let mut t = LocalTask {
+            spec: spec.clone(),
+            containers: spec
+                .containers
+                .iter()
+                .map(|c| LocalContainer {
+                    name: c.name.clone().unwrap_or_default(),
+                    runtime_id: runtime_id(&spec.task_arn, c.name.as_deref().unwrap_or("")),
+                    essential: c.essential.unwrap_or(true),
+                    ..Default::default()
+                })
+                .collect(),
+            report: TaskReport {
+                task_arn: spec.task_arn.clone(),
+                last_status: "PENDING".into(),
+                pull_started_at: Some(now),
+                ..Default::default()
+            },
+            stop_signalled_at: None,
+        };
+        // Pull every image first: a task starts only when all its images are here.
+        let mut prepared = vec![];
+        for c in &spec.containers {
+            let image = c.image.clone().unwrap_or_default();
+            match self.images.prepare(&image) {
+                Ok(p) => prepared.push(p),
+                Err(e) => {
+                    return self.failed_to_start(t, now, format!("CannotPullContainerError: pull image manifest has been retried 1 time(s): {image}: {e}"));
+                }
+            }
+        }
+        t.report.pull_stopped_at = Some((self.clock)());
+        for (i, (c, image)) in spec.containers.iter().zip(prepared).enumerate() {
+            let launch = self.launch_for(spec, c, image);
+            if let Err(e) = self.runtime.start(&launch) {
+                let msg = format!("CannotStartContainerError: {}: {e}", c.name.as_deref().unwrap_or(""));
+                for started in t.containers.iter().take(i) {
+                    let _ = self.runtime.signal(&started.runtime_id, SIGKILL);
+                }
+                return self.failed_to_start(t, now, msg);
+            }
+            if let Some(lc) = t.containers.get_mut(i) {
+                lc.started = true;
+            }
+        }
+        t
+    }
+
+    fn failed_to_start(&self, mut t: LocalTask, now: f64, reason: String) -> LocalTask {
+        tracing::warn!(task = t.spec.task_arn, reason, "task failed to start");
+        t.report.last_status = "STOPPED".into();
+        t.report.stop_code = Some("TaskFailedToStart".into());
+        t.report.stopped_reason = Some(reason.clone());
+        t.report.execution_stopped_at = Some(now);
+        t.report.containers = t
+            .containers
+            .iter()
+            .map(|c| ContainerReport {
+                name: c.name.clone(),
+                runtime_id: None,
+                last_status: "STOPPED".into(),
+                reason: Some(reason.clone()),
+                ..Default::default()
+            })
+            .collect();
+        t
+    }
+
+    fn launch_for(&self, spec: &TaskSpec, c: &ContainerDefinition, image: crate::images::Prepared) -> ContainerLaunch {
+        let name = c.name.clone().unwrap_or_default();
+        let network = match spec.network_mode.as_str() {
+            "none" => Network::None,
+            _ => Network::Join(self.config.host_netns.clone()),
+        };
+        ContainerLaunch {
+            id: runtime_id(&spec.task_arn, &name),
+            layers: image.layers,
+            image: image.config,
+            definition: c.clone(),
+            network,
+            cgroup_parent: format!("{}/task-{}", self.config.cgroup_root, task_id(&spec.task_arn)),
+            hostname: c.hostname.clone(),
+            log_dir: self.log_dir(&spec.task_arn).join(&name),
+            extra_env: vec![],
+            gpu_ids: spec.gpu_ids.get(&name).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Reads the runtime's view of a task and moves it along.
+    fn observe(&self, t: &mut LocalTask, now: f64) {
+        if t.report.last_status == "STOPPED" {
+            return;
+        }
+        let mut statuses = vec![];
+        for c in &t.containers {
+            let s = if c.started {
+                self.runtime.status(&c.runtime_id).unwrap_or(ContainerStatus::Missing)
+            } else {
+                ContainerStatus::Missing
+            };
+            statuses.push(s);
+        }
+        let mut started_at: Option<f64> = None;
+        let mut essential_exit: Option<String> = None;
+        let mut all_exited = true;
+        for (c, s) in t.containers.iter_mut().zip(&statuses) {
+            match s {
+                ContainerStatus::Running { started_at: at, .. } => {
+                    all_exited = false;
+                    started_at = Some(started_at.map_or(*at, |x: f64| x.max(*at)));
+                }
+                ContainerStatus::Exited { code, oom_killed, .. } => {
+                    c.exit_code = Some(*code);
+                    if *oom_killed {
+                        c.reason = Some("OutOfMemoryError: Container killed due to memory usage".into());
+                    }
+                    if c.essential && essential_exit.is_none() {
+                        essential_exit = Some(c.name.clone());
+                    }
+                }
+                ContainerStatus::Missing => {
+                    if c.started && c.exit_code.is_none() {
+                        c.reason = Some("The container is gone from the runtime.".into());
+                        c.exit_code = Some(137);
+                        if c.essential && essential_exit.is_none() {
+                            essential_exit = Some(c.name.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let wants_stop = t.spec.desired_status == DesiredStatus::Stopped;
+        if (wants_stop || essential_exit.is_some()) && !all_exited {
+            // Stop what still runs: SIGTERM once, SIGKILL after the stop timeout.
+            let first = t.stop_signalled_at.is_none();
+            let since = *t.stop_signalled_at.get_or_insert(now);
+            for (c, s) in t.containers.iter().zip(&statuses) {
+                if let ContainerStatus::Running { .. } = s {
+                    let def = t.spec.containers.iter().find(|d| d.name.as_deref() == Some(c.name.as_str()));
+                    let timeout = def.and_then(|d| d.stop_timeout).map_or(DEFAULT_STOP_TIMEOUT, f64::from);
+                    if first {
+                        let _ = self.runtime.signal(&c.runtime_id, SIGTERM);
+                    } else if now - since >= timeout {
+                        let _ = self.runtime.signal(&c.runtime_id, SIGKILL);
+                    }
+                }
+            }
+            if essential_exit.is_some() && !wants_stop && t.report.stop_code.is_none() {
+                t.report.stop_code = Some("EssentialContainerExited".into());
+                t.report.stopped_reason = Some("Essential container in task exited".into());
+            }
+            t.report.last_status = "STOPPING".into();
+        } else if all_exited && t.containers.iter().any(|c| c.started) {
+            if essential_exit.is_some() && !wants_stop && t.report.stop_code.is_none() {
+                t.report.stop_code = Some("EssentialContainerExited".into());
+                t.report.stopped_reason = Some("Essential container in task exited".into());
+            }
+            t.report.last_status = "STOPPED".into();
+            t.report.execution_stopped_at.get_or_insert(now);
+        } else if !all_exited {
+            t.report.last_status = "RUNNING".into();
+            if t.report.started_at.is_none() {
+                t.report.started_at = started_at;
+            }
+        }
+        t.report.containers = t
+            .containers
+            .iter()
+            .zip(&statuses)
+            .map(|(c, s)| ContainerReport {
+                name: c.name.clone(),
+                runtime_id: Some(c.runtime_id.clone()),
+                last_status: match s {
+                    ContainerStatus::Running { .. } => "RUNNING".into(),
+                    ContainerStatus::Exited { .. } => "STOPPED".into(),
+                    ContainerStatus::Missing if c.exit_code.is_some() => "STOPPED".into(),
+                    ContainerStatus::Missing => "PENDING".into(),
+                },
+                exit_code: c.exit_code,
+                reason: c.reason.clone(),
+                health_status: None,
+                image_digest: None,
+            })
+            .collect();
+    }
+
+    /// New output of a task's containers since the last pass.
+    fn ship_logs(&self, t: &mut LocalTask, now: f64) -> Vec<LogBatch> {
+        let mut out = vec![];
+        let dir = self.log_dir(&t.spec.task_arn);
+        for c in t.containers.iter_mut() {
+            let mut lines = vec![];
+            for (i, stream) in ["stdout", "stderr"].iter().enumerate() {
+                let path = dir.join(&c.name).join(format!("{stream}.log"));
+                let (text, new_offset) = read_from(&path, c.shipped[i]);
+                c.shipped[i] = new_offset;
+                for l in text.lines() {
+                    lines.push(LogLine { timestamp: now, stream: (*stream).to_string(), message: l.to_string() });
+                }
+            }
+            if !lines.is_empty() {
+                out.push(LogBatch { task_arn: t.spec.task_arn.clone(), container: c.name.clone(), lines });
+            }
+        }
+        out
+    }
+}
+
+/// Complete lines of a file from `offset`, and the offset after them.
+fn read_from(path: &Path, offset: u64) -> (String, u64) {
+    let Ok(mut f) = std::fs::File::open(path) else { return (String::new(), offset) };
+    if f.seek(std::io::SeekFrom::Start(offset)).is_err() {
+        return (String::new(), offset);
+    }
+    let mut buf = Vec::new();
+    if f.take(MAX_LOG_CHUNK).read_to_end(&mut buf).is_err() {
+        return (String::new(), offset);
+    }
+    // Ship whole lines only; a partial last line waits for its newline (or the cap).
+    let end = match buf.iter().rposition(|b| *b == b'\n') {
+        Some(p) => p + 1,
+        None if buf.len() as u64 >= MAX_LOG_CHUNK => buf.len(),
+        None => 0,
+    };
+    buf.truncate(end);
+    (String::from_utf8_lossy(&buf).into_owned(), offset + end as u64)
+}

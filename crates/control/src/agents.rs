@@ -1,0 +1,457 @@
+//! The agent state machine: authentication, registration, reports, and the
+//! desired set of tasks each instance should run.
+
+use crate::usage::{registered, resource_list, task_needs};
+use crate::{digest, new_secret, Ctx};
+use berth_model::arn::{Arn, Resource as ArnResource};
+use berth_model::ecs::*;
+use berth_model::EcsError;
+use berth_protocol::{DesiredStatus, Hello, TaskReport, TaskSpec};
+use berth_store::{Expect, TaskFilter, Tx, Versioned};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+
+/// berth's private record of an instance, beside its public ContainerInstance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceRecord {
+    pub instance_id: String,
+    pub cluster_arn: String,
+    pub container_instance_arn: String,
+    pub capacity_provider: String,
+    pub instance_type: String,
+    pub availability_zone: String,
+    /// SHA-256 of the one-time join token, until it is used.
+    pub join_token_digest: Option<String>,
+    /// SHA-256 of the per-instance credential, once issued.
+    pub credential_digest: Option<String>,
+    /// The generation of the last desired set sent.
+    pub generation: u64,
+    pub launched_at: f64,
+}
+
+fn record_key(instance_id: &str) -> String {
+    format!("instance/{instance_id}")
+}
+
+pub fn load_record(tx: &dyn Tx, instance_id: &str) -> Result<Option<InstanceRecord>, EcsError> {
+    match tx.meta(&record_key(instance_id))? {
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+            EcsError::server(format!("instance record {instance_id} is corrupt: {e}"))
+        }),
+        None => Ok(None),
+    }
+}
+
+pub fn save_record(tx: &dyn Tx, r: &InstanceRecord) -> Result<(), EcsError> {
+    let text = serde_json::to_string(r).map_err(|e| EcsError::server(e.to_string()))?;
+    tx.put_meta(&record_key(&r.instance_id), &text)?;
+    Ok(())
+}
+
+/// The outcome of presenting a bearer secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The join token was valid: here is the credential to hand over (once).
+    Joined { credential: String },
+    /// The credential was valid.
+    Known,
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Checks an agent's bearer secret. A join token works once: it is replaced by
+/// a credential in the same transaction. Agent secrets are never user keys.
+pub fn admit(ctx: &Ctx, instance_id: &str, bearer: &str) -> Result<Admission, EcsError> {
+    let presented = digest(bearer);
+    ctx.store.write(|tx| {
+        let Some(mut r) = load_record(tx, instance_id)? else {
+            return Err(EcsError::new(
+                berth_model::ErrorKind::UnrecognizedClient,
+                "Unknown instance.",
+            ));
+        };
+        if r.credential_digest
+            .as_deref()
+            .is_some_and(|d| same(d, &presented))
+        {
+            return Ok(Admission::Known);
+        }
+        if r.join_token_digest
+            .as_deref()
+            .is_some_and(|d| same(d, &presented))
+        {
+            let credential = new_secret();
+            r.join_token_digest = None;
+            r.credential_digest = Some(digest(&credential));
+            save_record(tx, &r)?;
+            return Ok(Admission::Joined { credential });
+        }
+        Err(EcsError::new(
+            berth_model::ErrorKind::UnrecognizedClient,
+            "The agent credential is not valid.",
+        ))
+    })
+}
+
+/// Registers (or re-registers) a connected agent: the instance becomes ACTIVE
+/// with its resources and attributes; tasks it reports that berth does not
+/// want are sent back as stopped. Returns the ARN, the desired set and its generation.
+pub fn hello(ctx: &Ctx, hello: &Hello) -> Result<(String, u64, Vec<TaskSpec>), EcsError> {
+    let now = ctx.now();
+    ctx.store.write(|tx| {
+        let Some(mut r) = load_record(tx, &hello.instance_id)? else {
+            return Err(EcsError::client("Unknown instance."));
+        };
+        let Some(Versioned {
+            version,
+            value: mut ci,
+        }) = tx.container_instance(&r.container_instance_arn)?
+        else {
+            return Err(EcsError::client("The container instance was deregistered."));
+        };
+        if ci.status.as_deref() == Some("INACTIVE") {
+            return Err(EcsError::client("The container instance was deregistered."));
+        }
+        if ci.status.as_deref() == Some("REGISTERING") {
+            ci.status = Some("ACTIVE".into());
+            ci.registered_at = Some(now);
+        }
+        ci.agent_connected = true;
+        ci.version_info = Some(VersionInfo {
+            agent_version: Some(hello.agent_version.clone()),
+            agent_hash: None,
+            docker_version: Some(format!("berth/{}", hello.runtime)),
+        });
+        let gpus = hello.resources.gpus.clone();
+        ci.registered_resources = Some(resource_list(
+            i64::from(hello.resources.cpu),
+            hello.resources.memory_mib as i64,
+            &gpus,
+        ));
+        let mut attrs: Vec<Attribute> = hello
+            .attributes
+            .iter()
+            .map(|(k, v)| Attribute {
+                name: Some(k.clone()),
+                value: Some(v.clone()),
+                ..Default::default()
+            })
+            .collect();
+        attrs.sort_by(|a, b| a.name.cmp(&b.name));
+        ci.attributes = Some(attrs);
+        ci.version += 1;
+        tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
+        // Reported tasks the server no longer knows are stopped, never duplicated.
+        for report in &hello.tasks {
+            apply_report(ctx, tx, &r, report)?;
+        }
+        r.generation += 1;
+        save_record(tx, &r)?;
+        refresh_counts(tx, &r)?;
+        let tasks = desired(tx, &r)?;
+        Ok((r.container_instance_arn.clone(), r.generation, tasks))
+    })
+}
+
+/// The agent went away: the instance stays, marked disconnected.
+pub fn disconnected(ctx: &Ctx, instance_id: &str) -> Result<(), EcsError> {
+    ctx.store.write(|tx| {
+        let Some(r) = load_record(tx, instance_id)? else {
+            return Ok(());
+        };
+        if let Some(Versioned {
+            version,
+            value: mut ci,
+        }) = tx.container_instance(&r.container_instance_arn)?
+        {
+            if ci.agent_connected {
+                ci.agent_connected = false;
+                ci.version += 1;
+                tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Applies a task report from an agent. Returns whether the desired set changed.
+pub fn report(ctx: &Ctx, instance_id: &str, report: &TaskReport) -> Result<bool, EcsError> {
+    ctx.store.write(|tx| {
+        let Some(r) = load_record(tx, instance_id)? else {
+            return Ok(false);
+        };
+        let changed = apply_report(ctx, tx, &r, report)?;
+        refresh_counts(tx, &r)?;
+        Ok(changed)
+    })
+}
+
+fn apply_report(
+    ctx: &Ctx,
+    tx: &dyn Tx,
+    r: &InstanceRecord,
+    rep: &TaskReport,
+) -> Result<bool, EcsError> {
+    let now = ctx.now();
+    let Some(Versioned {
+        version,
+        value: mut t,
+    }) = tx.task(&rep.task_arn)?
+    else {
+        return Ok(false);
+    };
+    if t.container_instance_arn.as_deref() != Some(r.container_instance_arn.as_str()) {
+        return Ok(false);
+    }
+    if t.last_status.as_deref() == Some("STOPPED") {
+        return Ok(false);
+    }
+    let before = t.clone();
+    if t.pull_started_at.is_none() {
+        t.pull_started_at = rep.pull_started_at;
+    }
+    if t.pull_stopped_at.is_none() {
+        t.pull_stopped_at = rep.pull_stopped_at;
+    }
+    for c in t.containers.iter_mut().flatten() {
+        if let Some(cr) = rep
+            .containers
+            .iter()
+            .find(|x| Some(&x.name) == c.name.as_ref())
+        {
+            c.runtime_id = cr.runtime_id.clone().or(c.runtime_id.take());
+            c.last_status = Some(cr.last_status.clone());
+            if cr.exit_code.is_some() {
+                c.exit_code = cr.exit_code;
+            }
+            if cr.reason.is_some() {
+                c.reason = cr.reason.clone();
+            }
+            if let Some(h) = cr.health_status.as_deref().and_then(HealthStatus::parse) {
+                c.health_status = Some(h);
+            }
+            if cr.image_digest.is_some() {
+                c.image_digest = cr.image_digest.clone();
+            }
+        }
+    }
+    if let Some(ip) = &rep.private_ipv4_address {
+        for a in t.attachments.iter_mut().flatten() {
+            if a.r#type.as_deref() == Some("ElasticNetworkInterface") {
+                a.status = Some("ATTACHED".into());
+                let details = a.details.get_or_insert_with(Vec::new);
+                if !details
+                    .iter()
+                    .any(|d| d.name.as_deref() == Some("privateIPv4Address"))
+                {
+                    details.push(KeyValuePair {
+                        name: Some("privateIPv4Address".into()),
+                        value: Some(ip.clone()),
+                    });
+                }
+            }
+        }
+        for c in t.containers.iter_mut().flatten() {
+            c.network_interfaces = Some(vec![NetworkInterface {
+                attachment_id: t
+                    .attachments
+                    .as_ref()
+                    .and_then(|a| a.first())
+                    .and_then(|a| a.id.clone()),
+                private_ipv4_address: Some(ip.clone()),
+                ipv6_address: None,
+            }]);
+        }
+    }
+    match rep.last_status.as_str() {
+        "RUNNING" => {
+            if t.desired_status.as_deref() == Some("RUNNING") {
+                t.last_status = Some("RUNNING".into());
+            }
+            if t.started_at.is_none() {
+                t.started_at = rep.started_at.or(Some(now));
+                t.connectivity = Some(Connectivity::Connected);
+                t.connectivity_at = t.started_at;
+            }
+        }
+        "STOPPING" => {
+            t.last_status = Some("DEACTIVATING".into());
+            t.stopping_at.get_or_insert(now);
+        }
+        "STOPPED" => {
+            t.last_status = Some("STOPPED".into());
+            t.desired_status = Some("STOPPED".into());
+            t.stopping_at.get_or_insert(now);
+            t.execution_stopped_at = rep.execution_stopped_at.or(Some(now));
+            t.stopped_at = Some(now);
+            if t.stop_code.is_none() {
+                t.stop_code = rep.stop_code.as_deref().and_then(TaskStopCode::parse);
+            }
+            if t.stopped_reason.is_none() {
+                t.stopped_reason = rep.stopped_reason.clone();
+            }
+            for c in t.containers.iter_mut().flatten() {
+                c.last_status = Some("STOPPED".into());
+            }
+            for a in t.attachments.iter_mut().flatten() {
+                a.status = Some("DELETED".into());
+            }
+        }
+        _ => {}
+    }
+    if t == before {
+        return Ok(false);
+    }
+    t.version += 1;
+    tx.put_task(&t, Expect::Version(version))?;
+    Ok(t.last_status != before.last_status)
+}
+
+/// Keeps the instance's task counts and remaining resources true.
+pub fn refresh_counts(tx: &dyn Tx, r: &InstanceRecord) -> Result<(), EcsError> {
+    let Some(Versioned {
+        version,
+        value: mut ci,
+    }) = tx.container_instance(&r.container_instance_arn)?
+    else {
+        return Ok(());
+    };
+    let tasks = instance_tasks(tx, r)?;
+    let (mut cpu, mut mem, mut running, mut pending) = (0i64, 0i64, 0, 0);
+    for t in &tasks {
+        let (c, m) = task_needs(t);
+        cpu += i64::from(c);
+        mem += m as i64;
+        match t.last_status.as_deref() {
+            Some("RUNNING") => running += 1,
+            _ => pending += 1,
+        }
+    }
+    let (reg_cpu, reg_mem) = registered(&ci);
+    let remaining = resource_list(reg_cpu - cpu, reg_mem - mem, &[]);
+    if ci.remaining_resources.as_ref() != Some(&remaining)
+        || ci.running_tasks_count != running
+        || ci.pending_tasks_count != pending
+    {
+        ci.remaining_resources = Some(remaining);
+        ci.running_tasks_count = running;
+        ci.pending_tasks_count = pending;
+        ci.version += 1;
+        tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
+    }
+    Ok(())
+}
+
+/// Tasks assigned to an instance that are not yet STOPPED.
+pub fn instance_tasks(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<Task>, EcsError> {
+    let mut out = vec![];
+    for desired in ["RUNNING", "STOPPED"] {
+        let filter = TaskFilter {
+            cluster_arn: r.cluster_arn.clone(),
+            container_instance_arn: Some(r.container_instance_arn.clone()),
+            desired_status: Some(desired.into()),
+            ..Default::default()
+        };
+        let mut after: Option<String> = None;
+        loop {
+            let page = tx.tasks(&filter, after.as_deref(), 500)?;
+            out.extend(
+                page.items
+                    .into_iter()
+                    .map(|v| v.value)
+                    .filter(|t| t.last_status.as_deref() != Some("STOPPED")),
+            );
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The full desired set for an instance.
+pub fn desired(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<TaskSpec>, EcsError> {
+    let mut specs = vec![];
+    for t in instance_tasks(tx, r)? {
+        if let Some(spec) = spec_for(tx, &t)? {
+            specs.push(spec);
+        }
+    }
+    Ok(specs)
+}
+
+/// The spec of one task: its definition's containers with the overrides applied.
+pub fn spec_for(tx: &dyn Tx, t: &Task) -> Result<Option<TaskSpec>, EcsError> {
+    let td_arn = t.task_definition_arn.clone().unwrap_or_default();
+    let Ok(Arn {
+        resource: ArnResource::TaskDefinition { family, revision },
+        ..
+    }) = Arn::parse(&td_arn)
+    else {
+        return Ok(None);
+    };
+    let Some(td) = tx.task_definition(&family, Some(revision))? else {
+        return Ok(None);
+    };
+    let td = td.value;
+    let overrides = t.overrides.clone().unwrap_or_default();
+    let containers = td
+        .container_definitions
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut c| {
+            if let Some(o) = overrides
+                .container_overrides
+                .iter()
+                .flatten()
+                .find(|o| o.name == c.name)
+            {
+                if let Some(cmd) = &o.command {
+                    c.command = Some(cmd.clone());
+                }
+                if let Some(env) = &o.environment {
+                    let mut merged = c.environment.take().unwrap_or_default();
+                    for kv in env {
+                        merged.retain(|x| x.name != kv.name);
+                        merged.push(kv.clone());
+                    }
+                    c.environment = Some(merged);
+                }
+                if let Some(v) = o.cpu {
+                    c.cpu = v;
+                }
+                if let Some(v) = o.memory {
+                    c.memory = Some(v);
+                }
+                if let Some(v) = o.memory_reservation {
+                    c.memory_reservation = Some(v);
+                }
+            }
+            c
+        })
+        .collect();
+    let desired_status = if t.desired_status.as_deref() == Some("STOPPED") {
+        DesiredStatus::Stopped
+    } else {
+        DesiredStatus::Running
+    };
+    Ok(Some(TaskSpec {
+        task_arn: t.task_arn.clone().unwrap_or_default(),
+        family,
+        revision,
+        network_mode: td
+            .network_mode
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_else(|| "host".into()),
+        desired_status,
+        cpu: t.cpu.as_deref().and_then(|c| c.parse().ok()),
+        memory_mib: t.memory.as_deref().and_then(|m| m.parse().ok()),
+        containers,
+        gpu_ids: Default::default(),
+    }))
+}
