@@ -65,7 +65,6 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/", post(ecs))
         .route(berth_protocol::CONNECT_PATH, get(crate::gateway::connect))
-        .route(berth_protocol::CONNECT_PATH, get(crate::gateway::connect))
         .with_state(state)
 }
 
