@@ -184,7 +184,20 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let result =
         tokio::task::spawn_blocking(move || ops::dispatch(&ctx, op, &principal, &body)).await;
     match result {
-        Ok(Ok(bytes)) => ok_response(&request_id, bytes),
+        Ok(Ok(bytes)) => {
+            if matches!(
+                op,
+                Operation::RunTask
+                    | Operation::StopTask
+                    | Operation::UpdateContainerInstancesState
+                    | Operation::DeregisterContainerInstance
+                    | Operation::CreateCapacityProvider
+            ) {
+                // The scheduler acts on this now rather than at its next resync.
+                state.wake.notify_one();
+            }
+            ok_response(&request_id, bytes)
+        }
         Ok(Err(e)) => {
             if e.kind == ErrorKind::Server {
                 tracing::error!(request_id, operation = op.name(), error = %e.message, "request failed");
