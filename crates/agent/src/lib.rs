@@ -1,1 +1,3 @@
 //! The berth agent: runs on each instance, converges real containers (runc, or plain processes) to the desired set of tasks.
+
+pub mod runtime;

@@ -83,7 +83,9 @@ impl AddressRange {
         let first = self.first_instance();
         let last = self.last_instance();
         let start = match after {
-            Some(a) if self.contains(a) && u32::from(a) >= first && u32::from(a) < last => u32::from(a) + 1,
+            Some(a) if self.contains(a) && u32::from(a) >= first && u32::from(a) < last => {
+                u32::from(a) + 1
+            }
             _ => first,
         };
         (start..=last)
@@ -137,6 +139,7 @@ impl Default for AddressRange {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -154,7 +157,14 @@ mod tests {
         assert_eq!(r("10.214.7.0/24").gateway(), Ipv4Addr::new(10, 214, 7, 1));
         assert!(r("10.214.7.0/24").contains(Ipv4Addr::new(10, 214, 7, 200)));
         assert!(!r("10.214.7.0/24").contains(Ipv4Addr::new(10, 214, 8, 1)));
-        for bad in ["10.213.0.1/16", "10.213.0.0", "10.213.0.0/31", "10.213.0.0/4", "x/16", "10.213.0.0/x"] {
+        for bad in [
+            "10.213.0.1/16",
+            "10.213.0.0",
+            "10.213.0.0/31",
+            "10.213.0.0/4",
+            "x/16",
+            "10.213.0.0/x",
+        ] {
             assert!(bad.parse::<AddressRange>().is_err(), "{bad}");
         }
         let json = serde_json::to_string(&d).unwrap();
@@ -181,9 +191,14 @@ mod tests {
         let e = range.allocate(&BTreeSet::from([b, c, d]), Some(d)).unwrap();
         assert_eq!(e, Ipv4Addr::new(10, 214, 1, 6));
         // wraps around to the released .2, never to a live one, never to the broadcast
-        let f = range.allocate(&BTreeSet::from([b, c, d, e]), Some(e)).unwrap();
+        let f = range
+            .allocate(&BTreeSet::from([b, c, d, e]), Some(e))
+            .unwrap();
         assert_eq!(f, Ipv4Addr::new(10, 214, 1, 2));
-        assert_eq!(range.allocate(&BTreeSet::from([b, c, d, e, f]), Some(f)), None);
+        assert_eq!(
+            range.allocate(&BTreeSet::from([b, c, d, e, f]), Some(f)),
+            None
+        );
         // a cursor outside the range starts from the beginning
         assert_eq!(
             range.allocate(&BTreeSet::new(), Some(Ipv4Addr::new(192, 0, 2, 1))),

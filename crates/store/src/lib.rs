@@ -85,7 +85,9 @@ pub struct TaskFilter {
 /// Filters of ListTaskDefinitions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskDefinitionFilter {
-    pub family_prefix: Option<String>,
+    /// Only this family. ListTaskDefinitions calls it `familyPrefix`, but ECS
+    /// matches the whole family name there.
+    pub family: Option<String>,
     pub status: Option<TaskDefinitionStatus>,
     /// Newest revision first when true (sort DESC).
     pub descending: bool,

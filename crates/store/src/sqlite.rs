@@ -626,17 +626,19 @@ impl Tx for SqliteTx<'_> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<String>> {
-        let prefix = filter.family_prefix.as_deref().unwrap_or("");
+        let family = filter.family.as_deref();
         let status = filter.status.map(|s| s.as_str());
         let position = after
             .map(|a| self.task_definition_position(a, filter.descending))
             .transpose()?;
         let limit_p = limit_param(limit);
 
-        let mut sql = String::from(
-            "SELECT arn FROM task_definitions WHERE family >= ?1 AND substr(family, 1, length(?1)) = ?1",
-        );
-        let mut params: Vec<&dyn ToSql> = vec![&prefix];
+        let mut sql = String::from("SELECT arn FROM task_definitions WHERE 1 = 1");
+        let mut params: Vec<&dyn ToSql> = vec![];
+        if let Some(family) = &family {
+            params.push(family);
+            sql.push_str(&format!(" AND family = ?{}", params.len()));
+        }
         if let Some(status) = &status {
             params.push(status);
             sql.push_str(&format!(" AND status = ?{}", params.len()));

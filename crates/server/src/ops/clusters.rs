@@ -402,6 +402,14 @@ pub fn delete(ctx: &Ctx, req: DeleteClusterRequest) -> OpResult<DeleteClusterRes
     ctx.store.write(|tx| {
         let Versioned { version, value: mut c } = active_cluster(ctx, tx, req.cluster.as_deref())?;
         let arn = c.cluster_arn.clone().unwrap_or_default();
+        // Tasks first: they are what keeps a provider from being deleted.
+        let counts = tx.task_counts(&arn)?;
+        if counts.iter().any(|(s, n)| s != "STOPPED" && *n > 0) {
+            return Err(EcsError::new(
+                ErrorKind::ClusterContainsTasks,
+                "The Cluster cannot be deleted while Tasks are active.",
+            ));
+        }
         let mut after: Option<String> = None;
         loop {
             let page = tx.capacity_providers(after.as_deref(), 100)?;
@@ -423,13 +431,6 @@ pub fn delete(ctx: &Ctx, req: DeleteClusterRequest) -> OpResult<DeleteClusterRes
                     "The Cluster cannot be deleted while Container Instances are active or draining.",
                 ));
             }
-        }
-        let counts = tx.task_counts(&arn)?;
-        if counts.iter().any(|(s, n)| s != "STOPPED" && *n > 0) {
-            return Err(EcsError::new(
-                ErrorKind::ClusterContainsTasks,
-                "The Cluster cannot be deleted while Tasks are active.",
-            ));
         }
         c.status = Some("INACTIVE".into());
         tx.put_cluster(&c, Expect::Version(version))?;

@@ -29,6 +29,11 @@ fn aws_default(name: SettingName) -> &'static str {
 }
 
 fn check_value(name: SettingName, value: &str) -> OpResult<()> {
+    if name == SettingName::GuardDutyActivate {
+        return Err(EcsError::invalid(
+            "guardDutyActivate is read-only: it reflects GuardDuty Runtime Monitoring and cannot be set through ECS.",
+        ));
+    }
     let allowed: &[&str] = match name {
         SettingName::ServiceLongArnFormat
         | SettingName::TaskLongArnFormat

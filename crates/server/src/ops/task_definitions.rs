@@ -12,6 +12,8 @@ use berth_store::{Expect, TaskDefinitionFilter, Tx, Versioned};
 
 /// At most this many containers in one task definition, as in ECS.
 const MAX_CONTAINERS: usize = 10;
+/// ECS refuses task definitions larger than 64 KiB.
+const MAX_TASK_DEFINITION_BYTES: usize = 64 * 1024;
 
 /// Where a task definition's tags are kept (the TaskDefinition shape has none).
 pub(super) fn tags_key(arn: &str) -> String {
@@ -223,6 +225,12 @@ pub fn register(
     req: RegisterTaskDefinitionRequest,
 ) -> OpResult<RegisterTaskDefinitionResponse> {
     let family = Family::parse(req.family.as_deref().unwrap_or(""))?;
+    let size = serde_json::to_vec(&req).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_TASK_DEFINITION_BYTES {
+        return Err(EcsError::client(format!(
+            "The task definition is {size} bytes; a task definition can be at most 65536 bytes (64 KiB)."
+        )));
+    }
     let tag_list = req.tags.clone().unwrap_or_default();
     tags::validate(&tag_list)?;
     let requires = req.requires_compatibilities.clone().unwrap_or_default();
@@ -368,7 +376,7 @@ pub fn list(ctx: &Ctx, req: ListTaskDefinitionsRequest) -> OpResult<ListTaskDefi
     let limit = page_size(req.max_results, 100, 100)?;
     let after = decode_token(Operation::ListTaskDefinitions, req.next_token.as_deref())?;
     let filter = TaskDefinitionFilter {
-        family_prefix: req.family_prefix.clone(),
+        family: req.family_prefix.clone(),
         status: Some(req.status.unwrap_or(TaskDefinitionStatus::Active)),
         descending: req.sort == Some(SortOrder::Desc),
     };

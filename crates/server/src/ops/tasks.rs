@@ -185,6 +185,16 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
         ));
     }
     check_network(&req.network_configuration)?;
+    if let Some(o) = &req.overrides {
+        let len = serde_json::to_string(&o.container_overrides)
+            .map(|s| s.len())
+            .unwrap_or(0);
+        if len > 8192 {
+            return Err(EcsError::invalid(
+                "Container Overrides length must be at most 8192",
+            ));
+        }
+    }
     check_placement(
         req.placement_constraints.as_deref().unwrap_or_default(),
         req.placement_strategy.as_deref().unwrap_or_default(),
