@@ -12,7 +12,9 @@ use crate::images::Images;
 use crate::runtime::Runtime;
 use crate::supervisor::{Supervisor, SupervisorConfig};
 use anyhow::Context as _;
-use berth_protocol::{AgentMessage, Hello, Resources, ServerMessage, CONNECT_PATH, INSTANCE_HEADER, VERSION};
+use berth_protocol::{
+    AgentMessage, Hello, Resources, ServerMessage, CONNECT_PATH, INSTANCE_HEADER, VERSION,
+};
 use futures_util::{SinkExt as _, StreamExt as _};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,7 +51,12 @@ fn save_credential(config: &AgentConfig, credential: &str) -> std::io::Result<()
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = credential_path(config);
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(credential.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(tmp, path)
@@ -89,7 +96,8 @@ pub async fn run(
             },
         }
         // Containers keep running meanwhile; the next hello reports what happened.
-        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             _ = tokio::time::sleep(backoff + jitter) => {}
@@ -98,28 +106,62 @@ pub async fn run(
     }
 }
 
-async fn connect_once(config: &AgentConfig, runtime: &'static str, supervisor: Arc<Mutex<Supervisor>>) -> anyhow::Result<()> {
+async fn connect_once(
+    config: &AgentConfig,
+    runtime: &'static str,
+    supervisor: Arc<Mutex<Supervisor>>,
+) -> anyhow::Result<()> {
     let secret = match std::fs::read_to_string(credential_path(config)) {
         Ok(c) => c.trim().to_string(),
-        Err(_) => config.join_token.clone().context("no credential and no join token: cannot authenticate")?,
+        Err(_) => config
+            .join_token
+            .clone()
+            .context("no credential and no join token: cannot authenticate")?,
     };
     let url = format!("{}{CONNECT_PATH}", config.server.replacen("http", "ws", 1));
-    let mut request = url.as_str().into_client_request().context("bad server URL")?;
-    request.headers_mut().insert(INSTANCE_HEADER, config.instance_id.parse().context("bad instance id")?);
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {secret}").parse().context("bad credential")?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.context("cannot connect")?;
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .context("bad server URL")?;
+    request.headers_mut().insert(
+        INSTANCE_HEADER,
+        config.instance_id.parse().context("bad instance id")?,
+    );
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {secret}")
+            .parse()
+            .context("bad credential")?,
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .context("cannot connect")?;
     let reports = supervisor.lock().map(|s| s.reports()).unwrap_or_default();
     let mut attributes = BTreeMap::new();
-    attributes.insert("ecs.instance-type".to_string(), config.instance_type.clone());
-    attributes.insert("ecs.availability-zone".to_string(), config.availability_zone.clone());
+    attributes.insert(
+        "ecs.instance-type".to_string(),
+        config.instance_type.clone(),
+    );
+    attributes.insert(
+        "ecs.availability-zone".to_string(),
+        config.availability_zone.clone(),
+    );
     attributes.insert("ecs.os-type".to_string(), "linux".to_string());
     attributes.insert(
         "ecs.cpu-architecture".to_string(),
-        if cfg!(target_arch = "aarch64") { "arm64" } else { "x86_64" }.to_string(),
+        if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "x86_64"
+        }
+        .to_string(),
     );
-    for cap in ["privileged-container", "task-eni", "execution-role-awslogs", "container-health-check"] {
+    for cap in [
+        "privileged-container",
+        "task-eni",
+        "execution-role-awslogs",
+        "container-health-check",
+    ] {
         attributes.insert(format!("ecs.capability.{cap}"), String::new());
     }
     let hello = AgentMessage::Hello(Hello {
@@ -127,12 +169,17 @@ async fn connect_once(config: &AgentConfig, runtime: &'static str, supervisor: A
         instance_id: config.instance_id.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         runtime: runtime.to_string(),
-        resources: Resources { cpu: config.cpu, memory_mib: config.memory_mib, gpus: vec![] },
+        resources: Resources {
+            cpu: config.cpu,
+            memory_mib: config.memory_mib,
+            gpus: vec![],
+        },
         attributes,
         tasks: reports,
         generation: 0,
     });
-    ws.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
+    ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
+        .await?;
     let mut generation = 0u64;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut converge = tokio::time::interval(CONVERGE_EVERY);

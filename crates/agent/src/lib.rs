@@ -1,3 +1,6 @@
 //! The berth agent: runs on each instance, converges real containers (runc, or plain processes) to the desired set of tasks.
 
+pub mod daemon;
+pub mod images;
 pub mod runtime;
+pub mod supervisor;

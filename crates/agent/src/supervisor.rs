@@ -82,7 +82,13 @@ fn task_id(arn: &str) -> &str {
 fn runtime_id(task_arn: &str, container: &str) -> String {
     let safe: String = container
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{}-{safe}", task_id(task_arn))
 }
@@ -110,7 +116,14 @@ impl Supervisor {
                 _ => tracing::warn!(path = %path.display(), "ignoring an unreadable task record"),
             }
         }
-        Ok(Self { config, runtime, images, clock, tasks, desired: None })
+        Ok(Self {
+            config,
+            runtime,
+            images,
+            clock,
+            tasks,
+            desired: None,
+        })
     }
 
     /// Reports of every task the agent knows, for the hello.
@@ -124,7 +137,11 @@ impl Supervisor {
     }
 
     fn save(&self, t: &LocalTask) {
-        let path = self.config.state_dir.join("tasks").join(format!("{}.json", task_id(&t.spec.task_arn)));
+        let path = self
+            .config
+            .state_dir
+            .join("tasks")
+            .join(format!("{}.json", task_id(&t.spec.task_arn)));
         let tmp = path.with_extension("tmp");
         let result = serde_json::to_vec(t)
             .map_err(std::io::Error::other)
@@ -142,7 +159,11 @@ impl Supervisor {
                     tracing::warn!(container = c.runtime_id, error = %e, "cannot remove container");
                 }
             }
-            let path = self.config.state_dir.join("tasks").join(format!("{}.json", task_id(arn)));
+            let path = self
+                .config
+                .state_dir
+                .join("tasks")
+                .join(format!("{}.json", task_id(arn)));
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_dir_all(self.log_dir(arn));
         }
@@ -159,7 +180,9 @@ impl Supervisor {
         // Start what is desired and new to this agent.
         if let Some(desired) = self.desired.clone() {
             for spec in &desired {
-                if !self.tasks.contains_key(&spec.task_arn) && spec.desired_status == DesiredStatus::Running {
+                if !self.tasks.contains_key(&spec.task_arn)
+                    && spec.desired_status == DesiredStatus::Running
+                {
                     let t = self.start_task(spec, now);
                     changed.push(t.report.clone());
                     self.save(&t);
@@ -183,7 +206,9 @@ impl Supervisor {
         let arns: Vec<String> = self.tasks.keys().cloned().collect();
         let mut logs = vec![];
         for arn in arns {
-            let Some(mut t) = self.tasks.remove(&arn) else { continue };
+            let Some(mut t) = self.tasks.remove(&arn) else {
+                continue;
+            };
             let before = t.report.clone();
             self.observe(&mut t, now);
             logs.extend(self.ship_logs(&mut t, now));
@@ -233,7 +258,8 @@ impl Supervisor {
             match self.images.prepare(&image) {
                 Ok(p) => prepared.push(p),
                 Err(e) => {
-                    return self.failed_to_start(t, now, format!("CannotPullContainerError: pull image manifest has been retried 1 time(s): {image}: {e}"));
+                    let reason = format!("CannotPullContainerError: {image}: {e:#}");
+                    return self.failed_to_start(t, now, reason);
                 }
             }
         }
@@ -241,7 +267,10 @@ impl Supervisor {
         for (i, (c, image)) in spec.containers.iter().zip(prepared).enumerate() {
             let launch = self.launch_for(spec, c, image);
             if let Err(e) = self.runtime.start(&launch) {
-                let msg = format!("CannotStartContainerError: {}: {e}", c.name.as_deref().unwrap_or(""));
+                let msg = format!(
+                    "CannotStartContainerError: {}: {e}",
+                    c.name.as_deref().unwrap_or("")
+                );
                 for started in t.containers.iter().take(i) {
                     let _ = self.runtime.signal(&started.runtime_id, SIGKILL);
                 }
@@ -274,11 +303,17 @@ impl Supervisor {
         t
     }
 
-    fn launch_for(&self, spec: &TaskSpec, c: &ContainerDefinition, image: crate::images::Prepared) -> ContainerLaunch {
+    fn launch_for(
+        &self,
+        spec: &TaskSpec,
+        c: &ContainerDefinition,
+        image: crate::images::Prepared,
+    ) -> ContainerLaunch {
         let name = c.name.clone().unwrap_or_default();
+        // `awsvpc` tasks share the instance's network for now; a namespace per task comes later.
         let network = match spec.network_mode.as_str() {
             "none" => Network::None,
-            _ => Network::Join(self.config.host_netns.clone()),
+            _ => Network::Host(self.config.host_netns.clone()),
         };
         ContainerLaunch {
             id: runtime_id(&spec.task_arn, &name),
@@ -286,7 +321,11 @@ impl Supervisor {
             image: image.config,
             definition: c.clone(),
             network,
-            cgroup_parent: format!("{}/task-{}", self.config.cgroup_root, task_id(&spec.task_arn)),
+            cgroup_parent: format!(
+                "{}/task-{}",
+                self.config.cgroup_root,
+                task_id(&spec.task_arn)
+            ),
             hostname: c.hostname.clone(),
             log_dir: self.log_dir(&spec.task_arn).join(&name),
             extra_env: vec![],
@@ -302,7 +341,9 @@ impl Supervisor {
         let mut statuses = vec![];
         for c in &t.containers {
             let s = if c.started {
-                self.runtime.status(&c.runtime_id).unwrap_or(ContainerStatus::Missing)
+                self.runtime
+                    .status(&c.runtime_id)
+                    .unwrap_or(ContainerStatus::Missing)
             } else {
                 ContainerStatus::Missing
             };
@@ -317,10 +358,13 @@ impl Supervisor {
                     all_exited = false;
                     started_at = Some(started_at.map_or(*at, |x: f64| x.max(*at)));
                 }
-                ContainerStatus::Exited { code, oom_killed, .. } => {
+                ContainerStatus::Exited {
+                    code, oom_killed, ..
+                } => {
                     c.exit_code = Some(*code);
                     if *oom_killed {
-                        c.reason = Some("OutOfMemoryError: Container killed due to memory usage".into());
+                        c.reason =
+                            Some("OutOfMemoryError: Container killed due to memory usage".into());
                     }
                     if c.essential && essential_exit.is_none() {
                         essential_exit = Some(c.name.clone());
@@ -344,8 +388,14 @@ impl Supervisor {
             let since = *t.stop_signalled_at.get_or_insert(now);
             for (c, s) in t.containers.iter().zip(&statuses) {
                 if let ContainerStatus::Running { .. } = s {
-                    let def = t.spec.containers.iter().find(|d| d.name.as_deref() == Some(c.name.as_str()));
-                    let timeout = def.and_then(|d| d.stop_timeout).map_or(DEFAULT_STOP_TIMEOUT, f64::from);
+                    let def = t
+                        .spec
+                        .containers
+                        .iter()
+                        .find(|d| d.name.as_deref() == Some(c.name.as_str()));
+                    let timeout = def
+                        .and_then(|d| d.stop_timeout)
+                        .map_or(DEFAULT_STOP_TIMEOUT, f64::from);
                     if first {
                         let _ = self.runtime.signal(&c.runtime_id, SIGTERM);
                     } else if now - since >= timeout {
@@ -403,11 +453,19 @@ impl Supervisor {
                 let (text, new_offset) = read_from(&path, c.shipped[i]);
                 c.shipped[i] = new_offset;
                 for l in text.lines() {
-                    lines.push(LogLine { timestamp: now, stream: (*stream).to_string(), message: l.to_string() });
+                    lines.push(LogLine {
+                        timestamp: now,
+                        stream: (*stream).to_string(),
+                        message: l.to_string(),
+                    });
                 }
             }
             if !lines.is_empty() {
-                out.push(LogBatch { task_arn: t.spec.task_arn.clone(), container: c.name.clone(), lines });
+                out.push(LogBatch {
+                    task_arn: t.spec.task_arn.clone(),
+                    container: c.name.clone(),
+                    lines,
+                });
             }
         }
         out
@@ -416,7 +474,9 @@ impl Supervisor {
 
 /// Complete lines of a file from `offset`, and the offset after them.
 fn read_from(path: &Path, offset: u64) -> (String, u64) {
-    let Ok(mut f) = std::fs::File::open(path) else { return (String::new(), offset) };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return (String::new(), offset);
+    };
     if f.seek(std::io::SeekFrom::Start(offset)).is_err() {
         return (String::new(), offset);
     }
@@ -431,5 +491,8 @@ fn read_from(path: &Path, offset: u64) -> (String, u64) {
         None => 0,
     };
     buf.truncate(end);
-    (String::from_utf8_lossy(&buf).into_owned(), offset + end as u64)
+    (
+        String::from_utf8_lossy(&buf).into_owned(),
+        offset + end as u64,
+    )
 }

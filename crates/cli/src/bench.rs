@@ -927,7 +927,16 @@ mod tests {
         };
         let first = bench_api(&args, creds.clone(), false).await;
         // A second run reuses what the first set up.
-        let second = bench_api(&args, creds, false).await;
+        let second = bench_api(&args, creds.clone(), false).await;
+        // A wrong key stops the run at setup, with the server's error.
+        let refused = bench_api(&args, Credentials::new("AKIAWRONGWRONGWRONG0", "x"), false).await;
+        // Answers other than 200 are counted, with samples.
+        let target = Arc::new(Target::new(&args.endpoint, creds, "us-east-1".into())?);
+        let conns = vec![Conn::open(&target).await?, Conn::open(&target).await?];
+        let bad = vec![Bytes::from_static(
+            br#"{"cluster":"no-such-cluster","taskDefinition":"bench"}"#,
+        )];
+        let counted = measure(Op::RunTask, 5, conns, &target, bad, &ProgressBar::hidden()).await;
         let _ = stop.send(());
         let _ = serving.await;
         let _ = std::fs::remove_dir_all(&dir);
@@ -952,6 +961,19 @@ mod tests {
                 );
             }
         }
+        let refused = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        assert!(refused.contains("UnrecognizedClientException"), "{refused}");
+        let (conns, report) = counted?;
+        assert_eq!((conns.len(), report.requests, report.errors), (2, 5, 5));
+        assert!(
+            report
+                .error_samples
+                .iter()
+                .all(|s| s.starts_with("HTTP 400")),
+            "{:?}",
+            report.error_samples
+        );
+        assert_eq!(target.connects.load(Ordering::Relaxed), 2);
         Ok(())
     }
 }

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod agent_cmd;
 mod bench;
+mod up;
 
 #[derive(Parser)]
 #[command(
@@ -53,8 +55,14 @@ struct ServerArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: the ECS API on --listen, state in --data-dir.
+    /// Run berth on this machine: the ECS API, local managed instances (network
+    /// namespaces and cgroups, or plain processes without root) and the scheduler.
+    Up(ServerArgs),
+    /// Run the control plane only: the ECS API on --listen, state in --data-dir.
     Server(ServerArgs),
+    /// Run the agent of one instance (started by the instance provider).
+    #[command(hide = true)]
+    Agent(agent_cmd::AgentArgs),
     /// Measure the API: requests/s and latency percentiles against a running server.
     Bench(bench::BenchArgs),
 }
@@ -92,12 +100,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn server(args: ServerArgs) -> anyhow::Result<()> {
+fn config(args: ServerArgs) -> anyhow::Result<Config> {
     let data_dir = match args.data_dir {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    let config = Config {
+    Ok(Config {
         listen: args.listen,
         data_dir,
         region: args.region,
@@ -106,9 +114,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             DurabilityArg::Full => Durability::Full,
             DurabilityArg::Process => Durability::Process,
         },
-    };
-    let server = Server::bind(&config).await?;
-    let addr = server.local_addr()?;
+    })
+}
+
+/// What a person needs to start using the server.
+pub fn print_banner(server: &Server, config: &Config, addr: SocketAddr) {
     let creds = &server.credentials;
     eprintln!(
         "berth {} serving the ECS API on http://{addr}",
@@ -121,11 +131,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     match &creds.file {
-        Some(f) if creds.generated => eprintln!(
-            "  generated the root access key {} in {}",
-            creds.access_key_id,
-            f.display()
-        ),
+        Some(f) if creds.generated => {
+            eprintln!(
+                "  generated the root access key {} in {}",
+                creds.access_key_id,
+                f.display()
+            )
+        }
         Some(f) => eprintln!(
             "  root access key {} from {}",
             creds.access_key_id,
@@ -143,12 +155,23 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             config.region
         );
     }
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = config(args)?;
+    let server = Server::bind(&config).await?;
+    let addr = server.local_addr()?;
+    print_banner(&server, &config, addr);
     server
         .serve(shutdown_signal(), Duration::from_secs(10))
         .await
 }
 
 fn main() -> std::process::ExitCode {
+    // `berth shim …` supervises one container; it parses its own arguments.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
+        return berth_agent::runtime::shim::main();
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -170,6 +193,11 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server(args).await,
+            Command::Up(args) => match config(args) {
+                Ok(c) => up::up(c, shutdown_signal()).await,
+                Err(e) => Err(e),
+            },
+            Command::Agent(args) => agent_cmd::agent(args, shutdown_signal()).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

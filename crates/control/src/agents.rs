@@ -455,3 +455,97 @@ pub fn spec_for(tx: &dyn Tx, t: &Task) -> Result<Option<TaskSpec>, EcsError> {
         gpu_ids: Default::default(),
     }))
 }
+
+/// Checks an agent's credential without changing anything (for the registry).
+pub fn check_credential(ctx: &Ctx, instance_id: &str, secret: &str) -> bool {
+    let presented = digest(secret);
+    ctx.store
+        .read(|tx| load_record(tx, instance_id))
+        .ok()
+        .flatten()
+        .and_then(|r| r.credential_digest)
+        .is_some_and(|d| same(&d, &presented))
+}
+
+/// An instance is gone: its container instance becomes INACTIVE and the tasks
+/// it ran are STOPPED with `TerminationNotice`.
+pub fn terminated(ctx: &Ctx, instance_id: &str, reason: &str) -> Result<(), EcsError> {
+    let now = ctx.now();
+    ctx.store.write(|tx| {
+        let Some(r) = load_record(tx, instance_id)? else {
+            return Ok(());
+        };
+        for mut t in instance_tasks(tx, &r)? {
+            let Some(current) = tx.task(t.task_arn.as_deref().unwrap_or(""))? else {
+                continue;
+            };
+            t.last_status = Some("STOPPED".into());
+            t.desired_status = Some("STOPPED".into());
+            t.stop_code.get_or_insert(TaskStopCode::TerminationNotice);
+            t.stopped_reason.get_or_insert_with(|| reason.to_string());
+            t.stopping_at.get_or_insert(now);
+            t.execution_stopped_at.get_or_insert(now);
+            t.stopped_at = Some(now);
+            for c in t.containers.iter_mut().flatten() {
+                c.last_status = Some("STOPPED".into());
+            }
+            t.version += 1;
+            tx.put_task(&t, Expect::Version(current.version))?;
+        }
+        if let Some(Versioned {
+            version,
+            value: mut ci,
+        }) = tx.container_instance(&r.container_instance_arn)?
+        {
+            if ci.status.as_deref() != Some("INACTIVE") {
+                ci.status = Some("INACTIVE".into());
+                ci.status_reason = Some(reason.to_string());
+                ci.agent_connected = false;
+                ci.running_tasks_count = 0;
+                ci.pending_tasks_count = 0;
+                ci.version += 1;
+                tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Every instance the store still thinks is alive is recorded as terminated
+/// (used when the provider's instances were all swept away).
+pub fn terminate_orphans(ctx: &Ctx, reason: &str) -> Result<usize, EcsError> {
+    let ids = ctx.store.read(|tx| {
+        let mut ids = vec![];
+        let mut after: Option<String> = None;
+        loop {
+            let page = tx.clusters(after.as_deref(), 100)?;
+            for c in &page.items {
+                let arn = c.cluster_arn.clone().unwrap_or_default();
+                for status in ["ACTIVE", "DRAINING", "REGISTERING"] {
+                    let mut a: Option<String> = None;
+                    loop {
+                        let p = tx.container_instances(&arn, Some(status), a.as_deref(), 500)?;
+                        ids.extend(
+                            p.items
+                                .iter()
+                                .filter_map(|ci| ci.value.ec2_instance_id.clone()),
+                        );
+                        match p.next {
+                            Some(n) => a = Some(n),
+                            None => break,
+                        }
+                    }
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        Ok::<_, EcsError>(ids)
+    })?;
+    for id in &ids {
+        terminated(ctx, id, reason)?;
+    }
+    Ok(ids.len())
+}

@@ -25,6 +25,8 @@ pub struct SchedulerConfig {
     pub state_root: PathBuf,
     /// Memory held back on every instance for the OS and the agent, in MiB.
     pub reserved_memory_mib: u64,
+    /// Only instance types of this architecture (the host's, for local instances).
+    pub architecture: Option<berth_catalog::Architecture>,
 }
 
 /// An instance to launch, as the scheduler asks for it.
@@ -299,10 +301,14 @@ impl Scheduler {
             .clone()
             .unwrap_or_else(default_requirements);
         let region = self.ctx.arns.region.clone();
+        let options = berth_catalog::MatchOptions {
+            architecture: self.config.architecture,
+            ..Default::default()
+        };
         let candidates = self
             .ctx
             .catalog
-            .matching(&region, &reqs)
+            .matching_with(&region, &reqs, &options)
             .unwrap_or_default();
         let subnets = template
             .network_configuration

@@ -131,7 +131,7 @@ pub fn import_rootfs(
             dir.display()
         )));
     }
-    let total = tree_size(dir)?;
+    let total = tree_size(dir, &mut std::collections::HashSet::new())?;
     let blob = store.blob_writer()?;
     let gz = flate2::GzBuilder::new().write(blob, flate2::Compression::default());
     let mut builder = tar::Builder::new(HashingWriter::new(gz));
@@ -144,6 +144,7 @@ pub fn import_rootfs(
         progress,
     };
     w.walk(dir, Path::new(""))?;
+    (w.progress)(total, total);
     let hashed = builder
         .into_inner()
         .ctx(|| "cannot finish the layer tar".into())?;
@@ -221,13 +222,13 @@ fn finish_image(
     })
 }
 
-fn tree_size(dir: &Path) -> Result<u64> {
+/// Bytes of regular files under `dir`, each hard-linked inode once.
+fn tree_size(dir: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> Result<u64> {
     let mut total = 0;
-    for e in sorted_entries(dir)? {
-        let m = e.1;
+    for (path, m) in sorted_entries(dir)? {
         if m.is_dir() {
-            total += tree_size(&e.0)?;
-        } else if m.is_file() {
+            total += tree_size(&path, seen)?;
+        } else if m.is_file() && (m.nlink() < 2 || seen.insert((m.dev(), m.ino()))) {
             total += m.len();
         }
     }

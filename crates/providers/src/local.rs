@@ -299,6 +299,20 @@ impl LocalProvider {
         self.is_privileged().then(|| self.config.range.gateway())
     }
 
+    /// Brings the bridge up now (root mode), so the server can listen on the
+    /// gateway address before the first instance exists.
+    pub fn prepare_network(&self) -> Result<(), ProviderError> {
+        if !self.is_privileged() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        if !inner.bridge_ready || !ip::link_exists(&self.config.bridge) {
+            ip::ensure_bridge(&self.config.bridge, &self.config.range)?;
+            inner.bridge_ready = true;
+        }
+        Ok(())
+    }
+
     /// How much memory (MiB) instances may take together.
     pub fn capacity_mib(&self) -> u64 {
         self.capacity_mib

@@ -28,21 +28,39 @@ pub struct AppState {
     pub wake: Arc<tokio::sync::Notify>,
     /// Container output shipped by agents.
     pub logs: crate::logs::LogStore,
+    /// The built-in image registry's blobs and manifests.
+    pub images: Arc<berth_image::BlobStore>,
     scheduler: std::sync::OnceLock<Arc<berth_control::scheduler::Scheduler>>,
 }
 
 impl AppState {
-    pub fn new(ctx: Ctx, root: &crate::credentials::RootKey, logs_dir: std::path::PathBuf) -> Self {
+    /// The state of a server keeping its logs and images under `data_dir`.
+    pub fn new(
+        ctx: Ctx,
+        root: &crate::credentials::RootKey,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         let mut keys = HashMap::new();
         keys.insert(root.access_key_id.clone(), root.secret_access_key.clone());
-        Self {
+        let images = berth_image::BlobStore::open(data_dir.join("registry"))?;
+        Ok(Self {
             ctx: Arc::new(ctx),
             keys: RwLock::new(keys),
             hub: Arc::new(crate::gateway::Hub::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
-            logs: crate::logs::LogStore::new(logs_dir),
+            logs: crate::logs::LogStore::new(data_dir.join("logs")),
+            images: Arc::new(images),
             scheduler: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Whether a key may use the registry: a user's key, or an instance's credential.
+    fn registry_access(&self, id: &str, secret: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        if let Some(known) = self.secret_for(id) {
+            return bool::from(known.as_bytes().ct_eq(secret.as_bytes()));
         }
+        berth_control::agents::check_credential(&self.ctx, id, secret)
     }
 
     /// The scheduler, when this server launches instances.
@@ -61,11 +79,16 @@ impl AppState {
 
 /// The router, without a socket, so tests can drive it directly.
 pub fn app(state: Arc<AppState>) -> Router {
+    let for_registry = state.clone();
+    let auth: crate::registry::AuthFn =
+        Arc::new(move |id, secret| for_registry.registry_access(id, secret));
+    let registry = crate::registry::routes(state.images.clone(), auth);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/", post(ecs))
         .route(berth_protocol::CONNECT_PATH, get(crate::gateway::connect))
         .with_state(state)
+        .merge(registry)
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {

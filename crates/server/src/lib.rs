@@ -19,6 +19,7 @@ pub mod credentials;
 pub mod gateway;
 pub mod logs;
 pub mod ops;
+pub mod registry;
 pub mod sigv4;
 
 use anyhow::Context as _;
@@ -54,6 +55,8 @@ pub struct Config {
 /// A server bound to its address, ready to serve.
 pub struct Server {
     listener: tokio::net::TcpListener,
+    /// More addresses serving the same app (the agents' side of a bridge).
+    extra: Vec<tokio::net::TcpListener>,
     state: Arc<api::AppState>,
     pub credentials: credentials::RootKey,
 }
@@ -76,16 +79,13 @@ impl Server {
             clock: Arc::new(SystemClock),
             catalog: berth_catalog::Catalog::embedded(),
         };
-        let state = Arc::new(api::AppState::new(
-            ctx,
-            &credentials,
-            config.data_dir.join("logs"),
-        ));
+        let state = Arc::new(api::AppState::new(ctx, &credentials, &config.data_dir)?);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         Ok(Self {
             listener,
+            extra: vec![],
             state,
             credentials,
         })
@@ -93,6 +93,16 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Serves the same API on one more address as well; returns it bound.
+    pub async fn also_listen(&mut self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = l.local_addr()?;
+        self.extra.push(l);
+        Ok(bound)
     }
 
     /// Makes this server launch instances through `provider` and schedule
@@ -129,8 +139,22 @@ impl Server {
         });
         let app = api::app(self.state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_extra, _) = tokio::sync::broadcast::channel::<()>(1);
+        let mut extras = vec![];
+        for l in self.extra {
+            let mut stop = stop_extra.subscribe();
+            let serve = axum::serve(l, app.clone()).with_graceful_shutdown(async move {
+                let _ = stop.recv().await;
+            });
+            extras.push(AbortOnDrop(Some(tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "an extra listener failed");
+                }
+            }))));
+        }
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             shutdown.await;
+            let _ = stop_extra.send(());
             let _ = tx.send(());
         });
         let mut handle = tokio::spawn(async move { server.await });

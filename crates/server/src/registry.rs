@@ -46,10 +46,7 @@ struct Registry {
 }
 
 /// The registry's router: `/v2/` and everything under it.
-pub fn routes(
-    store: Arc<BlobStore>,
-    auth: Arc<dyn Fn(&str, &str) -> bool + Send + Sync>,
-) -> Router {
+pub fn routes(store: Arc<BlobStore>, auth: AuthFn) -> Router {
     let state = Arc::new(Registry { store, auth });
     Router::new()
         .route("/v2", get(base))

@@ -58,6 +58,11 @@ fn scheduler(h: &Harness, rec: &Arc<Recorder>) -> Scheduler {
             agent_args: vec![],
             state_root: std::env::temp_dir(),
             reserved_memory_mib: 256,
+            architecture: Some(if cfg!(target_arch = "aarch64") {
+                berth_catalog::Architecture::Arm64
+            } else {
+                berth_catalog::Architecture::X86_64
+            }),
         },
     )
 }

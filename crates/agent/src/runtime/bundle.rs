@@ -657,6 +657,8 @@ pub struct SpecInputs<'a> {
     pub devices: Vec<HostDevice>,
     /// The init to prefix, when `initProcessEnabled`.
     pub init: Option<InitBinary>,
+    /// What "all capabilities" means (the agent's bounding set), `None` for every capability.
+    pub available_caps: Option<Capabilities>,
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, RuntimeError> {
@@ -699,7 +701,7 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, RuntimeError> {
             )
         })
         .unwrap_or_default();
-    let caps = config::capabilities(&add, &drop, privileged)?;
+    let caps = config::capabilities(&add, &drop, privileged, input.available_caps.as_ref())?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -749,7 +751,11 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, RuntimeError> {
     if !rlimits.is_empty() {
         process = process.rlimits(rlimits);
     }
-    let process = process.build().map_err(oci)?;
+    let mut process = process.build().map_err(oci)?;
+    if process.rlimits().as_ref().is_some_and(|r| r.is_empty()) || def.ulimits.is_none() {
+        // the builder fills in oci-spec's default (nofile 1024): inherit the shim's instead
+        process.set_rlimits(None);
+    }
 
     // ---- mounts
     let shm_size = match lp.and_then(|l| l.shared_memory_size) {
@@ -957,7 +963,12 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, RuntimeError> {
     if !sysctl.is_empty() {
         linux = linux.sysctl(sysctl);
     }
-    let linux = linux.build().map_err(oci)?;
+    let mut linux = linux.build().map_err(oci)?;
+    if privileged {
+        // the builder fills in oci-spec's defaults
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    }
 
     let annotations: HashMap<String, String> = def
         .docker_labels
@@ -985,6 +996,7 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, RuntimeError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use berth_model::ecs::{HostEntry, KernelCapabilities, LinuxParameters, Tmpfs};
@@ -1024,6 +1036,7 @@ mod tests {
             etc: None,
             devices: vec![],
             init: None,
+            available_caps: None,
         }
     }
 
@@ -1235,7 +1248,7 @@ mod tests {
         assert!(!is_static_elf(&exe));
         assert!(!is_static_elf(Path::new("/nonexistent")));
         if Path::new("/bin/busybox").exists() && is_static_elf(Path::new("/bin/busybox")) {
-            assert!(matches!(find_init(), Some(_)));
+            assert!(find_init().is_some());
         }
     }
 

@@ -196,6 +196,7 @@ pub fn exists(cgroup: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -319,15 +319,87 @@ fn is_all(name: &str) -> bool {
     name.trim().eq_ignore_ascii_case("ALL") || name.trim().eq_ignore_ascii_case("CAP_ALL")
 }
 
+/// The capability's number (its bit in `/proc/<pid>/status` masks).
+pub fn capability_number(c: Capability) -> u32 {
+    match c {
+        Capability::Chown => 0,
+        Capability::DacOverride => 1,
+        Capability::DacReadSearch => 2,
+        Capability::Fowner => 3,
+        Capability::Fsetid => 4,
+        Capability::Kill => 5,
+        Capability::Setgid => 6,
+        Capability::Setuid => 7,
+        Capability::Setpcap => 8,
+        Capability::LinuxImmutable => 9,
+        Capability::NetBindService => 10,
+        Capability::NetBroadcast => 11,
+        Capability::NetAdmin => 12,
+        Capability::NetRaw => 13,
+        Capability::IpcLock => 14,
+        Capability::IpcOwner => 15,
+        Capability::SysModule => 16,
+        Capability::SysRawio => 17,
+        Capability::SysChroot => 18,
+        Capability::SysPtrace => 19,
+        Capability::SysPacct => 20,
+        Capability::SysAdmin => 21,
+        Capability::SysBoot => 22,
+        Capability::SysNice => 23,
+        Capability::SysResource => 24,
+        Capability::SysTime => 25,
+        Capability::SysTtyConfig => 26,
+        Capability::Mknod => 27,
+        Capability::Lease => 28,
+        Capability::AuditWrite => 29,
+        Capability::AuditControl => 30,
+        Capability::Setfcap => 31,
+        Capability::MacOverride => 32,
+        Capability::MacAdmin => 33,
+        Capability::Syslog => 34,
+        Capability::WakeAlarm => 35,
+        Capability::BlockSuspend => 36,
+        Capability::AuditRead => 37,
+        Capability::Perfmon => 38,
+        Capability::Bpf => 39,
+        Capability::CheckpointRestore => 40,
+    }
+}
+
+/// The capabilities of a `CapBnd:`-style hexadecimal mask.
+pub fn capabilities_of_mask(mask: u64) -> Capabilities {
+    ALL_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| mask & (1u64 << capability_number(*c)) != 0)
+        .collect()
+}
+
+/// The capability bounding set of this process (`CapBnd` of `/proc/self/status`): what a
+/// container started from here can get at most.
+pub fn own_bounding_set() -> Option<Capabilities> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16)
+        .ok()
+        .map(capabilities_of_mask)
+}
+
 /// The capability set of a container, Docker's rules (moby `TweakCapabilities`): privileged →
 /// all; `add` containing `ALL` → all but `drop`; `drop` containing `ALL` → only `add`; else the
-/// default set minus `drop`, plus `add`.
+/// default set minus `drop`, plus `add`. "All" means all of `available` (the agent's own
+/// bounding set — a container cannot get more) when given.
 pub fn capabilities(
     add: &[String],
     drop: &[String],
     privileged: bool,
+    available: Option<&Capabilities>,
 ) -> Result<Capabilities, RuntimeError> {
-    let all: Capabilities = ALL_CAPABILITIES.iter().copied().collect();
+    let all: Capabilities = ALL_CAPABILITIES
+        .iter()
+        .copied()
+        .filter(|c| available.is_none_or(|a| a.contains(c)))
+        .collect();
     if privileged {
         return Ok(all);
     }
@@ -417,6 +489,7 @@ pub fn no_new_privileges(def: &ContainerDefinition) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use berth_model::ecs::KeyValuePair;
@@ -579,7 +652,7 @@ mod tests {
     #[test]
     fn capabilities_add_drop() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let default = capabilities(&[], &[], false).unwrap();
+        let default = capabilities(&[], &[], false, None).unwrap();
         assert_eq!(default.len(), 14);
         assert!(!default.contains(&Capability::NetAdmin));
 
@@ -587,6 +660,7 @@ mod tests {
             &s(&["NET_ADMIN", "cap_sys_time"]),
             &s(&["CAP_CHOWN", "kill"]),
             false,
+            None,
         )
         .unwrap();
         assert!(c.contains(&Capability::NetAdmin));
@@ -595,25 +669,40 @@ mod tests {
         assert!(!c.contains(&Capability::Kill));
         assert_eq!(c.len(), 14);
 
-        let c = capabilities(&s(&["ALL"]), &s(&["SYS_ADMIN"]), false).unwrap();
+        let c = capabilities(&s(&["ALL"]), &s(&["SYS_ADMIN"]), false, None).unwrap();
         assert_eq!(c.len(), ALL_CAPABILITIES.len() - 1);
         assert!(!c.contains(&Capability::SysAdmin));
 
-        let c = capabilities(&s(&["NET_BIND_SERVICE"]), &s(&["ALL"]), false).unwrap();
+        let c = capabilities(&s(&["NET_BIND_SERVICE"]), &s(&["ALL"]), false, None).unwrap();
         assert_eq!(names(&c), ["NET_BIND_SERVICE"]);
 
         // add wins over drop in the default case, like Docker
-        let c = capabilities(&s(&["NET_ADMIN"]), &s(&["NET_ADMIN"]), false).unwrap();
+        let c = capabilities(&s(&["NET_ADMIN"]), &s(&["NET_ADMIN"]), false, None).unwrap();
         assert!(c.contains(&Capability::NetAdmin));
 
-        let c = capabilities(&[], &s(&["ALL"]), true).unwrap();
+        let c = capabilities(&[], &s(&["ALL"]), true, None).unwrap();
         assert_eq!(c.len(), ALL_CAPABILITIES.len());
 
         assert!(matches!(
-            capabilities(&s(&["CAP_BOGUS"]), &[], false),
+            capabilities(&s(&["CAP_BOGUS"]), &[], false, None),
             Err(RuntimeError::InvalidConfig(_))
         ));
         assert_eq!(parse_capability("Cap_Net_Raw").unwrap(), Capability::NetRaw);
+
+        // "all" is bounded by what is available
+        let avail = capabilities_of_mask(0x1fffeffffff);
+        assert!(!avail.contains(&Capability::SysResource));
+        assert_eq!(avail.len(), 40);
+        let c = capabilities(&[], &[], true, Some(&avail)).unwrap();
+        assert_eq!(c, avail);
+        let c = capabilities(&s(&["ALL"]), &[], false, Some(&avail)).unwrap();
+        assert_eq!(c, avail);
+        for (i, c) in ALL_CAPABILITIES.iter().enumerate() {
+            assert!(ALL_CAPABILITIES[i + 1..]
+                .iter()
+                .all(|d| capability_number(*d) != capability_number(*c)));
+        }
+        assert!(own_bounding_set().is_some());
     }
 
     #[test]

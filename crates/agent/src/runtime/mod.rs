@@ -30,6 +30,9 @@
 //! and writes `exit.json` (exit code, `128 + signal` for signals, OOM kill, start and finish
 //! times) atomically. Timestamps are only taken inside the shim process.
 //!
+//! The [`Runtime`] methods block (they run `runc`, mount, copy, wait for the shim's report):
+//! call them from `tokio::task::spawn_blocking` in async code.
+//!
 //! # Limits
 //!
 //! * Volumes (`mountPoints`, `volumesFrom`), `environmentFiles`, `secrets`, health checks, log
@@ -314,6 +317,7 @@ pub fn detect(state_dir: &Path, shim: ShimCommand) -> Box<dyn Runtime> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

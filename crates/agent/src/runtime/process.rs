@@ -278,6 +278,7 @@ impl Runtime for ProcessRuntime {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

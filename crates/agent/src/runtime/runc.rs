@@ -170,6 +170,7 @@ impl RuncRuntime {
             } else {
                 None
             },
+            available_caps: config::own_bounding_set(),
         })?;
         let config_path = dir.join("config.json");
         spec.save(&config_path).map_err(|e| RuntimeError::Io {

@@ -35,8 +35,11 @@ pub fn busybox_rootfs(dir: &Path) {
     let long = dir.join(format!("{}/{}", "d".repeat(80), "f".repeat(90)));
     fs::create_dir_all(long.parent().unwrap()).unwrap();
     fs::write(&long, vec![7u8; 100_000]).unwrap();
-    nix::unistd::mkfifo(&dir.join("tmp/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &dir.join("tmp/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     if is_root() {
         fs::create_dir_all(dir.join("home/user")).unwrap();
         fs::write(dir.join("home/user/file"), "mine").unwrap();
@@ -88,7 +91,10 @@ fn walk(
     out: &mut BTreeMap<PathBuf, Node>,
     inodes: &mut BTreeMap<(u64, u64), PathBuf>,
 ) {
-    let mut entries: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for p in entries {
         let m = fs::symlink_metadata(&p).unwrap();
@@ -155,7 +161,13 @@ pub fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
 }
 
 /// A tar entry with a raw name (no path checks), for hostile archives.
-pub fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+pub fn raw_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    data: &[u8],
+) {
     let mut h = tar::Header::new_old();
     {
         let old = h.as_old_mut();

@@ -44,11 +44,8 @@ impl Harness {
             file: None,
             generated: false,
         };
-        let state = Arc::new(AppState::new(
-            ctx,
-            &root,
-            std::env::temp_dir().join("berth-test-logs"),
-        ));
+        let dir = std::env::temp_dir().join(format!("berth-test-{}", std::process::id()));
+        let state = Arc::new(AppState::new(ctx, &root, &dir).expect("state"));
         Self {
             router: app(state.clone()),
             clock,

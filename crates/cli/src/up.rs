@@ -1,0 +1,137 @@
+//! `berth up`: the server, the local instance provider and the scheduler in
+//! one process tree. Ctrl-C stops everything and leaves nothing behind.
+
+use anyhow::Context as _;
+use berth_control::scheduler::{LaunchRequest, Launcher, SchedulerConfig};
+use berth_providers::{AgentCommand, InstanceProvider, LaunchSpec, LocalConfig, LocalProvider};
+use berth_server::{Config, Server};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Lets the scheduler launch through an instance provider.
+pub struct ProviderLauncher(pub Arc<dyn InstanceProvider>);
+
+impl Launcher for ProviderLauncher {
+    fn launch(&self, r: &LaunchRequest) -> Result<(), String> {
+        let spec = LaunchSpec {
+            instance_id: r.instance_id.clone(),
+            instance_type: r.instance_type.clone(),
+            vcpus: r.vcpus,
+            memory_mib: r.memory_mib,
+            gpus: r.gpus,
+            subnet: r.subnet.clone(),
+            now: r.now,
+            agent: AgentCommand {
+                program: r.agent_program.clone(),
+                args: r.agent_args.clone(),
+                env: r.agent_env.clone(),
+            },
+        };
+        self.0.launch(&spec).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn availability_zone(&self, subnet: &str) -> String {
+        self.0.availability_zone(subnet)
+    }
+
+    fn new_instance_id(&self) -> String {
+        berth_providers::new_instance_id()
+    }
+}
+
+/// Terminates every instance the provider knows and records it in the store.
+fn terminate_all(
+    provider: &dyn InstanceProvider,
+    server: &Arc<berth_server::api::AppState>,
+    reason: &str,
+) {
+    let instances = match provider.list() {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list instances");
+            return;
+        }
+    };
+    for i in instances.iter().filter(|i| i.state.is_live()) {
+        if let Err(e) = provider.terminate(&i.instance_id) {
+            tracing::warn!(instance_id = i.instance_id, error = %e, "cannot terminate instance");
+        }
+        if let Err(e) = berth_control::agents::terminated(&server.ctx, &i.instance_id, reason) {
+            tracing::warn!(instance_id = i.instance_id, error = %e.message, "cannot record the termination");
+        }
+    }
+}
+
+pub async fn up(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut server = Server::bind(&config).await?;
+    let addr = server.local_addr()?;
+    let mut local = LocalConfig::with_state_dir(config.data_dir.join("instances"));
+    local.region = config.region.clone();
+    let provider =
+        LocalProvider::detect(local).context("cannot start the local instance provider")?;
+    let state = server.state();
+    // A start after a crash cleans what the previous run left.
+    let swept = provider
+        .sweep(&[])
+        .context("cannot clean up instances of a previous run")?;
+    berth_control::agents::terminate_orphans(
+        &state.ctx,
+        "The instance was terminated: berth restarted.",
+    )
+    .map_err(|e| anyhow::anyhow!(e.message))?;
+    tracing::debug!(?swept, "swept leftovers");
+    // Agents reach the server through the bridge's address when there is one.
+    provider
+        .prepare_network()
+        .context("cannot set up the instance network")?;
+    let agent_url = match provider.gateway() {
+        Some(ip) => {
+            let extra = server
+                .also_listen(std::net::SocketAddr::new(ip.into(), addr.port()))
+                .await?;
+            format!("http://{extra}")
+        }
+        None => format!("http://{addr}"),
+    };
+    let local = Arc::new(provider);
+    let provider: Arc<dyn InstanceProvider> = local.clone();
+    let program = std::env::current_exe().context("cannot find the berth binary")?;
+    server.with_provider(
+        Arc::new(ProviderLauncher(provider.clone())),
+        SchedulerConfig {
+            server_url: agent_url.clone(),
+            agent_program: program,
+            agent_args: vec![],
+            state_root: config.data_dir.join("agents"),
+            reserved_memory_mib: 256,
+            architecture: Some(if cfg!(target_arch = "aarch64") {
+                berth_catalog::Architecture::Arm64
+            } else {
+                berth_catalog::Architecture::X86_64
+            }),
+        },
+    );
+    crate::print_banner(&server, &config, addr);
+    eprintln!("  instances: local provider, agents reach the server at {agent_url}");
+    let result = server.serve(shutdown, Duration::from_secs(10)).await;
+    eprintln!("stopping instances…");
+    let p = provider.clone();
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || {
+        terminate_all(
+            p.as_ref(),
+            &s,
+            "The instance was terminated: berth stopped.",
+        );
+        // The bridge and the cgroup root go too: nothing is left behind.
+        if let Err(e) = local.destroy() {
+            tracing::warn!(error = %e, "cannot remove the instance network");
+        }
+    })
+    .await
+    .ok();
+    result
+}
