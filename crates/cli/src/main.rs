@@ -10,6 +10,8 @@ use std::time::Duration;
 
 mod agent_cmd;
 mod bench;
+mod client;
+mod logs;
 mod up;
 
 #[derive(Parser)]
@@ -60,6 +62,8 @@ enum Command {
     Up(ServerArgs),
     /// Run the control plane only: the ECS API on --listen, state in --data-dir.
     Server(ServerArgs),
+    /// Print a task's container output.
+    Logs(logs::LogsArgs),
     /// Run the agent of one instance (started by the instance provider).
     #[command(hide = true)]
     Agent(agent_cmd::AgentArgs),
@@ -197,6 +201,7 @@ fn main() -> std::process::ExitCode {
                 Ok(c) => up::up(c, shutdown_signal()).await,
                 Err(e) => Err(e),
             },
+            Command::Logs(args) => logs::run(args).await,
             Command::Agent(args) => agent_cmd::agent(args, shutdown_signal()).await,
             Command::Bench(args) => bench::run(args).await,
         }
@@ -205,7 +210,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
+            // The server refused (2) or failed (3); anything else is 1.
+            match e.downcast_ref::<client::ApiError>() {
+                Some(api) if api.status < 500 => std::process::ExitCode::from(2),
+                Some(_) => std::process::ExitCode::from(3),
+                None => std::process::ExitCode::from(1),
+            }
         }
     }
 }

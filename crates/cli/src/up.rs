@@ -73,15 +73,25 @@ pub async fn up(
     let provider =
         LocalProvider::detect(local).context("cannot start the local instance provider")?;
     let state = server.state();
-    // A start after a crash cleans what the previous run left.
-    let swept = provider
-        .sweep(&[])
-        .context("cannot clean up instances of a previous run")?;
-    berth_control::agents::terminate_orphans(
+    // After a crash, instances the store still knows keep running (their agents
+    // reconnect); everything else a previous run left is cleaned away.
+    let running: Vec<String> = provider
+        .list()
+        .context("cannot list the instances of a previous run")?
+        .into_iter()
+        .filter(|i| i.state.is_live())
+        .map(|i| i.instance_id)
+        .collect();
+    let kept = berth_control::agents::reconcile_instances(
         &state.ctx,
-        "The instance was terminated: berth restarted.",
+        &running,
+        "The instance was terminated: it was gone when berth restarted.",
     )
     .map_err(|e| anyhow::anyhow!(e.message))?;
+    let keep: Vec<&str> = kept.iter().map(String::as_str).collect();
+    let swept = provider
+        .sweep(&keep)
+        .context("cannot clean up instances of a previous run")?;
     tracing::debug!(?swept, "swept leftovers");
     // Agents reach the server through the bridge's address when there is one.
     provider

@@ -511,9 +511,14 @@ pub fn terminated(ctx: &Ctx, instance_id: &str, reason: &str) -> Result<(), EcsE
     })
 }
 
-/// Every instance the store still thinks is alive is recorded as terminated
-/// (used when the provider's instances were all swept away).
-pub fn terminate_orphans(ctx: &Ctx, reason: &str) -> Result<usize, EcsError> {
+/// Lines the store up with the instances that still run: those the store
+/// knows and that run are kept (returned); those the store thinks alive but
+/// that no longer run are recorded as terminated.
+pub fn reconcile_instances(
+    ctx: &Ctx,
+    running: &[String],
+    reason: &str,
+) -> Result<Vec<String>, EcsError> {
     let ids = ctx.store.read(|tx| {
         let mut ids = vec![];
         let mut after: Option<String> = None;
@@ -544,8 +549,13 @@ pub fn terminate_orphans(ctx: &Ctx, reason: &str) -> Result<usize, EcsError> {
         }
         Ok::<_, EcsError>(ids)
     })?;
-    for id in &ids {
-        terminated(ctx, id, reason)?;
+    let mut kept = vec![];
+    for id in ids {
+        if running.contains(&id) {
+            kept.push(id);
+        } else {
+            terminated(ctx, &id, reason)?;
+        }
     }
-    Ok(ids.len())
+    Ok(kept)
 }

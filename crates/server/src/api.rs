@@ -13,6 +13,9 @@ use berth_model::{EcsError, ErrorKind};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// The `X-Amz-Target` prefix of berth's own operations.
+pub const BERTH_TARGET_PREFIX: &str = "BerthV1";
+
 /// The largest request body accepted. AWS caps a task definition at 64 KiB;
 /// this leaves room for the largest shapes while bounding memory.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -199,6 +202,29 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
             return error_response(&request_id, &EcsError::new(auth_kind(&e), e.to_string()));
         }
     };
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(name) = target
+        .strip_prefix(BERTH_TARGET_PREFIX)
+        .and_then(|r| r.strip_prefix('.'))
+    {
+        let name = name.to_string();
+        let st = state.clone();
+        let result =
+            tokio::task::spawn_blocking(move || crate::berth_ops::dispatch(&st, &name, &body))
+                .await;
+        return match result {
+            Ok(Ok(bytes)) => ok_response(&request_id, bytes),
+            Ok(Err(e)) => error_response(&request_id, &e),
+            Err(_) => error_response(
+                &request_id,
+                &EcsError::server("Internal error; the request may be retried."),
+            ),
+        };
+    }
     let op = match operation(&parts.headers) {
         Ok(op) => op,
         Err(e) => return error_response(&request_id, &e),

@@ -15,6 +15,7 @@
 //! `UnsupportedFeatureException` naming the operation.
 
 pub mod api;
+mod berth_ops;
 pub mod credentials;
 pub mod gateway;
 pub mod logs;
