@@ -92,7 +92,11 @@ class BerthServer:
         durability: str | None = None,
         region: str = REGION,
         account_id: str = ACCOUNT,
+        command: str = "server",
+        extra_args: list[str] | None = None,
     ):
+        self.command = command
+        self.extra_args = list(extra_args or [])
         self.data_dir = Path(data_dir)
         self.log_dir = Path(log_dir)
         self.keys = keys
@@ -122,7 +126,9 @@ class BerthServer:
         last_error = ""
         for _attempt in range(3):
             BerthServer._counter += 1
-            self.port = free_port()
+            # `berth up` keeps its port across restarts: its agents reconnect to it.
+            if self.port is None or self.command != "up":
+                self.port = free_port()
             self.log_path = self.log_dir / f"berth-{os.getpid()}-{BerthServer._counter}.log"
             env = clean_env()
             if self.keys:
@@ -130,7 +136,7 @@ class BerthServer:
             env.setdefault("BERTH_LOG", "info")
             cmd = [
                 binary,
-                "server",
+                self.command,
                 "--listen",
                 f"127.0.0.1:{self.port}",
                 "--data-dir",
@@ -142,6 +148,7 @@ class BerthServer:
             ]
             if self.durability:
                 cmd += ["--durability", self.durability]
+            cmd += self.extra_args
             with open(self.log_path, "wb") as logf:
                 self.proc = subprocess.Popen(
                     cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env

@@ -79,7 +79,7 @@ pub async fn run(
             host_netns: PathBuf::from(format!("/proc/{}/ns/net", std::process::id())),
         },
         runtime.clone(),
-        images,
+        Box::new(images),
         Arc::new(move || clock.epoch_seconds()),
     )
     .context("cannot open the agent state")?;

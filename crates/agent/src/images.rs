@@ -15,6 +15,18 @@ pub struct Prepared {
     pub digest: String,
 }
 
+/// Where the supervisor gets images from (a trait so tests can stand in).
+pub trait ImageSource: Send + Sync {
+    /// Pulls (unless present) and unpacks `reference`. Blocking.
+    fn prepare(&self, reference: &str) -> anyhow::Result<Prepared>;
+}
+
+impl ImageSource for Images {
+    fn prepare(&self, reference: &str) -> anyhow::Result<Prepared> {
+        Images::prepare(self, reference)
+    }
+}
+
 /// The instance's images.
 pub struct Images {
     store: BlobStore,

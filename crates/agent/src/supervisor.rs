@@ -15,7 +15,7 @@
 //! Containers of a task start in definition order once their image is ready;
 //! `dependsOn` conditions and health checks are not evaluated yet.
 
-use crate::images::Images;
+use crate::images::ImageSource;
 use crate::runtime::{ContainerLaunch, ContainerStatus, Network, Runtime};
 use berth_model::ecs::ContainerDefinition;
 use berth_protocol::{ContainerReport, DesiredStatus, LogBatch, LogLine, TaskReport, TaskSpec};
@@ -44,6 +44,14 @@ pub struct LocalContainer {
     pub reason: Option<String>,
     /// Bytes of stdout / stderr already shipped.
     pub shipped: [u64; 2],
+    /// The unpacked image, once pulled: its layers and config.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
+    #[serde(default)]
+    pub image: Option<crate::runtime::ImageConfig>,
+    /// The container will never start: a `dependsOn` condition cannot hold.
+    #[serde(default)]
+    pub skipped: bool,
 }
 
 /// A task as the agent keeps it on disk.
@@ -69,7 +77,7 @@ pub struct SupervisorConfig {
 pub struct Supervisor {
     config: SupervisorConfig,
     runtime: Arc<dyn Runtime>,
-    images: Images,
+    images: Box<dyn ImageSource>,
     clock: Arc<dyn Fn() -> f64 + Send + Sync>,
     tasks: BTreeMap<String, LocalTask>,
     desired: Option<Vec<TaskSpec>>,
@@ -98,7 +106,7 @@ impl Supervisor {
     pub fn open(
         config: SupervisorConfig,
         runtime: Arc<dyn Runtime>,
-        images: Images,
+        images: Box<dyn ImageSource>,
         clock: Arc<dyn Fn() -> f64 + Send + Sync>,
     ) -> std::io::Result<Self> {
         let dir = config.state_dir.join("tasks");
@@ -211,6 +219,23 @@ impl Supervisor {
             };
             let before = t.report.clone();
             self.observe(&mut t, now);
+            // Exits just observed may satisfy other containers' dependsOn.
+            let can_start = t.spec.desired_status == DesiredStatus::Running
+                && t.report.last_status != "STOPPED"
+                && t.stop_signalled_at.is_none();
+            if can_start {
+                let moved = |t: &LocalTask| {
+                    t.containers
+                        .iter()
+                        .filter(|c| c.started || c.skipped)
+                        .count()
+                };
+                let before_start = moved(&t);
+                t = self.start_ready(t, now);
+                if moved(&t) != before_start {
+                    self.observe(&mut t, now);
+                }
+            }
             logs.extend(self.ship_logs(&mut t, now));
             let done = t.report.last_status == "STOPPED";
             if t.report != before {
@@ -264,23 +289,88 @@ impl Supervisor {
             }
         }
         t.report.pull_stopped_at = Some((self.clock)());
-        for (i, (c, image)) in spec.containers.iter().zip(prepared).enumerate() {
-            let launch = self.launch_for(spec, c, image);
-            if let Err(e) = self.runtime.start(&launch) {
-                let msg = format!(
-                    "CannotStartContainerError: {}: {e}",
-                    c.name.as_deref().unwrap_or("")
-                );
-                for started in t.containers.iter().take(i) {
-                    let _ = self.runtime.signal(&started.runtime_id, SIGKILL);
+        for (lc, image) in t.containers.iter_mut().zip(prepared) {
+            lc.layers = image.layers;
+            lc.image = Some(image.config);
+        }
+        self.start_ready(t, now)
+    }
+
+    /// Starts the containers whose `dependsOn` conditions now hold. ECS's
+    /// conditions: START (the dependency started), COMPLETE (it exited),
+    /// SUCCESS (it exited 0), HEALTHY (health checks are not run yet, so it
+    /// is taken as START).
+    fn start_ready(&self, mut t: LocalTask, now: f64) -> LocalTask {
+        loop {
+            let mut progressed = false;
+            for i in 0..t.containers.len() {
+                let c = &t.containers[i];
+                if c.started || c.skipped || c.exit_code.is_some() {
+                    continue;
                 }
-                return self.failed_to_start(t, now, msg);
+                let Some(def) = t
+                    .spec
+                    .containers
+                    .iter()
+                    .find(|d| d.name.as_deref() == Some(c.name.as_str()))
+                    .cloned()
+                else {
+                    continue;
+                };
+                let mut ready = true;
+                let mut impossible: Option<String> = None;
+                for dep in def.depends_on.iter().flatten() {
+                    let name = dep.container_name.as_deref().unwrap_or("");
+                    let Some(d) = t.containers.iter().find(|x| x.name == name) else {
+                        impossible =
+                            Some(format!("dependency {name} is not a container of the task"));
+                        break;
+                    };
+                    use berth_model::ecs::ContainerCondition as C;
+                    let exited = d.exit_code.is_some() || d.skipped;
+                    match dep.condition.unwrap_or(C::Start) {
+                        C::Start | C::Healthy => ready &= d.started || exited,
+                        C::Complete => ready &= exited,
+                        C::Success => {
+                            if d.skipped || d.exit_code.is_some_and(|code| code != 0) {
+                                impossible =
+                                    Some(format!("dependency {name} did not exit successfully"));
+                            }
+                            ready &= d.exit_code == Some(0);
+                        }
+                    }
+                }
+                if let Some(why) = impossible {
+                    let c = &mut t.containers[i];
+                    c.skipped = true;
+                    c.reason = Some(format!("CannotStartContainerError: {why}"));
+                    progressed = true;
+                    continue;
+                }
+                if !ready {
+                    continue;
+                }
+                let c = &t.containers[i];
+                let image = crate::images::Prepared {
+                    layers: c.layers.clone(),
+                    config: c.image.clone().unwrap_or_default(),
+                    digest: String::new(),
+                };
+                let launch = self.launch_for(&t.spec, &def, image);
+                if let Err(e) = self.runtime.start(&launch) {
+                    let msg = format!("CannotStartContainerError: {}: {e}", c.name);
+                    for started in t.containers.iter().filter(|x| x.started) {
+                        let _ = self.runtime.signal(&started.runtime_id, SIGKILL);
+                    }
+                    return self.failed_to_start(t, now, msg);
+                }
+                t.containers[i].started = true;
+                progressed = true;
             }
-            if let Some(lc) = t.containers.get_mut(i) {
-                lc.started = true;
+            if !progressed {
+                return t;
             }
         }
-        t
     }
 
     fn failed_to_start(&self, mut t: LocalTask, now: f64, reason: String) -> LocalTask {
@@ -352,6 +442,7 @@ impl Supervisor {
         let mut started_at: Option<f64> = None;
         let mut essential_exit: Option<String> = None;
         let mut all_exited = true;
+        let started_any = t.containers.iter().any(|c| c.started);
         for (c, s) in t.containers.iter_mut().zip(&statuses) {
             match s {
                 ContainerStatus::Running { started_at: at, .. } => {
@@ -382,6 +473,19 @@ impl Supervisor {
             }
         }
         let wants_stop = t.spec.desired_status == DesiredStatus::Stopped;
+        // A container still waiting on its dependencies keeps the task going.
+        let waiting = t
+            .containers
+            .iter()
+            .any(|c| !c.started && !c.skipped && c.exit_code.is_none());
+        if waiting && !wants_stop && essential_exit.is_none() {
+            all_exited = false;
+        }
+        for c in t.containers.iter().filter(|c| c.skipped && c.essential) {
+            if essential_exit.is_none() {
+                essential_exit = Some(c.name.clone());
+            }
+        }
         if (wants_stop || essential_exit.is_some()) && !all_exited {
             // Stop what still runs: SIGTERM once, SIGKILL after the stop timeout.
             let first = t.stop_signalled_at.is_none();
@@ -408,7 +512,7 @@ impl Supervisor {
                 t.report.stopped_reason = Some("Essential container in task exited".into());
             }
             t.report.last_status = "STOPPING".into();
-        } else if all_exited && t.containers.iter().any(|c| c.started) {
+        } else if all_exited && (started_any || essential_exit.is_some()) {
             if essential_exit.is_some() && !wants_stop && t.report.stop_code.is_none() {
                 t.report.stop_code = Some("EssentialContainerExited".into());
                 t.report.stopped_reason = Some("Essential container in task exited".into());
@@ -495,4 +599,335 @@ fn read_from(path: &Path, offset: u64) -> (String, u64) {
         String::from_utf8_lossy(&buf).into_owned(),
         offset + end as u64,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::Prepared;
+    use crate::runtime::{ContainerStatus, RuntimeError};
+    use berth_model::ecs::{ContainerCondition, ContainerDependency};
+    use std::sync::Mutex;
+
+    /// A runtime that records what it is told and whose containers exit when a test says so.
+    #[derive(Default)]
+    struct Fake {
+        started: Mutex<Vec<String>>,
+        signals: Mutex<Vec<(String, i32)>>,
+        state: Mutex<BTreeMap<String, ContainerStatus>>,
+    }
+
+    impl Fake {
+        fn exit(&self, id: &str, code: i32) {
+            self.state.lock().expect("lock").insert(
+                id.to_string(),
+                ContainerStatus::Exited {
+                    code,
+                    oom_killed: false,
+                    started_at: 1.0,
+                    finished_at: 2.0,
+                },
+            );
+        }
+    }
+
+    impl Runtime for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn start(&self, launch: &ContainerLaunch) -> Result<(), RuntimeError> {
+            if launch.definition.image.as_deref() == Some("broken") {
+                return Err(RuntimeError::InvalidConfig("broken image".into()));
+            }
+            self.started.lock().expect("lock").push(launch.id.clone());
+            self.state.lock().expect("lock").insert(
+                launch.id.clone(),
+                ContainerStatus::Running {
+                    pid: 42,
+                    started_at: 1.0,
+                },
+            );
+            Ok(())
+        }
+        fn status(&self, id: &str) -> Result<ContainerStatus, RuntimeError> {
+            Ok(self
+                .state
+                .lock()
+                .expect("lock")
+                .get(id)
+                .cloned()
+                .unwrap_or(ContainerStatus::Missing))
+        }
+        fn signal(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
+            self.signals
+                .lock()
+                .expect("lock")
+                .push((id.to_string(), signal));
+            // The container honours SIGKILL at once and SIGTERM only when told (see `exit`).
+            if signal == SIGKILL {
+                self.exit(id, 137);
+            }
+            Ok(())
+        }
+        fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+            self.state.lock().expect("lock").remove(id);
+            Ok(())
+        }
+        fn list(&self) -> Result<Vec<String>, RuntimeError> {
+            Ok(self.state.lock().expect("lock").keys().cloned().collect())
+        }
+    }
+
+    struct NoImages;
+
+    impl ImageSource for NoImages {
+        fn prepare(&self, reference: &str) -> anyhow::Result<Prepared> {
+            if reference == "missing" {
+                anyhow::bail!("manifest unknown");
+            }
+            Ok(Prepared {
+                layers: vec![],
+                config: Default::default(),
+                digest: String::new(),
+            })
+        }
+    }
+
+    fn container(
+        name: &str,
+        essential: bool,
+        deps: &[(&str, ContainerCondition)],
+    ) -> ContainerDefinition {
+        ContainerDefinition {
+            name: Some(name.into()),
+            image: Some("busybox".into()),
+            essential: Some(essential),
+            stop_timeout: Some(5),
+            depends_on: (!deps.is_empty()).then(|| {
+                deps.iter()
+                    .map(|(n, c)| ContainerDependency {
+                        container_name: Some((*n).into()),
+                        condition: Some(*c),
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn spec(arn: &str, containers: Vec<ContainerDefinition>) -> TaskSpec {
+        TaskSpec {
+            task_arn: arn.into(),
+            family: "f".into(),
+            revision: 1,
+            network_mode: "host".into(),
+            desired_status: DesiredStatus::Running,
+            cpu: None,
+            memory_mib: None,
+            containers,
+            gpu_ids: Default::default(),
+        }
+    }
+
+    struct Rig {
+        dir: tempfile::TempDir,
+        runtime: Arc<Fake>,
+        now: Arc<Mutex<f64>>,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            Self {
+                dir: tempfile::tempdir().expect("tempdir"),
+                runtime: Arc::new(Fake::default()),
+                now: Arc::new(Mutex::new(100.0)),
+            }
+        }
+        fn open(&self) -> Supervisor {
+            let now = self.now.clone();
+            Supervisor::open(
+                SupervisorConfig {
+                    state_dir: self.dir.path().to_path_buf(),
+                    cgroup_root: "/berth/test".into(),
+                    host_netns: PathBuf::from("/proc/self/ns/net"),
+                },
+                self.runtime.clone(),
+                Box::new(NoImages),
+                Arc::new(move || *now.lock().expect("lock")),
+            )
+            .expect("open")
+        }
+        fn advance(&self, secs: f64) {
+            *self.now.lock().expect("lock") += secs;
+        }
+    }
+
+    fn last(reports: &[TaskReport], arn: &str) -> TaskReport {
+        reports
+            .iter()
+            .rev()
+            .find(|r| r.task_arn == arn)
+            .cloned()
+            .expect("a report")
+    }
+
+    #[test]
+    fn an_essential_exit_stops_the_rest_and_reports_the_codes() {
+        let rig = Rig::new();
+        let mut s = rig.open();
+        s.set_desired(vec![spec(
+            "arn:t/1",
+            vec![container("app", true, &[]), container("side", false, &[])],
+        )]);
+        let (r, _) = s.converge();
+        assert_eq!(last(&r, "arn:t/1").last_status, "RUNNING");
+        rig.runtime.exit("1-app", 3);
+        let (r, _) = s.converge();
+        let rep = last(&r, "arn:t/1");
+        assert_eq!(rep.last_status, "STOPPING");
+        assert_eq!(rep.stop_code.as_deref(), Some("EssentialContainerExited"));
+        assert!(rig
+            .runtime
+            .signals
+            .lock()
+            .expect("lock")
+            .contains(&("1-side".into(), SIGTERM)));
+        // The side container ignores SIGTERM: SIGKILL after its stopTimeout.
+        rig.advance(6.0);
+        s.converge();
+        let (r, _) = s.converge();
+        let rep = last(&r, "arn:t/1");
+        assert_eq!(rep.last_status, "STOPPED");
+        let codes: Vec<Option<i32>> = rep.containers.iter().map(|c| c.exit_code).collect();
+        assert_eq!(codes, vec![Some(3), Some(137)]);
+    }
+
+    #[test]
+    fn depends_on_orders_starts_and_a_failed_success_condition_stops_the_task() {
+        let rig = Rig::new();
+        let mut s = rig.open();
+        s.set_desired(vec![spec(
+            "arn:t/2",
+            vec![
+                container("init", false, &[]),
+                container("app", true, &[("init", ContainerCondition::Success)]),
+            ],
+        )]);
+        s.converge();
+        assert_eq!(
+            *rig.runtime.started.lock().expect("lock"),
+            vec!["2-init".to_string()]
+        );
+        rig.runtime.exit("2-init", 0);
+        s.converge();
+        assert_eq!(
+            *rig.runtime.started.lock().expect("lock"),
+            vec!["2-init".to_string(), "2-app".to_string()]
+        );
+
+        s.set_desired(vec![spec(
+            "arn:t/3",
+            vec![
+                container("init", false, &[]),
+                container("app", true, &[("init", ContainerCondition::Success)]),
+            ],
+        )]);
+        s.converge();
+        rig.runtime.exit("3-init", 1);
+        let (r, _) = s.converge();
+        let rep = last(&r, "arn:t/3");
+        assert_eq!(rep.last_status, "STOPPED");
+        assert!(!rig
+            .runtime
+            .started
+            .lock()
+            .expect("lock")
+            .contains(&"3-app".to_string()));
+        assert!(rep.containers[1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("did not exit successfully")));
+    }
+
+    #[test]
+    fn stop_is_sigterm_then_sigkill_and_the_task_is_forgotten_once_the_server_drops_it() {
+        let rig = Rig::new();
+        let mut s = rig.open();
+        let mut t = spec("arn:t/4", vec![container("app", true, &[])]);
+        s.set_desired(vec![t.clone()]);
+        s.converge();
+        t.desired_status = DesiredStatus::Stopped;
+        s.set_desired(vec![t.clone()]);
+        let (r, _) = s.converge();
+        assert_eq!(last(&r, "arn:t/4").last_status, "STOPPING");
+        assert_eq!(
+            rig.runtime.signals.lock().expect("lock").as_slice(),
+            &[("4-app".to_string(), SIGTERM)]
+        );
+        rig.runtime.exit("4-app", 143);
+        let (r, _) = s.converge();
+        let rep = last(&r, "arn:t/4");
+        assert_eq!(rep.last_status, "STOPPED");
+        assert_eq!(
+            rep.stop_code, None,
+            "a requested stop is the server's to name"
+        );
+        assert_eq!(rep.containers[0].exit_code, Some(143));
+        s.set_desired(vec![]);
+        s.converge();
+        assert!(s.reports().is_empty());
+        assert!(
+            rig.runtime.list().expect("list").is_empty(),
+            "the container was removed"
+        );
+    }
+
+    #[test]
+    fn a_restarted_agent_readopts_running_containers_without_starting_them_again() {
+        let rig = Rig::new();
+        let t = spec("arn:t/5", vec![container("app", true, &[])]);
+        {
+            let mut s = rig.open();
+            s.set_desired(vec![t.clone()]);
+            s.converge();
+        }
+        let mut s = rig.open();
+        let reports = s.reports();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].last_status, "RUNNING");
+        s.set_desired(vec![t]);
+        s.converge();
+        assert_eq!(
+            rig.runtime.started.lock().expect("lock").len(),
+            1,
+            "started once only"
+        );
+    }
+
+    #[test]
+    fn missing_images_and_failed_starts_are_task_failed_to_start() {
+        let rig = Rig::new();
+        let mut s = rig.open();
+        let mut missing = container("app", true, &[]);
+        missing.image = Some("missing".into());
+        let mut broken = container("app", true, &[]);
+        broken.image = Some("broken".into());
+        s.set_desired(vec![
+            spec("arn:t/6", vec![missing]),
+            spec("arn:t/7", vec![broken]),
+        ]);
+        let (r, _) = s.converge();
+        let a = last(&r, "arn:t/6");
+        assert_eq!(a.stop_code.as_deref(), Some("TaskFailedToStart"));
+        assert!(a
+            .stopped_reason
+            .as_deref()
+            .is_some_and(|m| m.contains("CannotPullContainerError") && m.contains("missing")));
+        let b = last(&r, "arn:t/7");
+        assert_eq!(b.stop_code.as_deref(), Some("TaskFailedToStart"));
+        assert!(b
+            .stopped_reason
+            .as_deref()
+            .is_some_and(|m| m.contains("CannotStartContainerError")));
+    }
 }

@@ -55,11 +55,34 @@ struct ServerArgs {
     durability: DurabilityArg,
 }
 
+/// Where `berth up` puts its local instances.
+#[derive(clap::Args, Clone)]
+pub struct LocalArgs {
+    /// The host bridge every local instance is cabled to.
+    #[arg(long, default_value = "berth0", env = "BERTH_BRIDGE")]
+    pub bridge: String,
+    /// Addresses of local instances; the bridge takes the first. Nothing
+    /// outside this range is ever contacted.
+    #[arg(long, default_value = "10.213.0.0/16", env = "BERTH_ADDRESS_RANGE")]
+    pub address_range: String,
+    /// The cgroup (under each controller) that holds every instance's cgroup.
+    #[arg(long, default_value = "/berth", env = "BERTH_CGROUP_ROOT")]
+    pub cgroup_root: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    local: LocalArgs,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run berth on this machine: the ECS API, local managed instances (network
     /// namespaces and cgroups, or plain processes without root) and the scheduler.
-    Up(ServerArgs),
+    Up(UpArgs),
     /// Run the control plane only: the ECS API on --listen, state in --data-dir.
     Server(ServerArgs),
     /// Print a task's container output.
@@ -197,8 +220,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server(args).await,
-            Command::Up(args) => match config(args) {
-                Ok(c) => up::up(c, shutdown_signal()).await,
+            Command::Up(args) => match config(args.server) {
+                Ok(c) => up::up(c, args.local, shutdown_signal()).await,
                 Err(e) => Err(e),
             },
             Command::Logs(args) => logs::run(args).await,

@@ -64,12 +64,19 @@ fn terminate_all(
 
 pub async fn up(
     config: Config,
+    args: crate::LocalArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut server = Server::bind(&config).await?;
     let addr = server.local_addr()?;
     let mut local = LocalConfig::with_state_dir(config.data_dir.join("instances"));
     local.region = config.region.clone();
+    local.bridge = args.bridge.clone();
+    local.range = args
+        .address_range
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--address-range {}: {e}", args.address_range))?;
+    local.cgroup_root = args.cgroup_root.clone();
     let provider =
         LocalProvider::detect(local).context("cannot start the local instance provider")?;
     let state = server.state();

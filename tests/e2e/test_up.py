@@ -1,0 +1,289 @@
+"""`berth up` runs tasks for real: local instances (network namespaces and
+cgroups) with a real agent each, real runc containers from an image built out
+of busybox-static, driven with boto3 like ECS.
+
+Needs root, runc and /bin/busybox (busybox-static); CI installs them. Without
+them the module is skipped with a loud message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from helpers import BerthServer, berth_bin, clean_env, new_keys  # noqa: E402
+
+BRIDGE = f"bte{os.getpid() % 100000}"
+RANGE = f"10.215.{os.getpid() % 200 + 1}.0/24"
+CGROUP_ROOT = f"/berth-e2e-{os.getpid()}"
+ROLE = "arn:aws:iam::123456789012:role/ecsInfrastructureRole"
+PROFILE = "arn:aws:iam::123456789012:instance-profile/ecsInstanceProfile"
+SUBNET = "subnet-0123456789abcdef0"
+APPLETS = ["sh", "sleep", "echo", "cat", "ip", "ls", "id", "head", "tail", "dd", "true", "false", "hostname", "env"]
+
+
+def _why_skip() -> str | None:
+    if os.geteuid() != 0:
+        return "not root"
+    if not shutil.which("runc"):
+        return "runc is not installed (apt-get install runc)"
+    if not os.path.exists("/bin/busybox"):
+        return "busybox-static is not installed (apt-get install busybox-static)"
+    return None
+
+
+REASON = _why_skip()
+if REASON:
+    print(f"\n*** SKIPPING the real-container suite: {REASON} ***\n", file=sys.stderr)
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"real containers need root, runc and busybox: {REASON}")
+
+
+def busybox_rootfs(root: Path) -> Path:
+    (root / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    for a in APPLETS:
+        os.symlink("busybox", root / "bin" / a)
+    for d in ("etc", "tmp", "proc", "sys", "dev"):
+        (root / d).mkdir(exist_ok=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    return root
+
+
+def netns_list() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def up(tmp_root):
+    base = Path(tempfile.mkdtemp(prefix="up-", dir=tmp_root))
+    srv = BerthServer(
+        base / "data",
+        base / "logs",
+        keys=new_keys(),
+        command="up",
+        extra_args=["--bridge", BRIDGE, "--address-range", RANGE, "--cgroup-root", CGROUP_ROOT],
+    )
+    srv.start()
+    rootfs = busybox_rootfs(base / "rootfs")
+    env = clean_env()
+    env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = srv.keys
+    out = subprocess.run(
+        [berth_bin(), "image", "import", "--rootfs", str(rootfs), "--tag", "busybox:latest", "--endpoint", srv.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, f"image import failed:\n{out.stdout}\n{out.stderr}"
+    ecs = srv.client()
+    ecs.create_cluster(clusterName="up")
+    ecs.create_capacity_provider(
+        name="up-mi",
+        cluster="up",
+        managedInstancesProvider={
+            "infrastructureRoleArn": ROLE,
+            "instanceLaunchTemplate": {
+                "ec2InstanceProfileArn": PROFILE,
+                "networkConfiguration": {"subnets": [SUBNET]},
+                "instanceRequirements": {"vCpuCount": {"min": 2, "max": 4}, "memoryMiB": {"min": 4096, "max": 16384}},
+            },
+        },
+    )
+    ecs.put_cluster_capacity_providers(
+        cluster="up",
+        capacityProviders=["up-mi"],
+        defaultCapacityProviderStrategy=[{"capacityProvider": "up-mi", "weight": 1}],
+    )
+    yield srv
+    code = srv.stop(timeout=60)
+    assert code == 0, f"berth up exited with {code}:\n{srv.log()[-4000:]}"
+    # Nothing is left behind: no namespace, bridge or cgroup of this run.
+    assert "berth-i-" not in netns_list(), netns_list()
+    assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
+    assert not os.path.exists(f"/sys/fs/cgroup/memory{CGROUP_ROOT}")
+
+
+@pytest.fixture(scope="module")
+def ecs(up):
+    return up.client()
+
+
+def register(ecs, family, command, network_mode="host", **container):
+    c = {"name": "main", "image": "busybox", "memory": 64, "command": command}
+    c.update(container)
+    return ecs.register_task_definition(
+        family=family,
+        requiresCompatibilities=["MANAGED_INSTANCES"],
+        networkMode=network_mode,
+        containerDefinitions=[c],
+    )["taskDefinition"]["taskDefinitionArn"]
+
+
+def run(ecs, td, count=1, **kw):
+    r = ecs.run_task(cluster="up", taskDefinition=td, count=count, **kw)
+    assert r["failures"] == [], r["failures"]
+    return [t["taskArn"] for t in r["tasks"]]
+
+
+def describe(ecs, arns):
+    return ecs.describe_tasks(cluster="up", tasks=arns)["tasks"]
+
+
+def wait_status(ecs, arn, status, timeout=90):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = describe(ecs, [arn])[0]
+        if last["lastStatus"] == status:
+            return last
+        if last["lastStatus"] == "STOPPED" and status != "STOPPED":
+            pytest.fail(f"task stopped while waiting for {status}: {last.get('stoppedReason')} {last['containers']}")
+        time.sleep(0.2)
+    pytest.fail(f"task not {status} within {timeout}s: {last}")
+
+
+def test_exit_code_three_stops_the_task_as_essential_container_exited(ecs):
+    td = register(ecs, "exit3", ["sh", "-c", "echo bye; exit 3"])
+    [arn] = run(ecs, td)
+    t = wait_status(ecs, arn, "STOPPED")
+    assert t["stopCode"] == "EssentialContainerExited"
+    assert t["stoppedReason"] == "Essential container in task exited"
+    assert t["containers"][0]["exitCode"] == 3
+    assert t["containers"][0]["runtimeId"]
+    for field in ("createdAt", "pullStartedAt", "pullStoppedAt", "startedAt", "stoppingAt", "executionStoppedAt", "stoppedAt"):
+        assert field in t, f"{field} missing: {t}"
+    assert t["launchType"] == "MANAGED_INSTANCES"
+    assert t["capacityProviderName"] == "up-mi"
+    assert t["containerInstanceArn"]
+
+
+def test_stop_task_stops_a_sleeping_task_with_the_users_reason_and_waiters_work(ecs):
+    td = register(ecs, "sleeper", ["sleep", "3600"])
+    [arn] = run(ecs, td)
+    ecs.get_waiter("tasks_running").wait(cluster="up", tasks=[arn], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+    t = describe(ecs, [arn])[0]
+    assert t["lastStatus"] == "RUNNING"
+    assert t["containers"][0]["lastStatus"] == "RUNNING"
+    ecs.stop_task(cluster="up", task=arn, reason="done with it")
+    ecs.get_waiter("tasks_stopped").wait(cluster="up", tasks=[arn], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+    t = describe(ecs, [arn])[0]
+    assert t["stopCode"] == "UserInitiated"
+    assert t["stoppedReason"] == "done with it"
+    assert t["containers"][0]["exitCode"] in (143, 137)
+
+
+def test_two_tasks_share_one_instance_and_remaining_resources_count_both(ecs):
+    td = register(ecs, "pair", ["sleep", "3600"], memory=200)
+    arns = run(ecs, td, count=2)
+    for a in arns:
+        wait_status(ecs, a, "RUNNING")
+    tasks = describe(ecs, arns)
+    instances = {t["containerInstanceArn"] for t in tasks}
+    assert len(instances) == 1, instances
+    ci = ecs.describe_container_instances(cluster="up", containerInstances=list(instances))["containerInstances"][0]
+    assert ci["agentConnected"] is True
+    assert ci["status"] == "ACTIVE"
+    reg = {r["name"]: r.get("integerValue") for r in ci["registeredResources"]}
+    rem = {r["name"]: r.get("integerValue") for r in ci["remainingResources"]}
+    # Every non-stopped task on the instance reserves its memory; these two 200 MiB each at least.
+    assert reg["MEMORY"] - rem["MEMORY"] >= 400
+    assert ci["runningTasksCount"] >= 2
+    assert ci["versionInfo"]["agentVersion"]
+    attrs = {a["name"]: a.get("value") for a in ci["attributes"]}
+    assert attrs["ecs.availability-zone"].startswith("us-east-1")
+    assert "ecs.instance-type" in attrs
+    for a in arns:
+        ecs.stop_task(cluster="up", task=a)
+    for a in arns:
+        wait_status(ecs, a, "STOPPED")
+
+
+def test_net_admin_lets_a_task_add_an_address_to_its_own_interface(ecs):
+    script = ["sh", "-c", "ip addr add 10.99.0.1/24 dev lo && ip addr show lo | grep -q 10.99.0.1"]
+    with_cap = register(
+        ecs, "netadmin", script, network_mode="none", linuxParameters={"capabilities": {"add": ["NET_ADMIN"]}}
+    )
+    without = register(ecs, "nonetadmin", script, network_mode="none")
+    [a] = run(ecs, with_cap)
+    [b] = run(ecs, without)
+    ta = wait_status(ecs, a, "STOPPED")
+    tb = wait_status(ecs, b, "STOPPED")
+    assert ta["containers"][0]["exitCode"] == 0, ta
+    assert tb["containers"][0]["exitCode"] != 0, tb
+
+
+def test_a_container_over_its_memory_limit_is_reported_as_oom(ecs):
+    td = register(ecs, "hog", ["sh", "-c", "head -c 200m /dev/zero | tail"], memory=32)
+    [arn] = run(ecs, td)
+    t = wait_status(ecs, arn, "STOPPED")
+    c = t["containers"][0]
+    assert c["exitCode"] == 137, c
+    assert c["reason"] == "OutOfMemoryError: Container killed due to memory usage", c
+
+
+def test_a_missing_image_fails_to_start_naming_the_image(ecs):
+    td = register(ecs, "noimage", ["true"], image="no-such-image:1")
+    [arn] = run(ecs, td)
+    t = wait_status(ecs, arn, "STOPPED")
+    assert t["stopCode"] == "TaskFailedToStart"
+    assert "no-such-image" in t["stoppedReason"]
+
+
+def test_logs_come_back_through_berth_logs(up, ecs):
+    td = register(ecs, "talker", ["sh", "-c", "echo hello from berth; echo to stderr >&2"])
+    [arn] = run(ecs, td)
+    wait_status(ecs, arn, "STOPPED")
+    env = clean_env()
+    env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = up.keys
+    deadline = time.monotonic() + 20
+    out = None
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [berth_bin(), "logs", "--cluster", "up", arn.rsplit("/", 1)[1], "--endpoint", up.url],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+        if "hello from berth" in out.stdout and "to stderr" in out.stderr:
+            break
+        time.sleep(0.5)
+    assert out is not None and out.returncode == 0, out
+    assert "hello from berth" in out.stdout
+    assert "to stderr" in out.stderr
+
+
+def test_a_server_kill_does_not_stop_running_containers(up, ecs):
+    td = register(ecs, "survivor", ["sleep", "3600"])
+    [arn] = run(ecs, td)
+    before = wait_status(ecs, arn, "RUNNING")
+    up.kill()  # kill -9: the agents and their containers live on
+    time.sleep(1)
+    up.start()
+    ecs2 = up.client()
+    # The agent reconnects and the same container is still the one running.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ci = ecs2.describe_container_instances(cluster="up", containerInstances=[before["containerInstanceArn"]])
+        if ci["containerInstances"] and ci["containerInstances"][0]["agentConnected"]:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the agent did not reconnect: {ci}")
+    after = describe(ecs2, [arn])[0]
+    assert after["lastStatus"] == "RUNNING"
+    assert after["startedAt"] == before["startedAt"]
+    assert after["containers"][0]["runtimeId"] == before["containers"][0]["runtimeId"]
+    ecs2.stop_task(cluster="up", task=arn, reason="after restart")
+    t = wait_status(ecs2, arn, "STOPPED")
+    assert t["stoppedReason"] == "after restart"
