@@ -52,6 +52,16 @@ pub struct LocalContainer {
     /// The container will never start: a `dependsOn` condition cannot hold.
     #[serde(default)]
     pub skipped: bool,
+    /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN`, when the container has a health check.
+    #[serde(default)]
+    pub health: Option<String>,
+}
+
+/// A health check in progress or scheduled, per container runtime id.
+struct Probe {
+    next_at: f64,
+    failures: i32,
+    in_flight: Option<std::sync::mpsc::Receiver<Option<i32>>>,
 }
 
 /// A task as the agent keeps it on disk.
@@ -81,6 +91,7 @@ pub struct Supervisor {
     clock: Arc<dyn Fn() -> f64 + Send + Sync>,
     tasks: BTreeMap<String, LocalTask>,
     desired: Option<Vec<TaskSpec>>,
+    probes: std::sync::Mutex<BTreeMap<String, Probe>>,
 }
 
 fn task_id(arn: &str) -> &str {
@@ -131,6 +142,7 @@ impl Supervisor {
             clock,
             tasks,
             desired: None,
+            probes: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -298,8 +310,7 @@ impl Supervisor {
 
     /// Starts the containers whose `dependsOn` conditions now hold. ECS's
     /// conditions: START (the dependency started), COMPLETE (it exited),
-    /// SUCCESS (it exited 0), HEALTHY (health checks are not run yet, so it
-    /// is taken as START).
+    /// SUCCESS (it exited 0), HEALTHY (its health check passed).
     fn start_ready(&self, mut t: LocalTask, now: f64) -> LocalTask {
         loop {
             let mut progressed = false;
@@ -329,7 +340,14 @@ impl Supervisor {
                     use berth_model::ecs::ContainerCondition as C;
                     let exited = d.exit_code.is_some() || d.skipped;
                     match dep.condition.unwrap_or(C::Start) {
-                        C::Start | C::Healthy => ready &= d.started || exited,
+                        C::Start => ready &= d.started || exited,
+                        C::Healthy => {
+                            if d.health.as_deref() == Some("UNHEALTHY") || exited {
+                                impossible =
+                                    Some(format!("dependency {name} did not become healthy"));
+                            }
+                            ready &= d.health.as_deref() == Some("HEALTHY");
+                        }
                         C::Complete => ready &= exited,
                         C::Success => {
                             if d.skipped || d.exit_code.is_some_and(|code| code != 0) {
@@ -439,6 +457,18 @@ impl Supervisor {
             };
             statuses.push(s);
         }
+        for (c, st) in t.containers.iter_mut().zip(&statuses) {
+            let def = t
+                .spec
+                .containers
+                .iter()
+                .find(|d| d.name.as_deref() == Some(c.name.as_str()));
+            if let (Some(hc), ContainerStatus::Running { started_at, .. }) =
+                (def.and_then(|d| d.health_check.as_ref()), st)
+            {
+                self.probe(c, hc, *started_at, now);
+            }
+        }
         let mut started_at: Option<f64> = None;
         let mut essential_exit: Option<String> = None;
         let mut all_exited = true;
@@ -540,10 +570,81 @@ impl Supervisor {
                 },
                 exit_code: c.exit_code,
                 reason: c.reason.clone(),
-                health_status: None,
+                health_status: c.health.clone(),
                 image_digest: None,
             })
             .collect();
+    }
+
+    /// Runs a container's health check as ECS does: every `interval` seconds
+    /// (default 30), each run limited to `timeout` (default 5); HEALTHY after a
+    /// success, UNHEALTHY after `retries` (default 3) failures in a row;
+    /// failures within `startPeriod` do not count. Checks run on their own
+    /// threads so a slow one never holds up the others.
+    fn probe(
+        &self,
+        c: &mut LocalContainer,
+        hc: &berth_model::ecs::HealthCheck,
+        started_at: f64,
+        now: f64,
+    ) {
+        let command = hc.command.clone().unwrap_or_default();
+        let argv: Vec<String> = match command.split_first() {
+            Some((kind, rest)) if kind == "CMD-SHELL" => {
+                vec!["/bin/sh".into(), "-c".into(), rest.join(" ")]
+            }
+            Some((kind, rest)) if kind == "CMD" => rest.to_vec(),
+            _ => return,
+        };
+        if argv.is_empty() {
+            return;
+        }
+        let interval = f64::from(hc.interval.unwrap_or(30).max(1));
+        let timeout = std::time::Duration::from_secs(
+            u64::try_from(hc.timeout.unwrap_or(5).max(1)).unwrap_or(5),
+        );
+        let retries = hc.retries.unwrap_or(3).max(1);
+        let grace = f64::from(hc.start_period.unwrap_or(0).max(0));
+        c.health.get_or_insert_with(|| "UNKNOWN".into());
+        let Ok(mut probes) = self.probes.lock() else {
+            return;
+        };
+        let p = probes.entry(c.runtime_id.clone()).or_insert(Probe {
+            next_at: now,
+            failures: 0,
+            in_flight: None,
+        });
+        if let Some(rx) = &p.in_flight {
+            match rx.try_recv() {
+                Ok(result) => {
+                    p.in_flight = None;
+                    p.next_at = now + interval;
+                    if result == Some(0) {
+                        p.failures = 0;
+                        c.health = Some("HEALTHY".into());
+                    } else if now >= started_at + grace {
+                        p.failures += 1;
+                        if p.failures >= retries {
+                            c.health = Some("UNHEALTHY".into());
+                        }
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => p.in_flight = None,
+            }
+            return;
+        }
+        if now < p.next_at {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runtime = self.runtime.clone();
+        let id = c.runtime_id.clone();
+        std::thread::spawn(move || {
+            let result = runtime.exec(&id, &argv, timeout).unwrap_or(Some(-1));
+            let _ = tx.send(result);
+        });
+        p.in_flight = Some(rx);
     }
 
     /// New output of a task's containers since the last pass.
@@ -675,6 +776,18 @@ mod tests {
         }
         fn list(&self) -> Result<Vec<String>, RuntimeError> {
             Ok(self.state.lock().expect("lock").keys().cloned().collect())
+        }
+        fn exec(
+            &self,
+            _id: &str,
+            argv: &[String],
+            _timeout: std::time::Duration,
+        ) -> Result<Option<i32>, RuntimeError> {
+            Ok(Some(if argv.last().is_some_and(|a| a == "true") {
+                0
+            } else {
+                1
+            }))
         }
     }
 
@@ -901,6 +1014,78 @@ mod tests {
             rig.runtime.started.lock().expect("lock").len(),
             1,
             "started once only"
+        );
+    }
+
+    fn converge_until(
+        s: &mut Supervisor,
+        arn: &str,
+        f: impl Fn(&TaskReport) -> bool,
+    ) -> TaskReport {
+        for _ in 0..200 {
+            s.converge();
+            if let Some(rep) = s.reports().into_iter().find(|r| r.task_arn == arn) {
+                if f(&rep) {
+                    return rep;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("the condition never held");
+    }
+
+    #[test]
+    fn health_checks_make_containers_healthy_or_unhealthy_and_gate_depends_on() {
+        let rig = Rig::new();
+        let mut s = rig.open();
+        let check = |cmd: &str| berth_model::ecs::HealthCheck {
+            command: Some(vec!["CMD-SHELL".into(), cmd.into()]),
+            interval: Some(5),
+            retries: Some(2),
+            ..Default::default()
+        };
+        let mut db = container("db", false, &[]);
+        db.health_check = Some(check("true"));
+        let app = container("app", true, &[("db", ContainerCondition::Healthy)]);
+        s.set_desired(vec![spec("arn:t/8", vec![db, app])]);
+        let rep = converge_until(&mut s, "arn:t/8", |r| {
+            r.containers[0].health_status.as_deref() == Some("HEALTHY")
+        });
+        assert_eq!(rep.last_status, "RUNNING");
+        let rep = converge_until(&mut s, "arn:t/8", |r| {
+            r.containers[1].last_status == "RUNNING"
+        });
+        assert_eq!(rep.containers[1].runtime_id.as_deref(), Some("8-app"));
+
+        let mut sick = container("web", true, &[]);
+        sick.health_check = Some(check("false"));
+        s.set_desired(vec![spec("arn:t/9", vec![sick])]);
+        // Failures count one per interval; UNHEALTHY needs `retries` of them in a row.
+        let mut seen_unknown_after_first_failure = false;
+        let mut rep = None;
+        for _ in 0..400 {
+            rig.advance(1.0);
+            s.converge();
+            let r = s
+                .reports()
+                .into_iter()
+                .find(|r| r.task_arn == "arn:t/9")
+                .expect("report");
+            match r.containers[0].health_status.as_deref() {
+                Some("UNHEALTHY") => {
+                    rep = Some(r);
+                    break;
+                }
+                Some("UNKNOWN") => seen_unknown_after_first_failure = true,
+                other => panic!("unexpected health {other:?}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(seen_unknown_after_first_failure);
+        let rep = rep.expect("the container became UNHEALTHY");
+        assert_eq!(
+            rep.last_status, "RUNNING",
+            "an unhealthy container keeps running; replacing it is the scheduler's call"
         );
     }
 

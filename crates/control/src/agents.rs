@@ -238,6 +238,31 @@ fn apply_report(
             }
         }
     }
+    // The task is as healthy as its containers: UNHEALTHY if any is, HEALTHY
+    // when every container with a health check is, else UNKNOWN.
+    let checked: Vec<HealthStatus> = t
+        .containers
+        .iter()
+        .flatten()
+        .filter_map(|c| c.health_status)
+        .filter(|h| *h != HealthStatus::Unknown)
+        .collect();
+    let any_check = rep.containers.iter().any(|c| c.health_status.is_some());
+    if any_check {
+        t.health_status = Some(if checked.contains(&HealthStatus::Unhealthy) {
+            HealthStatus::Unhealthy
+        } else if !checked.is_empty()
+            && rep
+                .containers
+                .iter()
+                .filter(|c| c.health_status.is_some())
+                .all(|c| c.health_status.as_deref() == Some("HEALTHY"))
+        {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unknown
+        });
+    }
     if let Some(ip) = &rep.private_ipv4_address {
         for a in t.attachments.iter_mut().flatten() {
             if a.r#type.as_deref() == Some("ElasticNetworkInterface") {

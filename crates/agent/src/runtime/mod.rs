@@ -247,6 +247,22 @@ pub trait Runtime: Send + Sync {
     fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// The ids of the containers known on disk, sorted.
     fn list(&self) -> Result<Vec<String>, RuntimeError>;
+
+    /// Runs `argv` inside a running container (its namespaces and cgroup) and
+    /// returns its exit code; `None` when it ran past `timeout` and was killed.
+    /// Used for container health checks.
+    fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<Option<i32>, RuntimeError> {
+        let _ = (argv, timeout);
+        Err(RuntimeError::InvalidConfig(format!(
+            "the {} runtime cannot run a command inside container {id}",
+            self.name()
+        )))
+    }
 }
 
 /// Checks that `id` is a valid runtime id.

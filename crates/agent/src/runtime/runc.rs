@@ -263,6 +263,46 @@ impl Runtime for RuncRuntime {
         cd.status(|s| state::process_alive(s.pid, s.pid_start_ticks))
     }
 
+    fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<Option<i32>, RuntimeError> {
+        if argv.is_empty() {
+            return Err(RuntimeError::InvalidConfig(
+                "an empty command cannot run".into(),
+            ));
+        }
+        let mut cmd = self.runc_cmd();
+        cmd.arg("exec")
+            .arg(id)
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(RuntimeError::io("cannot run runc exec"))?;
+        let step = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Ok(Some(status.code().unwrap_or(-1))),
+                Ok(None) if waited >= timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Ok(None);
+                }
+                Ok(None) => {
+                    std::thread::sleep(step);
+                    waited += step;
+                }
+                Err(e) => return Err(RuntimeError::io("cannot wait for runc exec")(e)),
+            }
+        }
+    }
+
     fn signal(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
         match self.status(id)? {
             ContainerStatus::Missing => Err(RuntimeError::NotFound(id.to_string())),
