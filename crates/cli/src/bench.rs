@@ -19,7 +19,8 @@
 //!    the whole answer.
 //! 3. A report per operation: requests, errors, wall time, requests/s, the ratio
 //!    of its requests/s to `GET /healthz`'s (the baseline: same connections,
-//!    same client, no store work, no signature check) and latency percentiles.
+//!    same client; the server does a one-row store read but no signature
+//!    check and no JSON) and latency percentiles.
 //!
 //! Every answer must be HTTP 200, and the first answer of each worker for each
 //! operation is also checked for its content (RunTask started one task without
@@ -116,7 +117,8 @@ enum Output {
 /// An operation the benchmark can measure.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Op {
-    /// `GET /healthz`: HTTP and the server's request path without the ECS work.
+    /// `GET /healthz`: HTTP, a hop to the server's blocking pool and a one-row store read;
+    /// no signature check, no JSON.
     Healthz,
     /// DescribeTasks of 10 tasks: a read transaction.
     DescribeTasks,

@@ -29,9 +29,23 @@ pub enum ProviderError {
         capacity_mib: u64,
     },
 
-    /// Every address of the instance range is held by a live instance.
+    /// Every address of the instance range is held by a live instance or a
+    /// task on one (for a task address, `instance_id` is the task's instance).
     #[error("no free address in {range} for {instance_id}")]
     AddressesExhausted { instance_id: String, range: String },
+
+    /// The instance does not exist, or no longer takes new task addresses
+    /// (shutting down or terminated).
+    #[error("instance {instance_id} {reason}")]
+    UnknownInstance { instance_id: String, reason: String },
+
+    /// A task address request is unusable (a bad task id).
+    #[error("invalid task {task_id:?} on {instance_id}: {reason}")]
+    InvalidTask {
+        instance_id: String,
+        task_id: String,
+        reason: String,
+    },
 
     /// The provider was configured with something it cannot use.
     #[error("invalid provider configuration: {reason}")]

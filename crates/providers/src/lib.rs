@@ -51,6 +51,11 @@
 //!   A server that listens on `127.0.0.1` only is out of the agents' reach
 //!   from inside their namespaces: hand them a URL on
 //!   [`LocalProvider::gateway`].
+//! - Task addresses ([`InstanceProvider::allocate_task_address`], for
+//!   `awsvpc` tasks) come from the same range as instance addresses and are
+//!   only booked here, like an ENI's private IP: configuring them is the
+//!   agent's job. The local provider hands them out in root mode only; the sim
+//!   provider keeps them in memory.
 //! - cgroups v1 only (controllers mounted at `/sys/fs/cgroup/<controller>`):
 //!   memory and cpu are required, cpuacct, pids and freezer are used where
 //!   mounted. GPUs are recorded, not isolated. There is no filesystem
@@ -77,6 +82,7 @@ mod procfs;
 mod sim;
 mod spawn;
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -168,6 +174,18 @@ pub struct Instance {
     pub launched_at: f64,
 }
 
+/// A task's own address on an instance's network, like the private IP of the
+/// ENI an `awsvpc` task gets: [`InstanceProvider::allocate_task_address`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaskAddress {
+    /// The task's address, from the same range as the instances'.
+    pub address: Ipv4Addr,
+    /// The prefix length of the range (the task's network is the instance's).
+    pub prefix: u8,
+    /// The default gateway (the range's gateway, the bridge's address in local mode).
+    pub gateway: Ipv4Addr,
+}
+
 /// Makes instances exist.
 pub trait InstanceProvider: Send + Sync {
     /// `"local"` or `"sim"`.
@@ -181,6 +199,78 @@ pub trait InstanceProvider: Send + Sync {
     fn list(&self) -> Result<Vec<Instance>, ProviderError>;
     /// The availability zone a subnet is in: deterministic, one of `<region>a`..`<region>f`.
     fn availability_zone(&self, subnet: &str) -> String;
+
+    /// Allocates an address for a task on an instance's network (an ENI's
+    /// private IP): returns the address, the prefix length and the gateway.
+    ///
+    /// Idempotent: asking again for the same instance and task returns the
+    /// same address. The address never collides with an instance's or another
+    /// task's; it stays taken until [`release_task_address`] or until the
+    /// instance is terminated. Fails with [`ProviderError::UnknownInstance`]
+    /// for an instance that does not exist or is not pending or running, and
+    /// with [`ProviderError::AddressesExhausted`] when the range is full.
+    ///
+    /// The default refuses ([`ProviderError::Unsupported`]).
+    ///
+    /// [`release_task_address`]: InstanceProvider::release_task_address
+    fn allocate_task_address(
+        &self,
+        instance_id: &str,
+        task_id: &str,
+    ) -> Result<TaskAddress, ProviderError> {
+        let _ = task_id;
+        Err(ProviderError::Unsupported {
+            reason: format!(
+                "the {} provider does not allocate task addresses (instance {instance_id})",
+                self.name()
+            ),
+        })
+    }
+
+    /// Releases a task's address. Idempotent: unknown instances and task ids
+    /// are fine.
+    ///
+    /// The default refuses ([`ProviderError::Unsupported`]).
+    fn release_task_address(&self, instance_id: &str, task_id: &str) -> Result<(), ProviderError> {
+        let _ = task_id;
+        Err(ProviderError::Unsupported {
+            reason: format!(
+                "the {} provider does not allocate task addresses (instance {instance_id})",
+                self.name()
+            ),
+        })
+    }
+
+    /// The task addresses an instance holds now, by task id: for a restarted
+    /// server to release those of tasks that no longer exist. Empty for an
+    /// unknown or terminated instance.
+    ///
+    /// The default refuses ([`ProviderError::Unsupported`]).
+    fn task_addresses(
+        &self,
+        instance_id: &str,
+    ) -> Result<BTreeMap<String, TaskAddress>, ProviderError> {
+        Err(ProviderError::Unsupported {
+            reason: format!(
+                "the {} provider does not allocate task addresses (instance {instance_id})",
+                self.name()
+            ),
+        })
+    }
+}
+
+/// Whether `task_id` can name a task address: 1..=255 printable ASCII
+/// characters without whitespace.
+pub(crate) fn valid_task_id(task_id: &str) -> bool {
+    !task_id.is_empty() && task_id.len() <= 255 && task_id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+pub(crate) fn invalid_task_id(instance_id: &str, task_id: &str) -> ProviderError {
+    ProviderError::InvalidTask {
+        instance_id: instance_id.into(),
+        task_id: task_id.into(),
+        reason: "a task id is 1..=255 printable ASCII characters without whitespace".into(),
+    }
 }
 
 /// A fresh random instance id: `i-` and 17 lowercase hex digits.

@@ -15,8 +15,8 @@ use crate::addr::AddressRange;
 use crate::cgroup::{Cgroups, POLL};
 use crate::spawn::{spawn_detached, Placement};
 use crate::{
-    availability_zone_for, ip, is_instance_id, procfs, Instance, InstanceProvider, InstanceState,
-    LaunchSpec, ProviderError, DEFAULT_REGION,
+    availability_zone_for, invalid_task_id, ip, is_instance_id, procfs, valid_task_id, Instance,
+    InstanceProvider, InstanceState, LaunchSpec, ProviderError, TaskAddress, DEFAULT_REGION,
 };
 
 /// The file name of an instance's record in its state directory.
@@ -136,6 +136,9 @@ pub struct SweepReport {
     pub namespaces: Vec<String>,
     /// Processes killed.
     pub processes: usize,
+    /// Task addresses released with the instances that held them, as
+    /// `<instance id>/<task id>`.
+    pub task_addresses: Vec<String>,
 }
 
 /// One instance as its state directory keeps it.
@@ -158,6 +161,10 @@ struct Record {
     pid_start: Option<u64>,
     state: InstanceState,
     launched_at: f64,
+    /// The addresses of the instance's `awsvpc` tasks, by task id; released
+    /// one by one or all at once when the instance is terminated.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    task_addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 impl Record {
@@ -173,6 +180,28 @@ impl Record {
             launched_at: self.launched_at,
         }
     }
+
+    /// Forgets the task addresses (the instance is gone), returning them as
+    /// `<instance id>/<task id>`.
+    fn drop_task_addresses(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.task_addresses)
+            .into_keys()
+            .map(|task| format!("{}/{task}", self.instance_id))
+            .collect()
+    }
+}
+
+/// Every address held now: those of live instances and of their tasks.
+fn used_addresses(records: &[Record]) -> BTreeSet<Ipv4Addr> {
+    records
+        .iter()
+        .filter(|r| r.state.is_live())
+        .flat_map(|r| {
+            r.private_ip
+                .into_iter()
+                .chain(r.task_addresses.values().copied())
+        })
+        .collect()
 }
 
 enum Mode {
@@ -209,6 +238,14 @@ struct Inner {
 ///   environment is `PATH`, `HOME`, `RUST_LOG` and `RUST_BACKTRACE` from the
 ///   server, `BERTH_INSTANCE_ID`, `BERTH_AVAILABILITY_ZONE`,
 ///   `BERTH_PRIVATE_IP`, `BERTH_CGROUP` (root mode) and the spec's own.
+///
+/// Task addresses ([`InstanceProvider::allocate_task_address`], root mode
+/// only) come from the same range and round-robin cursor as instance
+/// addresses and are kept in the instance's record, so no live instance or
+/// task ever shares an address, across server restarts too. The provider only
+/// books them: the agent configures them inside the instance. They are
+/// released one by one, or all at once when the instance is terminated
+/// (`terminate` or [`LocalProvider::sweep`]).
 pub struct LocalProvider {
     config: LocalConfig,
     mode: Mode,
@@ -362,6 +399,11 @@ impl LocalProvider {
                 }
             }
             if record.state == InstanceState::Terminated && !self.holds_anything(&record) {
+                if !record.task_addresses.is_empty() {
+                    let _guard = self.lock();
+                    report.task_addresses.extend(record.drop_task_addresses());
+                    self.save(&record)?;
+                }
                 continue;
             }
             let child = self.lock().children.remove(&record.instance_id);
@@ -370,6 +412,11 @@ impl LocalProvider {
                     report.processes += n;
                     record.state = InstanceState::Terminated;
                     let _guard = self.lock();
+                    // tasks may have got addresses since the records were read
+                    if let Ok(Some(current)) = self.load(&record.instance_id) {
+                        record.task_addresses = current.task_addresses;
+                    }
+                    report.task_addresses.extend(record.drop_task_addresses());
                     self.save(&record)?;
                     report.instances.push(record.instance_id.clone());
                 }
@@ -434,6 +481,28 @@ impl LocalProvider {
             .children
             .retain(|_, child| matches!(child.try_wait(), Ok(None)));
         inner
+    }
+
+    /// Task addresses exist in root mode only: unprivileged instances share
+    /// the host's loopback.
+    fn require_task_addresses(&self, instance_id: &str) -> Result<(), ProviderError> {
+        if self.is_privileged() {
+            return Ok(());
+        }
+        Err(ProviderError::Unsupported {
+            reason: format!(
+                "unprivileged local instances have no network of their own, so no task \
+                 addresses (instance {instance_id})"
+            ),
+        })
+    }
+
+    fn task_address(&self, address: Ipv4Addr) -> TaskAddress {
+        TaskAddress {
+            address,
+            prefix: self.config.range.prefix(),
+            gateway: self.config.range.gateway(),
+        }
     }
 
     fn cgroup_rel(&self, instance_id: &str) -> String {
@@ -538,8 +607,11 @@ impl LocalProvider {
             });
         }
         let records = self.load_all()?;
-        let live: Vec<&Record> = records.iter().filter(|r| r.state.is_live()).collect();
-        let used_mib: u64 = live.iter().map(|r| r.memory_mib).sum();
+        let used_mib: u64 = records
+            .iter()
+            .filter(|r| r.state.is_live())
+            .map(|r| r.memory_mib)
+            .sum();
         let available_mib = self.capacity_mib.saturating_sub(used_mib);
         if spec.memory_mib > available_mib {
             return Err(ProviderError::InsufficientCapacity {
@@ -551,7 +623,7 @@ impl LocalProvider {
         }
         let privileged = self.is_privileged();
         let private_ip = if privileged {
-            let used: BTreeSet<Ipv4Addr> = live.iter().filter_map(|r| r.private_ip).collect();
+            let used = used_addresses(&records);
             let addr = self
                 .config
                 .range
@@ -585,6 +657,7 @@ impl LocalProvider {
             pid_start: None,
             state: InstanceState::Pending,
             launched_at: spec.now,
+            task_addresses: BTreeMap::new(),
         };
         self.save(&record)?;
         Ok(record)
@@ -796,6 +869,10 @@ impl InstanceProvider for LocalProvider {
                 record.pid_start = procfs::start_time(pid);
                 record.state = InstanceState::Running;
                 let mut inner = self.lock();
+                // the agent may have asked for task addresses already: keep them
+                if let Ok(Some(current)) = self.load(&record.instance_id) {
+                    record.task_addresses = current.task_addresses;
+                }
                 inner.children.insert(record.instance_id.clone(), child);
                 self.save(&record)?;
                 tracing::info!(
@@ -839,8 +916,14 @@ impl InstanceProvider for LocalProvider {
         let killed = self.teardown(&record, child)?;
         record.state = InstanceState::Terminated;
         let _guard = self.lock();
+        let released = record.drop_task_addresses().len();
         self.save(&record)?;
-        tracing::info!(instance_id, killed, "terminated local instance");
+        tracing::info!(
+            instance_id,
+            killed,
+            task_addresses = released,
+            "terminated local instance"
+        );
         Ok(())
     }
 
@@ -851,6 +934,85 @@ impl InstanceProvider for LocalProvider {
 
     fn availability_zone(&self, subnet: &str) -> String {
         availability_zone_for(&self.config.region, subnet)
+    }
+
+    /// Takes the next free address of [`LocalConfig::range`] (round-robin,
+    /// shared with instance addresses) and writes it into the instance's
+    /// record before returning it, so a restarted server knows it is taken.
+    /// Root mode only.
+    fn allocate_task_address(
+        &self,
+        instance_id: &str,
+        task_id: &str,
+    ) -> Result<TaskAddress, ProviderError> {
+        self.require_task_addresses(instance_id)?;
+        if !valid_task_id(task_id) {
+            return Err(invalid_task_id(instance_id, task_id));
+        }
+        let mut inner = self.lock();
+        let Some(mut record) = self.load(instance_id)? else {
+            return Err(ProviderError::UnknownInstance {
+                instance_id: instance_id.into(),
+                reason: "does not exist".into(),
+            });
+        };
+        if let Some(addr) = record.task_addresses.get(task_id) {
+            return Ok(self.task_address(*addr));
+        }
+        if !matches!(
+            record.state,
+            InstanceState::Pending | InstanceState::Running
+        ) {
+            return Err(ProviderError::UnknownInstance {
+                instance_id: instance_id.into(),
+                reason: format!("is {}: it takes no new task addresses", record.state),
+            });
+        }
+        let used = used_addresses(&self.load_all()?);
+        let addr = self
+            .config
+            .range
+            .allocate(&used, inner.cursor)
+            .ok_or_else(|| ProviderError::AddressesExhausted {
+                instance_id: instance_id.into(),
+                range: self.config.range.to_string(),
+            })?;
+        record.task_addresses.insert(task_id.into(), addr);
+        self.save(&record)?;
+        inner.cursor = Some(addr);
+        tracing::info!(instance_id, task_id, %addr, "allocated task address");
+        Ok(self.task_address(addr))
+    }
+
+    fn release_task_address(&self, instance_id: &str, task_id: &str) -> Result<(), ProviderError> {
+        self.require_task_addresses(instance_id)?;
+        let _guard = self.lock();
+        let Some(mut record) = self.load(instance_id)? else {
+            return Ok(());
+        };
+        if let Some(addr) = record.task_addresses.remove(task_id) {
+            self.save(&record)?;
+            tracing::info!(instance_id, task_id, %addr, "released task address");
+        }
+        Ok(())
+    }
+
+    fn task_addresses(
+        &self,
+        instance_id: &str,
+    ) -> Result<BTreeMap<String, TaskAddress>, ProviderError> {
+        self.require_task_addresses(instance_id)?;
+        let _guard = self.lock();
+        Ok(self
+            .load(instance_id)?
+            .filter(|r| r.state.is_live())
+            .map(|r| {
+                r.task_addresses
+                    .into_iter()
+                    .map(|(task, addr)| (task, self.task_address(addr)))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 
@@ -1033,5 +1195,116 @@ mod tests {
         again.forget("i-0000000000000000a").unwrap();
         assert_eq!(again.list().unwrap().len(), 1);
         assert_eq!(again.list().unwrap()[0].state, InstanceState::Terminated);
+    }
+
+    #[test]
+    fn unprivileged_instances_have_no_task_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LocalConfig {
+            host_memory_mib: Some(1000),
+            ..LocalConfig::with_state_dir(dir.path())
+        };
+        let p = LocalProvider::unprivileged(config).unwrap();
+        p.launch(&spec("i-0000000000000000a", 10)).unwrap();
+        for result in [
+            p.allocate_task_address("i-0000000000000000a", "t")
+                .map(drop),
+            p.release_task_address("i-0000000000000000a", "t"),
+            p.task_addresses("i-0000000000000000a").map(drop),
+        ] {
+            assert!(
+                matches!(result, Err(ProviderError::Unsupported { .. })),
+                "{result:?}"
+            );
+        }
+        p.terminate("i-0000000000000000a").unwrap();
+    }
+
+    fn record(id: &str, state: InstanceState, ip: [u8; 4], tasks: &[(&str, [u8; 4])]) -> Record {
+        Record {
+            instance_id: id.into(),
+            instance_type: "t3.micro".into(),
+            availability_zone: "us-east-1a".into(),
+            subnet: "subnet-1".into(),
+            vcpus: 1,
+            memory_mib: 16,
+            gpus: 0,
+            private_ip: Some(Ipv4Addr::from(ip)),
+            netns: None,
+            veth: None,
+            cgroup: None,
+            pid: None,
+            pid_start: None,
+            state,
+            launched_at: 0.0,
+            task_addresses: tasks
+                .iter()
+                .map(|(t, a)| (t.to_string(), Ipv4Addr::from(*a)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn task_addresses_count_as_used_while_their_instance_lives() {
+        let records = [
+            record(
+                "i-0000000000000000a",
+                InstanceState::Running,
+                [10, 0, 0, 2],
+                &[("t1", [10, 0, 0, 3]), ("t2", [10, 0, 0, 5])],
+            ),
+            record(
+                "i-0000000000000000b",
+                InstanceState::ShuttingDown,
+                [10, 0, 0, 4],
+                &[("t3", [10, 0, 0, 6])],
+            ),
+            record(
+                "i-0000000000000000c",
+                InstanceState::Terminated,
+                [10, 0, 0, 7],
+                &[("t4", [10, 0, 0, 8])],
+            ),
+        ];
+        let used = used_addresses(&records);
+        let want: BTreeSet<Ipv4Addr> = [2, 3, 5, 4, 6]
+            .into_iter()
+            .map(|n| Ipv4Addr::new(10, 0, 0, n))
+            .collect();
+        assert_eq!(used, want);
+        let mut r = records[0].clone();
+        let mut dropped = r.drop_task_addresses();
+        dropped.sort();
+        assert_eq!(
+            dropped,
+            ["i-0000000000000000a/t1", "i-0000000000000000a/t2"]
+        );
+        assert!(r.task_addresses.is_empty());
+    }
+
+    #[test]
+    fn records_keep_task_addresses_and_older_records_still_load() {
+        let r = record(
+            "i-0000000000000000a",
+            InstanceState::Running,
+            [10, 0, 0, 2],
+            &[("t1", [10, 0, 0, 3])],
+        );
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(
+            json.contains("\"task_addresses\":{\"t1\":\"10.0.0.3\"}"),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+        // records written before task addresses existed have none
+        let bare = record(
+            "i-0000000000000000a",
+            InstanceState::Running,
+            [10, 0, 0, 2],
+            &[],
+        );
+        let json = serde_json::to_string(&bare).unwrap();
+        assert!(!json.contains("task_addresses"), "{json}");
+        assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), bare);
     }
 }

@@ -1,6 +1,6 @@
 //! The sim provider: virtual instances in memory. No I/O, no clock.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -9,8 +9,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::addr::AddressRange;
 use crate::{
-    availability_zone_for, format_instance_id, is_instance_id, Instance, InstanceProvider,
-    InstanceState, LaunchSpec, ProviderError, DEFAULT_REGION,
+    availability_zone_for, format_instance_id, invalid_task_id, is_instance_id, valid_task_id,
+    Instance, InstanceProvider, InstanceState, LaunchSpec, ProviderError, TaskAddress,
+    DEFAULT_REGION,
 };
 
 /// How the sim provider behaves.
@@ -50,6 +51,8 @@ struct SimInstance {
     spec: LaunchSpec,
     /// When a shutting-down instance becomes terminated.
     terminated_at: Option<f64>,
+    /// Task addresses held on the instance, by task id (freed on terminate).
+    tasks: BTreeMap<String, Ipv4Addr>,
 }
 
 #[derive(Debug)]
@@ -63,12 +66,32 @@ struct Inner {
     cursor: Option<Ipv4Addr>,
 }
 
+impl Inner {
+    /// The addresses of live instances and of their tasks.
+    fn used_addresses(&self) -> BTreeSet<Ipv4Addr> {
+        self.instances
+            .values()
+            .filter(|si| si.instance.state.is_live())
+            .flat_map(|si| {
+                si.instance
+                    .private_ip
+                    .into_iter()
+                    .chain(si.tasks.values().copied())
+            })
+            .collect()
+    }
+}
+
 /// Virtual instances for simulation: launch, terminate and list in memory.
 ///
 /// Time moves only through the caller: [`LaunchSpec::now`] and
 /// [`SimProvider::advance`]. An instance is `Pending` until
 /// `now >= launched_at + boot_delay`, then `Running`; terminating makes it
 /// `ShuttingDown` until `shutdown_delay` has passed, then `Terminated`.
+///
+/// Task addresses come from [`SimConfig::range`] like instance addresses
+/// (one round-robin cursor, never an address a live instance or task holds)
+/// and are freed when their instance is terminated.
 pub struct SimProvider {
     config: SimConfig,
     inner: Mutex<Inner>,
@@ -223,7 +246,7 @@ impl InstanceProvider for SimProvider {
                 });
             }
         }
-        let used = live().filter_map(|si| si.instance.private_ip).collect();
+        let used = inner.used_addresses();
         let addr = self
             .config
             .range
@@ -252,6 +275,7 @@ impl InstanceProvider for SimProvider {
                 instance,
                 spec: spec.clone(),
                 terminated_at: None,
+                tasks: BTreeMap::new(),
             },
         );
         inner.order.push(id.clone());
@@ -279,6 +303,7 @@ impl InstanceProvider for SimProvider {
             si.instance.state = InstanceState::ShuttingDown;
             si.terminated_at = Some(now + self.config.shutdown_delay);
         }
+        si.tasks.clear();
         Self::settle(&mut inner, self.config.boot_delay);
         Ok(())
     }
@@ -294,6 +319,82 @@ impl InstanceProvider for SimProvider {
 
     fn availability_zone(&self, subnet: &str) -> String {
         availability_zone_for(&self.config.region, subnet)
+    }
+
+    fn allocate_task_address(
+        &self,
+        instance_id: &str,
+        task_id: &str,
+    ) -> Result<TaskAddress, ProviderError> {
+        if !valid_task_id(task_id) {
+            return Err(invalid_task_id(instance_id, task_id));
+        }
+        let range = self.config.range;
+        let task_address = |address| TaskAddress {
+            address,
+            prefix: range.prefix(),
+            gateway: range.gateway(),
+        };
+        let mut inner = self.lock();
+        let Some(si) = inner.instances.get(instance_id) else {
+            return Err(ProviderError::UnknownInstance {
+                instance_id: instance_id.into(),
+                reason: "does not exist".into(),
+            });
+        };
+        if let Some(addr) = si.tasks.get(task_id) {
+            return Ok(task_address(*addr));
+        }
+        let state = si.instance.state;
+        if !matches!(state, InstanceState::Pending | InstanceState::Running) {
+            return Err(ProviderError::UnknownInstance {
+                instance_id: instance_id.into(),
+                reason: format!("is {state}: it takes no new task addresses"),
+            });
+        }
+        let addr = range
+            .allocate(&inner.used_addresses(), inner.cursor)
+            .ok_or_else(|| ProviderError::AddressesExhausted {
+                instance_id: instance_id.into(),
+                range: range.to_string(),
+            })?;
+        inner.cursor = Some(addr);
+        if let Some(si) = inner.instances.get_mut(instance_id) {
+            si.tasks.insert(task_id.into(), addr);
+        }
+        Ok(task_address(addr))
+    }
+
+    fn release_task_address(&self, instance_id: &str, task_id: &str) -> Result<(), ProviderError> {
+        if let Some(si) = self.lock().instances.get_mut(instance_id) {
+            si.tasks.remove(task_id);
+        }
+        Ok(())
+    }
+
+    fn task_addresses(
+        &self,
+        instance_id: &str,
+    ) -> Result<BTreeMap<String, TaskAddress>, ProviderError> {
+        let range = self.config.range;
+        Ok(self
+            .lock()
+            .instances
+            .get(instance_id)
+            .map(|si| {
+                si.tasks
+                    .iter()
+                    .map(|(task, addr)| {
+                        let ta = TaskAddress {
+                            address: *addr,
+                            prefix: range.prefix(),
+                            gateway: range.gateway(),
+                        };
+                        (task.clone(), ta)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 
@@ -445,5 +546,112 @@ mod tests {
             .map(|i| i.instance_id)
             .collect();
         assert_eq!(ids, [a, b, c]);
+    }
+
+    #[test]
+    fn task_addresses_never_collide_and_are_freed_on_terminate() {
+        // a /29: gateway .1, five addresses .2 ..= .6
+        let p = SimProvider::new(SimConfig {
+            range: "10.9.0.0/29".parse().unwrap(),
+            ..SimConfig::default()
+        });
+        let a = p.new_instance_id();
+        let b = p.new_instance_id();
+        let ia = p.launch(&spec(&a, 0.0)).unwrap().private_ip.unwrap();
+        let t1 = p.allocate_task_address(&a, "task-1").unwrap();
+        assert_eq!(
+            t1,
+            TaskAddress {
+                address: Ipv4Addr::new(10, 9, 0, 3),
+                prefix: 29,
+                gateway: Ipv4Addr::new(10, 9, 0, 1),
+            }
+        );
+        // idempotent per (instance, task)
+        assert_eq!(p.allocate_task_address(&a, "task-1").unwrap(), t1);
+        // instances skip task addresses
+        let ib = p.launch(&spec(&b, 0.0)).unwrap().private_ip.unwrap();
+        assert_eq!(ib, Ipv4Addr::new(10, 9, 0, 4));
+        let t2 = p.allocate_task_address(&b, "task-2").unwrap().address;
+        let t3 = p.allocate_task_address(&a, "task-3").unwrap().address;
+        let all: BTreeSet<_> = [ia, ib, t1.address, t2, t3].into_iter().collect();
+        assert_eq!(all.len(), 5);
+        // the range is full, for tasks and instances alike
+        assert!(matches!(
+            p.allocate_task_address(&b, "task-4"),
+            Err(ProviderError::AddressesExhausted { .. })
+        ));
+        assert!(matches!(
+            p.launch(&spec(&p.new_instance_id(), 0.0)),
+            Err(ProviderError::AddressesExhausted { .. })
+        ));
+        // release is idempotent; the released address is the only free one
+        p.release_task_address(&b, "task-2").unwrap();
+        p.release_task_address(&b, "task-2").unwrap();
+        p.release_task_address(&b, "never-allocated").unwrap();
+        p.release_task_address("i-00000000000000000", "task-2")
+            .unwrap();
+        assert_eq!(p.allocate_task_address(&b, "task-4").unwrap().address, t2);
+        assert_eq!(
+            p.task_addresses(&a).unwrap().keys().collect::<Vec<_>>(),
+            ["task-1", "task-3"]
+        );
+        // terminating frees the instance's tasks (and, once terminated, the instance)
+        p.terminate(&a).unwrap();
+        assert!(p.task_addresses(&a).unwrap().is_empty());
+        assert!(matches!(
+            p.allocate_task_address(&a, "task-5"),
+            Err(ProviderError::UnknownInstance { .. })
+        ));
+        let t5 = p.allocate_task_address(&b, "task-5").unwrap().address;
+        let t6 = p.allocate_task_address(&b, "task-6").unwrap().address;
+        let t7 = p.allocate_task_address(&b, "task-7").unwrap().address;
+        let freed: BTreeSet<_> = [t5, t6, t7].into_iter().collect();
+        assert_eq!(freed, [ia, t1.address, t3].into_iter().collect());
+        assert!(matches!(
+            p.allocate_task_address("i-00000000000000000", "t"),
+            Err(ProviderError::UnknownInstance { .. })
+        ));
+        assert!(matches!(
+            p.allocate_task_address(&b, ""),
+            Err(ProviderError::InvalidTask { .. })
+        ));
+        assert!(matches!(
+            p.allocate_task_address(&b, "a b"),
+            Err(ProviderError::InvalidTask { .. })
+        ));
+    }
+
+    #[test]
+    fn providers_without_task_addresses_say_so() {
+        struct Bare;
+        impl InstanceProvider for Bare {
+            fn name(&self) -> &'static str {
+                "bare"
+            }
+            fn launch(&self, _: &LaunchSpec) -> Result<Instance, ProviderError> {
+                unimplemented!()
+            }
+            fn terminate(&self, _: &str) -> Result<(), ProviderError> {
+                Ok(())
+            }
+            fn list(&self) -> Result<Vec<Instance>, ProviderError> {
+                Ok(vec![])
+            }
+            fn availability_zone(&self, subnet: &str) -> String {
+                subnet.into()
+            }
+        }
+        let e = Bare.allocate_task_address("i-1", "t").unwrap_err();
+        assert!(matches!(e, ProviderError::Unsupported { .. }), "{e}");
+        assert!(e.to_string().contains("bare provider"), "{e}");
+        assert!(matches!(
+            Bare.release_task_address("i-1", "t"),
+            Err(ProviderError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            Bare.task_addresses("i-1"),
+            Err(ProviderError::Unsupported { .. })
+        ));
     }
 }

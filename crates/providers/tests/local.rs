@@ -682,3 +682,212 @@ fn an_instance_outlives_the_server() {
     assert!(!alive(pid));
     assert!(!listed[0].netns_path.as_ref().unwrap().exists());
 }
+
+fn all_addresses(p: &LocalProvider, instances: &[&Instance]) -> Vec<Ipv4Addr> {
+    let mut out = vec![];
+    for i in instances {
+        out.push(i.private_ip.unwrap());
+        out.extend(
+            p.task_addresses(&i.instance_id)
+                .unwrap()
+                .values()
+                .map(|t| t.address),
+        );
+    }
+    out
+}
+
+#[test]
+fn task_addresses_never_collide_with_instances_or_tasks_across_a_restart() {
+    // a /28: the bridge and thirteen instances or tasks
+    let Some(fx) = Fixture::new(
+        "task_addresses_never_collide_with_instances_or_tasks_across_a_restart",
+        28,
+    ) else {
+        return;
+    };
+    let range = fx.config.range;
+    let a = fx.launch(16, 1, "exec sleep 1000");
+    let b = fx.launch(16, 1, "exec sleep 1000");
+    let p = &fx.provider;
+    let ta1 = p.allocate_task_address(&a.instance_id, "task-a1").unwrap();
+    assert_eq!(ta1.prefix, 28);
+    assert_eq!(ta1.gateway, range.gateway());
+    assert!(range.contains(ta1.address));
+    // idempotent for the same instance and task
+    assert_eq!(
+        p.allocate_task_address(&a.instance_id, "task-a1").unwrap(),
+        ta1
+    );
+    p.allocate_task_address(&a.instance_id, "task-a2").unwrap();
+    p.allocate_task_address(&b.instance_id, "task-b1").unwrap();
+    let before = all_addresses(p, &[&a, &b]);
+    assert_eq!(before.len(), 5);
+    assert_eq!(
+        before.iter().collect::<BTreeSet<_>>().len(),
+        5,
+        "{before:?}"
+    );
+    assert!(!before.contains(&range.gateway()));
+    // the record on disk holds them
+    let rec = std::fs::read_to_string(
+        fx.config
+            .state_dir
+            .join(&a.instance_id)
+            .join("instance.json"),
+    )
+    .unwrap();
+    assert!(rec.contains("task-a2"), "{rec}");
+
+    // a restarted server sees them and never hands them out again
+    let restarted = fx.reopen();
+    assert_eq!(
+        restarted.task_addresses(&a.instance_id).unwrap(),
+        p.task_addresses(&a.instance_id).unwrap()
+    );
+    assert_eq!(
+        restarted
+            .allocate_task_address(&a.instance_id, "task-a1")
+            .unwrap(),
+        ta1
+    );
+    let c = launch_with(&restarted, 16, 1, "exec sleep 1000");
+    assert!(!before.contains(&c.private_ip.unwrap()));
+    // fill the range with tasks: every address is handed out exactly once
+    let mut n = 0;
+    loop {
+        match restarted.allocate_task_address(&c.instance_id, &format!("task-c{n}")) {
+            Ok(_) => n += 1,
+            Err(ProviderError::AddressesExhausted {
+                instance_id,
+                range: r,
+            }) => {
+                assert_eq!(instance_id, c.instance_id);
+                assert_eq!(r, range.to_string());
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(n, 13 - 6);
+    let all = all_addresses(&restarted, &[&a, &b, &c]);
+    assert_eq!(all.len(), 13);
+    assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 13, "{all:?}");
+
+    // terminating an instance frees its address and its tasks'
+    let freed: BTreeSet<Ipv4Addr> = all_addresses(p, &[&a]).into_iter().collect();
+    p.terminate(&a.instance_id).unwrap();
+    assert!(p.task_addresses(&a.instance_id).unwrap().is_empty());
+    assert!(matches!(
+        p.allocate_task_address(&a.instance_id, "task-a3"),
+        Err(ProviderError::UnknownInstance { .. })
+    ));
+    let again: BTreeSet<Ipv4Addr> = (0..3)
+        .map(|k| {
+            restarted
+                .allocate_task_address(&b.instance_id, &format!("task-b{}", k + 2))
+                .unwrap()
+                .address
+        })
+        .collect();
+    assert_eq!(again, freed);
+    // release is idempotent and makes the address free again
+    let gone = p.task_addresses(&b.instance_id).unwrap()["task-b1"].address;
+    p.release_task_address(&b.instance_id, "task-b1").unwrap();
+    p.release_task_address(&b.instance_id, "task-b1").unwrap();
+    p.release_task_address(&b.instance_id, "never-there")
+        .unwrap();
+    p.release_task_address("i-00000000000000000", "task-b1")
+        .unwrap();
+    assert!(!p
+        .task_addresses(&b.instance_id)
+        .unwrap()
+        .contains_key("task-b1"));
+    assert_eq!(
+        restarted
+            .allocate_task_address(&c.instance_id, "task-last")
+            .unwrap()
+            .address,
+        gone
+    );
+    assert!(matches!(
+        p.allocate_task_address("i-00000000000000000", "task"),
+        Err(ProviderError::UnknownInstance { .. })
+    ));
+}
+
+#[test]
+fn task_addresses_exhaust_a_29_and_sweep_frees_them() {
+    // a /29: the bridge and five instances or tasks
+    let Some(fx) = Fixture::new("task_addresses_exhaust_a_29_and_sweep_frees_them", 29) else {
+        return;
+    };
+    let p = &fx.provider;
+    let a = fx.launch(16, 1, "exec sleep 1000");
+    let b = fx.launch(16, 1, "exec sleep 1000");
+    for t in ["t1", "t2"] {
+        p.allocate_task_address(&a.instance_id, t).unwrap();
+    }
+    let t3 = p.allocate_task_address(&b.instance_id, "t3").unwrap();
+    assert!(matches!(
+        p.allocate_task_address(&b.instance_id, "t4"),
+        Err(ProviderError::AddressesExhausted { .. })
+    ));
+    // instances cannot take task addresses either
+    let spec = LaunchSpec {
+        instance_id: berth_providers::new_instance_id(),
+        instance_type: "t3.micro".into(),
+        vcpus: 1,
+        memory_mib: 16,
+        agent: AgentCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "exec sleep 1000".into()],
+            env: vec![],
+        },
+        ..LaunchSpec::default()
+    };
+    assert!(matches!(
+        p.launch(&spec),
+        Err(ProviderError::AddressesExhausted { .. })
+    ));
+    assert!(!Path::new(&format!("/run/netns/berth-{}", spec.instance_id)).exists());
+    // a released task address is the only free one
+    p.release_task_address(&b.instance_id, "t3").unwrap();
+    let c = fx.launch(16, 1, "exec sleep 1000");
+    assert_eq!(c.private_ip, Some(t3.address));
+    assert!(ping(&netns_name(&c), fx.config.range.gateway()));
+
+    // a restarted server sweeps a and b away, and their task addresses with them
+    let restarted = fx.reopen();
+    assert!(matches!(
+        restarted.allocate_task_address(&b.instance_id, "t5"),
+        Err(ProviderError::AddressesExhausted { .. })
+    ));
+    let report = restarted.sweep(&[c.instance_id.as_str()]).unwrap();
+    let mut released = report.task_addresses.clone();
+    released.sort();
+    let mut want = vec![
+        format!("{}/t1", a.instance_id),
+        format!("{}/t2", a.instance_id),
+    ];
+    want.sort();
+    assert_eq!(released, want, "{report:?}");
+    for i in [&a, &b] {
+        assert!(restarted.task_addresses(&i.instance_id).unwrap().is_empty());
+    }
+    let fresh: BTreeSet<Ipv4Addr> = ["t6", "t7", "t8", "t9"]
+        .iter()
+        .map(|t| {
+            restarted
+                .allocate_task_address(&c.instance_id, t)
+                .unwrap()
+                .address
+        })
+        .collect();
+    assert_eq!(fresh.len(), 4);
+    assert!(!fresh.contains(&c.private_ip.unwrap()));
+    assert!(matches!(
+        restarted.allocate_task_address(&c.instance_id, "t10"),
+        Err(ProviderError::AddressesExhausted { .. })
+    ));
+}
