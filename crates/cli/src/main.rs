@@ -11,6 +11,7 @@ use std::time::Duration;
 mod agent_cmd;
 mod bench;
 mod client;
+mod image;
 mod logs;
 mod up;
 
@@ -85,6 +86,8 @@ enum Command {
     Up(UpArgs),
     /// Run the control plane only: the ECS API on --listen, state in --data-dir.
     Server(ServerArgs),
+    /// Import images into berth's registry and list them.
+    Image(image::ImageArgs),
     /// Print a task's container output.
     Logs(logs::LogsArgs),
     /// Run the agent of one instance (started by the instance provider).
@@ -225,6 +228,7 @@ fn main() -> std::process::ExitCode {
                 Err(e) => Err(e),
             },
             Command::Logs(args) => logs::run(args).await,
+            Command::Image(args) => image::run(args).await,
             Command::Agent(args) => agent_cmd::agent(args, shutdown_signal()).await,
             Command::Bench(args) => bench::run(args).await,
         }

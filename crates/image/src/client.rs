@@ -1036,6 +1036,7 @@ fn absolute(base: &str, loc: &str) -> Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -179,6 +179,7 @@ pub fn digest_reader(r: impl Read) -> io::Result<(Digest, u64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

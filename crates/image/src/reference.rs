@@ -212,6 +212,7 @@ impl fmt::Display for ImageRef {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -73,6 +73,22 @@ fn clean(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Sets atime and mtime by path without following a symlink or opening
+/// anything (a fifo would block an open).
+fn set_mtime(path: &Path, mtime: u64) -> Result<()> {
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(i64::try_from(mtime).unwrap_or(0), 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
+    .ctx(|| format!("cannot set the times of {}", path.display()))
+}
+
 struct Extractor<'a> {
     root: &'a Path,
     mode: WhiteoutMode,
@@ -258,14 +274,14 @@ impl Extractor<'_> {
                     .ctx(|| format!("cannot create {}", path.display()))?;
                 io::copy(&mut entry, &mut f).ctx(|| format!("cannot write {}", name()))?;
                 drop(f);
-                self.finish_meta(&path, uid, gid, Some(mode), mtime, false)?;
+                self.finish_meta(&path, uid, gid, Some(mode), mtime)?;
                 self.xattrs(&mut entry, &path);
             }
             tar::EntryType::Directory => {
                 if !existing_dir {
                     fs::create_dir(&path).ctx(|| format!("cannot create {}", path.display()))?;
                 }
-                self.finish_meta(&path, uid, gid, None, mtime, false)?;
+                self.finish_meta(&path, uid, gid, None, mtime)?;
                 self.xattrs(&mut entry, &path);
                 self.dirs.push((path.clone(), mode, mtime));
             }
@@ -277,7 +293,7 @@ impl Extractor<'_> {
                     .into_owned();
                 std::os::unix::fs::symlink(&target, &path)
                     .ctx(|| format!("cannot create the symlink {}", path.display()))?;
-                self.finish_meta(&path, uid, gid, None, mtime, true)?;
+                self.finish_meta(&path, uid, gid, None, mtime)?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -328,7 +344,7 @@ impl Extractor<'_> {
                 )
                 .map_err(io::Error::from)
                 .ctx(|| format!("cannot create {}", path.display()))?;
-                self.finish_meta(&path, uid, gid, Some(mode), mtime, false)?;
+                self.finish_meta(&path, uid, gid, Some(mode), mtime)?;
             }
             other => {
                 tracing::debug!(path = %name(), kind = ?other, "skipping a layer entry of this kind");
@@ -347,7 +363,6 @@ impl Extractor<'_> {
         gid: u64,
         mode: Option<u32>,
         mtime: u64,
-        symlink: bool,
     ) -> Result<()> {
         if self.root_user {
             let uid = u32::try_from(uid).unwrap_or(0);
@@ -359,13 +374,7 @@ impl Extractor<'_> {
             fs::set_permissions(path, fs::Permissions::from_mode(mode))
                 .ctx(|| format!("cannot chmod {}", path.display()))?;
         }
-        let t = filetime::FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
-        let r = if symlink {
-            filetime::set_symlink_file_times(path, t, t)
-        } else {
-            filetime::set_file_times(path, t, t)
-        };
-        r.ctx(|| format!("cannot set the times of {}", path.display()))
+        set_mtime(path, mtime)
     }
 
     /// `SCHILY.xattr.*` PAX records (file capabilities and the like), as root.
@@ -391,9 +400,7 @@ impl Extractor<'_> {
         for (path, mode, mtime) in self.dirs.iter().rev() {
             fs::set_permissions(path, fs::Permissions::from_mode(*mode))
                 .ctx(|| format!("cannot chmod {}", path.display()))?;
-            let t = filetime::FileTime::from_unix_time(i64::try_from(*mtime).unwrap_or(0), 0);
-            filetime::set_file_times(path, t, t)
-                .ctx(|| format!("cannot set the times of {}", path.display()))?;
+            set_mtime(path, *mtime)?;
         }
         Ok(())
     }

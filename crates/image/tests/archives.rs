@@ -1,6 +1,8 @@
 //! `docker save` archives (legacy and OCI flavour) and OCI image layouts,
 //! built here with the tar crate, imported with their config.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use berth_image::import::import_archive;
@@ -67,7 +69,8 @@ fn legacy_docker_save(diff_ok: bool) -> Vec<u8> {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_size(0);
-    b.append_link(&mut h, "ccc/layer.tar", "../aaa/layer.tar").unwrap();
+    b.append_link(&mut h, "ccc/layer.tar", "../aaa/layer.tar")
+        .unwrap();
     add_file(&mut b, &config_name, &config);
     add_file(&mut b, "repositories", br#"{"app":{"v1":"x"}}"#);
     add_file(&mut b, "manifest.json", manifest.to_string().as_bytes());
@@ -96,7 +99,10 @@ fn legacy_docker_save_imports_with_its_config() {
     let cfg = store.read_blob(&img.manifest.config.digest).unwrap();
     assert_eq!(
         cfg,
-        config_json(&[sha256_hex(&l1), sha256_hex(&l2), sha256_hex(&l1)], "amd64")
+        config_json(
+            &[sha256_hex(&l1), sha256_hex(&l2), sha256_hex(&l1)],
+            "amd64"
+        )
     );
     let root = tmp.path().join("root");
     flatten(&store, &img.manifest, &root).unwrap();
@@ -181,7 +187,7 @@ struct Layout {
 /// platforms → image manifests with gzip layers.
 fn oci_layout(nested: bool, corrupt: bool) -> Layout {
     let mut b = tar::Builder::new(Vec::new());
-    let mut blob = |b: &mut tar::Builder<Vec<u8>>, d: &[u8]| {
+    let blob = |b: &mut tar::Builder<Vec<u8>>, d: &[u8]| {
         let hex = sha256_hex(d);
         let mut content = d.to_vec();
         if corrupt && content.len() > 100 {
@@ -192,7 +198,10 @@ fn oci_layout(nested: bool, corrupt: bool) -> Layout {
     };
     let mut manifests = Vec::new();
     for (arch, file) in [("arm64", "arm"), ("amd64", "amd")] {
-        let layer = gzip(&tar_of(&[("bin", None), ("bin/which", Some(file.as_bytes()))]));
+        let layer = gzip(&tar_of(&[
+            ("bin", None),
+            ("bin/which", Some(file.as_bytes())),
+        ]));
         let raw = tar_of(&[("bin", None), ("bin/which", Some(file.as_bytes()))]);
         let config = config_json(&[sha256_hex(&raw)], arch);
         let m = json!({
@@ -249,7 +258,12 @@ fn oci_layout_imports_preserving_the_manifest_digest() {
         if berth_image::spec::Platform::host().architecture == "amd64" {
             assert_eq!(imp.digest.to_string(), layout.manifest_digest);
             let root = tmp.path().join("root");
-            flatten(&store, &store.image("oci/app", "v2").unwrap().manifest, &root).unwrap();
+            flatten(
+                &store,
+                &store.image("oci/app", "v2").unwrap().manifest,
+                &root,
+            )
+            .unwrap();
             assert_eq!(std::fs::read(root.join("bin/which")).unwrap(), b"amd");
         }
     }

@@ -1,6 +1,8 @@
 //! A busybox root filesystem imported, unpacked (overlay and flatten) and
 //! compared entry by entry with the original.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use berth_image::import::{import_rootfs, RootfsOptions};

@@ -608,6 +608,7 @@ fn upload_status(reg: &Registry, name: &str, id: &str) -> Result<Response> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

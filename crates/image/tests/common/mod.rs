@@ -1,5 +1,5 @@
 //! Shared test helpers: a busybox root filesystem, tree snapshots, tar builders.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
