@@ -28,7 +28,7 @@ CGROUP_ROOT = f"/berth-e2e-{os.getpid()}"
 ROLE = "arn:aws:iam::123456789012:role/ecsInfrastructureRole"
 PROFILE = "arn:aws:iam::123456789012:instance-profile/ecsInstanceProfile"
 SUBNET = "subnet-0123456789abcdef0"
-APPLETS = ["sh", "sleep", "echo", "cat", "ip", "ls", "id", "head", "tail", "dd", "true", "false", "hostname", "env"]
+APPLETS = ["sh", "sleep", "echo", "cat", "ip", "ls", "id", "head", "tail", "dd", "true", "false", "hostname", "env", "ping", "grep"]
 
 
 def _why_skip() -> str | None:
@@ -208,18 +208,49 @@ def test_two_tasks_share_one_instance_and_remaining_resources_count_both(ecs):
         wait_status(ecs, a, "STOPPED")
 
 
+def eni_address(task) -> str | None:
+    for a in task.get("attachments", []):
+        if a["type"] == "ElasticNetworkInterface":
+            for d in a.get("details", []):
+                if d["name"] == "privateIPv4Address":
+                    return d["value"]
+    return None
+
+
 def test_net_admin_lets_a_task_add_an_address_to_its_own_interface(ecs):
-    script = ["sh", "-c", "ip addr add 10.99.0.1/24 dev lo && ip addr show lo | grep -q 10.99.0.1"]
+    script = ["sh", "-c", "ip addr add 10.99.0.1/32 dev eth0 && ip addr show eth0 | grep -q 10.99.0.1"]
     with_cap = register(
-        ecs, "netadmin", script, network_mode="none", linuxParameters={"capabilities": {"add": ["NET_ADMIN"]}}
+        ecs, "netadmin", script, network_mode="awsvpc", linuxParameters={"capabilities": {"add": ["NET_ADMIN"]}}
     )
-    without = register(ecs, "nonetadmin", script, network_mode="none")
+    without = register(ecs, "nonetadmin", script, network_mode="awsvpc")
     [a] = run(ecs, with_cap)
     [b] = run(ecs, without)
     ta = wait_status(ecs, a, "STOPPED")
     tb = wait_status(ecs, b, "STOPPED")
     assert ta["containers"][0]["exitCode"] == 0, ta
     assert tb["containers"][0]["exitCode"] != 0, tb
+
+
+def test_awsvpc_tasks_have_their_own_address_and_reach_each_other(up, ecs):
+    server = register(ecs, "vpc-server", ["sleep", "3600"], network_mode="awsvpc")
+    [srv] = run(ecs, server)
+    t = wait_status(ecs, srv, "RUNNING")
+    ip = eni_address(t)
+    assert ip, t["attachments"]
+    net = RANGE.rsplit(".", 1)[0] + "."
+    assert ip.startswith(net), (ip, RANGE)
+    assert t["attachments"][0]["status"] == "ATTACHED"
+    assert t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"] == ip
+    client = register(
+        ecs, "vpc-client", ["sh", "-c", f"ip -4 -o addr show eth0; ping -c 1 -W 3 {ip}"], network_mode="awsvpc"
+    )
+    [cli] = run(ecs, client)
+    tc = wait_status(ecs, cli, "STOPPED")
+    own = eni_address(tc)
+    assert own and own != ip
+    assert tc["containers"][0]["exitCode"] == 0, f"the client could not reach {ip}: {tc}"
+    ecs.stop_task(cluster="up", task=srv)
+    wait_status(ecs, srv, "STOPPED")
 
 
 def test_a_container_over_its_memory_limit_is_reported_as_oom(ecs):

@@ -77,6 +77,7 @@ pub async fn run(
             state_dir: config.state_dir.clone(),
             cgroup_root: config.cgroup_root.clone(),
             host_netns: PathBuf::from(format!("/proc/{}/ns/net", std::process::id())),
+            uplink: "eth0".into(),
         },
         runtime.clone(),
         Box::new(images),

@@ -2,5 +2,6 @@
 
 pub mod daemon;
 pub mod images;
+pub mod network;
 pub mod runtime;
 pub mod supervisor;

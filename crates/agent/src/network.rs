@@ -19,7 +19,10 @@
 //!   task namespace and named there (`ip link add link <parent> name eth0
 //!   netns <ns> type macvlan mode bridge`), so no temporary link is ever left
 //!   in the instance's namespace. A macvlan has its own MAC address, so on the
-//!   instance's network the task is a host of its own, like an ENI.
+//!   instance's network the task is a host of its own, like an ENI. The MAC
+//!   is derived from the IPv4 address (`0a:58:` + its four bytes, as the CNI
+//!   bridge plugin does): an address released and handed to a new task keeps
+//!   its MAC, so ARP caches on the network never point at a stale one.
 //! - Everything is done by running iproute2's `ip`, as the providers crate
 //!   does for instances: `ip netns add` gets the bind-mounted namespace file
 //!   right. Errors name the command that failed and what it printed.
@@ -78,8 +81,11 @@ const MAX_IFNAME: usize = 15;
 /// hands out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TaskAddress {
+    /// The task's own address.
     pub address: Ipv4Addr,
+    /// The prefix length of the instance's network (1..=30).
     pub prefix: u8,
+    /// The default gateway, on that network.
     pub gateway: Ipv4Addr,
 }
 
@@ -194,17 +200,13 @@ pub fn create_task_netns(
     addr.validate()?;
     let netns = task_netns_name(task_id);
     let path = task_netns_path(task_id);
-    let created = if path.exists() {
-        false
-    } else {
-        if let Err(e) = ip(&["netns", "add", &netns]) {
-            // someone may have made it at the same moment
-            if !path.exists() {
-                return Err(e);
-            }
-        }
-        true
-    };
+    let created = !path.exists()
+        && match ip(&["netns", "add", &netns]) {
+            Ok(_) => true,
+            // someone else made it at the same moment: theirs, not ours to remove
+            Err(_) if path.exists() => false,
+            Err(e) => return Err(e),
+        };
     match configure(&netns, parent_if, addr) {
         Ok(reused) => {
             tracing::info!(
@@ -245,7 +247,7 @@ fn configure(netns: &str, parent_if: &str, addr: &TaskAddress) -> Result<bool, N
     if reused {
         let addrs = ip(&["-n", netns, "-4", "-o", "addr", "show", "dev", TASK_IF])?;
         let held = inet_addresses(&addrs);
-        if !held.iter().any(|a| *a == cidr) {
+        if !held.contains(&cidr) {
             if !held.is_empty() {
                 return Err(NetworkError::Conflict {
                     netns: netns.into(),
@@ -255,9 +257,10 @@ fn configure(netns: &str, parent_if: &str, addr: &TaskAddress) -> Result<bool, N
             ip(&["-n", netns, "addr", "add", &cidr, "dev", TASK_IF])?;
         }
     } else {
+        let mac = mac_for(addr.address);
         ip(&[
-            "link", "add", "link", parent_if, "name", TASK_IF, "netns", netns, "type", "macvlan",
-            "mode", "bridge",
+            "link", "add", "link", parent_if, "name", TASK_IF, "address", &mac, "netns", netns,
+            "type", "macvlan", "mode", "bridge",
         ])?;
         ip(&["-n", netns, "addr", "add", &cidr, "dev", TASK_IF])?;
     }
@@ -277,11 +280,13 @@ fn delete_netns(netns: &str) -> Result<(), NetworkError> {
     }
     // the kernel dismantles a namespace asynchronously, and not at all while
     // processes hold it: take the address away now
-    let links = ip(&["-n", netns, "-o", "link", "show"])?;
-    if link_names(&links).any(|n| n == TASK_IF) {
+    let has_eth0 = || {
+        ip(&["-n", netns, "-o", "link", "show"])
+            .is_ok_and(|links| link_names(&links).any(|n| n == TASK_IF))
+    };
+    if has_eth0() {
         if let Err(e) = ip(&["-n", netns, "link", "del", TASK_IF]) {
-            let links = ip(&["-n", netns, "-o", "link", "show"])?;
-            if link_names(&links).any(|n| n == TASK_IF) {
+            if has_eth0() {
                 return Err(e);
             }
         }
@@ -290,6 +295,14 @@ fn delete_netns(netns: &str) -> Result<(), NetworkError> {
         Err(_) if !path.exists() => Ok(()),
         other => other.map(drop),
     }
+}
+
+/// The MAC address of the task interface holding `addr`: `0a:58:` (locally
+/// administered, unicast) and the four bytes of the address. An address that
+/// moves to a new task keeps its MAC, so the neighbours' ARP caches stay right.
+fn mac_for(addr: Ipv4Addr) -> String {
+    let [a, b, c, d] = addr.octets();
+    format!("0a:58:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// Task ids name namespaces (and so files under `/run/netns`): letters,
@@ -418,6 +431,12 @@ mod tests {
             let e = bad.validate().unwrap_err();
             assert!(e.to_string().contains(why), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn macs_follow_addresses() {
+        assert_eq!(mac_for(Ipv4Addr::new(10, 213, 0, 5)), "0a:58:0a:d5:00:05");
+        assert_eq!(mac_for(Ipv4Addr::new(255, 1, 2, 3)), "0a:58:ff:01:02:03");
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct LocalTask {
     pub report: TaskReport,
     /// When the agent sent the first SIGTERM, for the SIGKILL deadline.
     pub stop_signalled_at: Option<f64>,
+    /// The task's own network namespace (`awsvpc`), while it exists.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 /// What the supervisor needs from its surroundings.
@@ -82,6 +85,8 @@ pub struct SupervisorConfig {
     pub cgroup_root: String,
     /// The network namespace `host` tasks join: the agent's own.
     pub host_netns: PathBuf,
+    /// The instance's interface `awsvpc` tasks' interfaces hang off.
+    pub uplink: String,
 }
 
 pub struct Supervisor {
@@ -250,6 +255,15 @@ impl Supervisor {
             }
             logs.extend(self.ship_logs(&mut t, now));
             let done = t.report.last_status == "STOPPED";
+            if done && t.netns.is_some() {
+                // Its address goes back to the pool once the server hears STOPPED: free it here first.
+                match crate::network::delete_task_netns(task_id(&arn)) {
+                    Ok(()) => t.netns = None,
+                    Err(e) => {
+                        tracing::warn!(task = arn, error = %e, "cannot remove the task network")
+                    }
+                }
+            }
             if t.report != before {
                 changed.push(t.report.clone());
                 self.save(&t);
@@ -287,6 +301,7 @@ impl Supervisor {
                 ..Default::default()
             },
             stop_signalled_at: None,
+            netns: None,
         };
         // Pull every image first: a task starts only when all its images are here.
         let mut prepared = vec![];
@@ -301,6 +316,29 @@ impl Supervisor {
             }
         }
         t.report.pull_stopped_at = Some((self.clock)());
+        // `awsvpc`: the task's own namespace, with its own address on the instance's network.
+        if let (true, Some(a)) = (spec.network_mode == "awsvpc", spec.address) {
+            let addr = crate::network::TaskAddress {
+                address: a.address,
+                prefix: a.prefix,
+                gateway: a.gateway,
+            };
+            match crate::network::create_task_netns(
+                task_id(&spec.task_arn),
+                &self.config.uplink,
+                &addr,
+            ) {
+                Ok(path) => {
+                    t.netns = Some(path);
+                    t.report.private_ipv4_address = Some(a.address.to_string());
+                }
+                Err(e) => {
+                    let reason =
+                        format!("ResourceInitializationError: cannot set up the task network: {e}");
+                    return self.failed_to_start(t, now, reason);
+                }
+            }
+        }
         for (lc, image) in t.containers.iter_mut().zip(prepared) {
             lc.layers = image.layers;
             lc.image = Some(image.config);
@@ -374,7 +412,7 @@ impl Supervisor {
                     config: c.image.clone().unwrap_or_default(),
                     digest: String::new(),
                 };
-                let launch = self.launch_for(&t.spec, &def, image);
+                let launch = self.launch_for(t.netns.as_deref(), &t.spec, &def, image);
                 if let Err(e) = self.runtime.start(&launch) {
                     let msg = format!("CannotStartContainerError: {}: {e}", c.name);
                     for started in t.containers.iter().filter(|x| x.started) {
@@ -413,15 +451,19 @@ impl Supervisor {
 
     fn launch_for(
         &self,
+        netns: Option<&Path>,
         spec: &TaskSpec,
         c: &ContainerDefinition,
         image: crate::images::Prepared,
     ) -> ContainerLaunch {
         let name = c.name.clone().unwrap_or_default();
         // `awsvpc` tasks share the instance's network for now; a namespace per task comes later.
-        let network = match spec.network_mode.as_str() {
-            "none" => Network::None,
-            _ => Network::Host(self.config.host_netns.clone()),
+        let network = match (spec.network_mode.as_str(), netns) {
+            (_, Some(path)) => Network::Join(path.to_path_buf()),
+            ("none", None) => Network::None,
+            // `awsvpc` without an address of its own (a provider without task
+            // networks) shares the instance's network, as `host` does.
+            (_, None) => Network::Host(self.config.host_netns.clone()),
         };
         ContainerLaunch {
             id: runtime_id(&spec.task_arn, &name),
@@ -839,6 +881,7 @@ mod tests {
             memory_mib: None,
             containers,
             gpu_ids: Default::default(),
+            address: None,
         }
     }
 
@@ -863,6 +906,7 @@ mod tests {
                     state_dir: self.dir.path().to_path_buf(),
                     cgroup_root: "/berth/test".into(),
                     host_netns: PathBuf::from("/proc/self/ns/net"),
+                    uplink: "eth0".into(),
                 },
                 self.runtime.clone(),
                 Box::new(NoImages),

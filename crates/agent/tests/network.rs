@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use network::{
@@ -251,6 +251,8 @@ fn task_namespaces_answer_on_the_instance_network() {
         "eth0 must hang off the instance's eth0: {detail}"
     );
     assert!(detail.contains("state UP"), "{detail}");
+    let mac = format!("0a:58:0a:d8:{:02x}:64", w.net);
+    assert!(detail.contains(&format!("link/ether {mac} ")), "{detail}");
     let addrs = ip(&["-n", &ns_a, "-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(
         addrs.contains(&format!("inet {}/24 ", addr_a.address)),
@@ -397,10 +399,14 @@ fn delete_takes_the_address_away_while_a_process_holds_the_namespace() {
     let addr = w.task_address(140);
     w.create(0, &a, addr).unwrap();
     // a "container" still running in the task's namespace
-    let mut holder = Command::new("ip")
-        .args(["netns", "exec", &task_netns_name(&a), "sleep", "1000"])
-        .spawn()
-        .unwrap();
+    let _holder = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &task_netns_name(&a), "sleep", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     assert!(ping(None, addr.address));
     w.delete(0, &a).unwrap();
     assert!(!task_netns_path(&a).exists());
@@ -408,10 +414,22 @@ fn delete_takes_the_address_away_while_a_process_holds_the_namespace() {
         !ping(None, addr.address),
         "the address outlived delete_task_netns"
     );
-    // the address can be given to a new task at once
+    // the address can be given to a new task at once, and the bridge's ARP
+    // cache still fits (the MAC follows the address)
     let b = w.task_id();
     w.create(0, &b, addr).unwrap();
-    assert!(ping(None, addr.address));
-    let _ = holder.kill();
-    let _ = holder.wait();
+    assert!(
+        ping(None, addr.address),
+        "the reused address does not answer"
+    );
+}
+
+/// A child process killed and reaped on drop, failed test or not.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,4 +1,6 @@
-//! `berth bench`: API throughput and latency against a running server.
+//! `berth bench`: API throughput and latency against a running server
+//! (`berth bench api`, below), and task start latency against a running
+//! `berth up` (`berth bench tasks`, in [`tasks`]).
 //!
 //! `berth bench api` drives a server the way an ECS client does: every request
 //! is a SigV4-signed HTTP/1.1 request, signed afresh when it is sent. It opens
@@ -46,6 +48,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod tasks;
+
 /// The cluster, capacity provider and task definition family the benchmark uses.
 const CLUSTER: &str = "bench";
 const CAPACITY_PROVIDER: &str = "bench-mi";
@@ -72,6 +76,14 @@ enum Benchmark {
     /// --concurrency keep-alive connections. Each run adds task definition revisions and
     /// tasks to the server's state. Fails if any answer is not HTTP 200.
     Api(ApiArgs),
+    /// Task start latency: RunTask → RUNNING on a warm managed instance of a running
+    /// `berth up`, against a bare `runc run -d` of the same container; agent memory.
+    ///
+    /// Needs root, runc and a static busybox (as `berth up` does). Imports the image
+    /// `bench-busybox:latest`, creates (or reuses) the cluster `bench-tasks`, its capacity
+    /// provider `bench-tasks-mi` and the task definition family `bench-tasks`, and stops
+    /// every task it started. Fails if a task stops instead of running.
+    Tasks(tasks::TasksArgs),
 }
 
 #[derive(clap::Args)]
@@ -807,7 +819,10 @@ fn verdict(report: &Report) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let Benchmark::Api(args) = args.benchmark;
+    let args = match args.benchmark {
+        Benchmark::Api(a) => a,
+        Benchmark::Tasks(a) => return tasks::run(a).await,
+    };
     let creds = credentials(&args)?;
     let report = bench_api(&args, creds, true).await?;
     match args.output {

@@ -37,6 +37,27 @@ impl Launcher for ProviderLauncher {
     fn new_instance_id(&self) -> String {
         berth_providers::new_instance_id()
     }
+
+    fn allocate_task_address(
+        &self,
+        instance_id: &str,
+        task_id: &str,
+    ) -> Result<berth_protocol::TaskAddress, String> {
+        self.0
+            .allocate_task_address(instance_id, task_id)
+            .map(|a| berth_protocol::TaskAddress {
+                address: a.address,
+                prefix: a.prefix,
+                gateway: a.gateway,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    fn release_task_address(&self, instance_id: &str, task_id: &str) -> Result<(), String> {
+        self.0
+            .release_task_address(instance_id, task_id)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Terminates every instance the provider knows and records it in the store.

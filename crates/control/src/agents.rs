@@ -30,6 +30,102 @@ pub struct InstanceRecord {
     pub launched_at: f64,
 }
 
+/// Whether a task has its own network namespace and address.
+pub fn is_awsvpc(t: &Task) -> bool {
+    t.attachments
+        .iter()
+        .flatten()
+        .any(|a| a.r#type.as_deref() == Some("ElasticNetworkInterface"))
+}
+
+fn address_key(task_arn: &str) -> String {
+    format!("task-address/{task_arn}")
+}
+
+const RELEASES_KEY: &str = "task-address-releases";
+
+/// Records a task's address: in its ENI attachment (`privateIPv4Address`) for
+/// users, and beside it for the desired set.
+pub fn assign_address(
+    tx: &dyn Tx,
+    t: &mut Task,
+    instance_id: &str,
+    a: berth_protocol::TaskAddress,
+) -> Result<(), EcsError> {
+    let arn = t.task_arn.clone().unwrap_or_default();
+    let text =
+        serde_json::to_string(&(instance_id, a)).map_err(|e| EcsError::server(e.to_string()))?;
+    tx.put_meta(&address_key(&arn), &text)?;
+    for att in t.attachments.iter_mut().flatten() {
+        if att.r#type.as_deref() == Some("ElasticNetworkInterface") {
+            let details = att.details.get_or_insert_with(Vec::new);
+            details.retain(|d| d.name.as_deref() != Some("privateIPv4Address"));
+            details.push(KeyValuePair {
+                name: Some("privateIPv4Address".into()),
+                value: Some(a.address.to_string()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn task_address(
+    tx: &dyn Tx,
+    task_arn: &str,
+) -> Result<Option<(String, berth_protocol::TaskAddress)>, EcsError> {
+    match tx.meta(&address_key(task_arn))? {
+        Some(text) if !text.is_empty() => Ok(serde_json::from_str(&text).ok()),
+        _ => Ok(None),
+    }
+}
+
+/// A stopped task's address is queued for release to the provider.
+fn queue_release(tx: &dyn Tx, task_arn: &str) -> Result<(), EcsError> {
+    let Some((instance_id, _)) = task_address(tx, task_arn)? else {
+        return Ok(());
+    };
+    let mut list: Vec<(String, String)> = tx
+        .meta(RELEASES_KEY)?
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let task_id = task_arn.rsplit('/').next().unwrap_or("").to_string();
+    if !list.iter().any(|(i, t)| *i == instance_id && *t == task_id) {
+        list.push((instance_id, task_id));
+    }
+    tx.put_meta(
+        RELEASES_KEY,
+        &serde_json::to_string(&list).map_err(|e| EcsError::server(e.to_string()))?,
+    )?;
+    tx.put_meta(&address_key(task_arn), "")?;
+    Ok(())
+}
+
+/// Addresses waiting to go back to the provider: (instance id, task id).
+pub fn pending_releases(ctx: &Ctx) -> Result<Vec<(String, String)>, EcsError> {
+    ctx.store.read(|tx| {
+        Ok(tx
+            .meta(RELEASES_KEY)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    })
+}
+
+/// The provider took an address back.
+pub fn released(ctx: &Ctx, instance_id: &str, task_id: &str) -> Result<(), EcsError> {
+    ctx.store.write(|tx| {
+        let mut list: Vec<(String, String)> = tx
+            .meta(RELEASES_KEY)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        list.retain(|(i, t)| !(i == instance_id && t == task_id));
+        tx.put_meta(
+            RELEASES_KEY,
+            &serde_json::to_string(&list).map_err(|e| EcsError::server(e.to_string()))?,
+        )?;
+        Ok(())
+    })
+}
+
 fn record_key(instance_id: &str) -> String {
     format!("instance/{instance_id}")
 }
@@ -324,6 +420,7 @@ fn apply_report(
             for a in t.attachments.iter_mut().flatten() {
                 a.status = Some("DELETED".into());
             }
+            queue_release(tx, &rep.task_arn)?;
         }
         _ => {}
     }
@@ -478,6 +575,7 @@ pub fn spec_for(tx: &dyn Tx, t: &Task) -> Result<Option<TaskSpec>, EcsError> {
         memory_mib: t.memory.as_deref().and_then(|m| m.parse().ok()),
         containers,
         gpu_ids: Default::default(),
+        address: task_address(tx, t.task_arn.as_deref().unwrap_or(""))?.map(|(_, a)| a),
     }))
 }
 
@@ -516,6 +614,7 @@ pub fn terminated(ctx: &Ctx, instance_id: &str, reason: &str) -> Result<(), EcsE
             }
             t.version += 1;
             tx.put_task(&t, Expect::Version(current.version))?;
+            queue_release(tx, t.task_arn.as_deref().unwrap_or(""))?;
         }
         if let Some(Versioned {
             version,

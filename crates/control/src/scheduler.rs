@@ -53,6 +53,22 @@ pub trait Launcher: Send + Sync {
     fn availability_zone(&self, subnet: &str) -> String;
     /// A new instance id.
     fn new_instance_id(&self) -> String;
+    /// An address for an `awsvpc` task on an instance's network (its ENI).
+    /// Providers without task networks say so, and such tasks share their
+    /// instance's network.
+    fn allocate_task_address(
+        &self,
+        instance_id: &str,
+        task_id: &str,
+    ) -> Result<berth_protocol::TaskAddress, String> {
+        let _ = (instance_id, task_id);
+        Err("this instance provider gives tasks no addresses of their own".into())
+    }
+    /// Gives a task's address back (idempotent).
+    fn release_task_address(&self, instance_id: &str, task_id: &str) -> Result<(), String> {
+        let _ = (instance_id, task_id);
+        Ok(())
+    }
 }
 
 /// What one tick did.
@@ -122,6 +138,18 @@ impl Scheduler {
     /// One reconcile pass over every cluster.
     pub fn tick(&self) -> Result<TickReport, EcsError> {
         let mut report = TickReport::default();
+        // Addresses of stopped tasks go back to the provider.
+        for (instance_id, task_id) in agents::pending_releases(&self.ctx)? {
+            match self.provider.release_task_address(&instance_id, &task_id) {
+                Ok(()) => agents::released(&self.ctx, &instance_id, &task_id)?,
+                Err(e) => tracing::warn!(
+                    instance_id,
+                    task_id,
+                    error = e,
+                    "cannot release a task address"
+                ),
+            }
+        }
         let clusters = self.ctx.store.read(|tx| {
             let mut out = vec![];
             let mut after: Option<String> = None;
@@ -175,6 +203,28 @@ impl Scheduler {
                     Some(slot) => {
                         slot.free_cpu -= i64::from(cpu);
                         slot.free_mem -= mem as i64;
+                        if agents::is_awsvpc(&t) {
+                            let task_id = t
+                                .task_arn
+                                .as_deref()
+                                .unwrap_or("")
+                                .rsplit('/')
+                                .next()
+                                .unwrap_or("");
+                            match self
+                                .provider
+                                .allocate_task_address(&slot.record.instance_id, task_id)
+                            {
+                                Ok(a) => {
+                                    agents::assign_address(tx, &mut t, &slot.record.instance_id, a)?
+                                }
+                                Err(e) => tracing::warn!(
+                                    task = task_id,
+                                    error = e,
+                                    "the task shares its instance's network"
+                                ),
+                            }
+                        }
                         t.container_instance_arn = Some(slot.record.container_instance_arn.clone());
                         t.availability_zone = Some(slot.record.availability_zone.clone());
                         t.last_status = Some("PENDING".into());

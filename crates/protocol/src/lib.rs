@@ -118,6 +118,18 @@ pub struct TaskSpec {
     /// GPU ids assigned to each container, by container name.
     #[serde(default)]
     pub gpu_ids: BTreeMap<String, Vec<String>>,
+    /// For `awsvpc`: the task's own address on the instance's network.
+    #[serde(default)]
+    pub address: Option<TaskAddress>,
+}
+
+/// An `awsvpc` task's own address (its ENI's private IP), given by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAddress {
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
 }
 
 /// A task as the agent sees it.
@@ -192,6 +204,7 @@ mod tests {
                     ..Default::default()
                 }],
                 gpu_ids: BTreeMap::new(),
+                address: None,
             }],
         };
         let text = serde_json::to_string(&m).expect("serialise");
