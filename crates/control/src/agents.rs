@@ -88,9 +88,8 @@ fn queue_release(tx: &dyn Tx, task_arn: &str) -> Result<(), EcsError> {
         .meta(RELEASES_KEY)?
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    let task_id = task_arn.rsplit('/').next().unwrap_or("").to_string();
-    if !list.iter().any(|(i, t)| *i == instance_id && *t == task_id) {
-        list.push((instance_id, task_id));
+    if !list.iter().any(|(i, t)| *i == instance_id && t == task_arn) {
+        list.push((instance_id, task_arn.to_string()));
     }
     tx.put_meta(
         RELEASES_KEY,
@@ -100,7 +99,7 @@ fn queue_release(tx: &dyn Tx, task_arn: &str) -> Result<(), EcsError> {
     Ok(())
 }
 
-/// Addresses waiting to go back to the provider: (instance id, task id).
+/// Addresses waiting to go back to the provider: (instance id, task ARN).
 pub fn pending_releases(ctx: &Ctx) -> Result<Vec<(String, String)>, EcsError> {
     ctx.store.read(|tx| {
         Ok(tx
@@ -110,14 +109,30 @@ pub fn pending_releases(ctx: &Ctx) -> Result<Vec<(String, String)>, EcsError> {
     })
 }
 
-/// The provider took an address back.
-pub fn released(ctx: &Ctx, instance_id: &str, task_id: &str) -> Result<(), EcsError> {
+/// The provider took a task's address back: a DEPROVISIONING task is now STOPPED.
+pub fn released(ctx: &Ctx, instance_id: &str, task_arn: &str) -> Result<(), EcsError> {
+    let now = ctx.now();
     ctx.store.write(|tx| {
+        if let Some(Versioned {
+            version,
+            value: mut t,
+        }) = tx.task(task_arn)?
+        {
+            if t.last_status.as_deref() == Some("DEPROVISIONING") {
+                t.last_status = Some("STOPPED".into());
+                t.stopped_at = Some(now);
+                for a in t.attachments.iter_mut().flatten() {
+                    a.status = Some("DELETED".into());
+                }
+                t.version += 1;
+                tx.put_task(&t, Expect::Version(version))?;
+            }
+        }
         let mut list: Vec<(String, String)> = tx
             .meta(RELEASES_KEY)?
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default();
-        list.retain(|(i, t)| !(i == instance_id && t == task_id));
+        list.retain(|(i, t)| !(i == instance_id && t == task_arn));
         tx.put_meta(
             RELEASES_KEY,
             &serde_json::to_string(&list).map_err(|e| EcsError::server(e.to_string()))?,
@@ -399,15 +414,27 @@ fn apply_report(
             }
         }
         "STOPPING" => {
-            t.last_status = Some("DEACTIVATING".into());
+            t.last_status = Some("STOPPING".into());
             t.stopping_at.get_or_insert(now);
         }
         "STOPPED" => {
-            t.last_status = Some("STOPPED".into());
+            // A task with an address of its own stays DEPROVISIONING until the
+            // provider has it back (see `released`), as ECS does with an ENI.
+            let has_address = task_address(tx, &rep.task_arn)?.is_some();
+            t.last_status = Some(
+                if has_address {
+                    "DEPROVISIONING"
+                } else {
+                    "STOPPED"
+                }
+                .into(),
+            );
             t.desired_status = Some("STOPPED".into());
             t.stopping_at.get_or_insert(now);
             t.execution_stopped_at = rep.execution_stopped_at.or(Some(now));
-            t.stopped_at = Some(now);
+            if !has_address {
+                t.stopped_at = Some(now);
+            }
             if t.stop_code.is_none() {
                 t.stop_code = rep.stop_code.as_deref().and_then(TaskStopCode::parse);
             }
@@ -418,7 +445,7 @@ fn apply_report(
                 c.last_status = Some("STOPPED".into());
             }
             for a in t.attachments.iter_mut().flatten() {
-                a.status = Some("DELETED".into());
+                a.status = Some(if has_address { "DELETING" } else { "DELETED" }.into());
             }
             queue_release(tx, &rep.task_arn)?;
         }

@@ -139,9 +139,10 @@ impl Scheduler {
     pub fn tick(&self) -> Result<TickReport, EcsError> {
         let mut report = TickReport::default();
         // Addresses of stopped tasks go back to the provider.
-        for (instance_id, task_id) in agents::pending_releases(&self.ctx)? {
-            match self.provider.release_task_address(&instance_id, &task_id) {
-                Ok(()) => agents::released(&self.ctx, &instance_id, &task_id)?,
+        for (instance_id, task_arn) in agents::pending_releases(&self.ctx)? {
+            let task_id = task_arn.rsplit('/').next().unwrap_or("");
+            match self.provider.release_task_address(&instance_id, task_id) {
+                Ok(()) => agents::released(&self.ctx, &instance_id, &task_arn)?,
                 Err(e) => tracing::warn!(
                     instance_id,
                     task_id,

@@ -256,11 +256,33 @@ struct AgentMemory {
     bench_instance: bool,
     /// VmRSS with no task on the instance, KiB (none: the process was gone).
     idle_rss_kib: Option<u64>,
+    /// Its proportional set size then (shared pages divided among their users), KiB.
+    idle_pss_kib: Option<u64>,
     /// VmRSS with `with_tasks` sleep tasks RUNNING on the bench instance, KiB.
     with_tasks_rss_kib: Option<u64>,
-    /// `berth shim` processes of this instance at the second reading, and their VmRSS summed, KiB.
+    with_tasks_pss_kib: Option<u64>,
+    /// `berth shim` processes of this instance at the second reading (one per
+    /// running container), and their VmRSS and PSS summed, KiB.
     shims: usize,
     shims_rss_kib: u64,
+    shims_pss_kib: u64,
+}
+
+impl AgentMemory {
+    fn new(instance_id: &str, pid: u32, bench_instance: bool) -> Self {
+        Self {
+            instance_id: instance_id.to_string(),
+            pid,
+            bench_instance,
+            idle_rss_kib: None,
+            idle_pss_kib: None,
+            with_tasks_rss_kib: None,
+            with_tasks_pss_kib: None,
+            shims: 0,
+            shims_rss_kib: 0,
+            shims_pss_kib: 0,
+        }
+    }
 }
 
 /// The whole run.
@@ -299,7 +321,16 @@ struct Report {
 struct Samples {
     berth: Vec<f64>,
     runc: Vec<f64>,
-    phases: Vec<Phases>,
+    /// Each measured task: its ARN, the client's wall clock just before RunTask
+    /// (Unix seconds, to line up with logs and traces) and its phases.
+    tasks: Vec<TaskSample>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct TaskSample {
+    task_arn: String,
+    sent_at: f64,
+    phases: Phases,
 }
 
 // ---------------------------------------------------------------- the run
@@ -814,6 +845,21 @@ fn rss_of(pid: u32) -> Option<u64> {
     vm_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
+/// Pss in KiB from the text of /proc/PID/smaps_rollup.
+fn pss_kib(smaps_rollup: &str) -> Option<u64> {
+    smaps_rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn pss_of(pid: u32) -> Option<u64> {
+    pss_kib(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+}
+
 /// The running agents by instance id.
 fn agents() -> BTreeMap<String, u32> {
     berth_processes("agent")
@@ -822,14 +868,19 @@ fn agents() -> BTreeMap<String, u32> {
         .collect()
 }
 
-/// The shims of one instance (their state directory lies under the agent's) and their VmRSS summed.
-fn shims_of(instance_id: &str) -> (usize, u64) {
+/// The shims of one instance (their state directory lies under the agent's):
+/// how many, their VmRSS and their PSS summed.
+fn shims_of(instance_id: &str) -> (usize, u64, u64) {
     let needle = format!("/{instance_id}/");
     berth_processes("shim")
         .into_iter()
         .filter(|p| p.argv.iter().skip(2).any(|a| a.contains(&needle)))
-        .fold((0, 0), |(n, kib), p| {
-            (n + 1, kib + rss_of(p.pid).unwrap_or(0))
+        .fold((0, 0, 0), |(n, rss, pss), p| {
+            (
+                n + 1,
+                rss + rss_of(p.pid).unwrap_or(0),
+                pss + pss_of(p.pid).unwrap_or(0),
+            )
         })
 }
 
@@ -1002,6 +1053,7 @@ async fn bench(
     let mut latencies = Vec::with_capacity(args.tasks as usize);
     let mut calls = Vec::with_capacity(args.tasks as usize);
     let mut phases = Vec::with_capacity(args.tasks as usize);
+    let mut task_samples = Vec::with_capacity(args.tasks as usize);
     let mut describes = 0u64;
     let mut container_instances = BTreeSet::new();
     if let Some(ci) = seen
@@ -1025,9 +1077,17 @@ async fn bench(
         latencies.push(took);
         describes += u64::from(seen.describes);
         let seen_wall = sent_wall + took.as_secs_f64();
-        phases.push(Phases::of(&seen.task, sent_wall, seen_wall).with_context(|| {
-            format!("{arn} is RUNNING without createdAt, pullStartedAt, pullStoppedAt and startedAt")
-        })?);
+        let p = Phases::of(&seen.task, sent_wall, seen_wall).with_context(|| {
+            format!(
+                "{arn} is RUNNING without createdAt, pullStartedAt, pullStoppedAt and startedAt"
+            )
+        })?;
+        phases.push(p);
+        task_samples.push(TaskSample {
+            task_arn: arn.clone(),
+            sent_at: sent_wall,
+            phases: p,
+        });
         if let Some(ci) = seen
             .task
             .get("containerInstanceArn")
@@ -1084,18 +1144,10 @@ async fn bench(
     let mut memory: BTreeMap<String, AgentMemory> = idle
         .iter()
         .map(|(id, pid)| {
-            (
-                id.clone(),
-                AgentMemory {
-                    instance_id: id.clone(),
-                    pid: *pid,
-                    bench_instance: bench_instances.contains(id),
-                    idle_rss_kib: rss_of(*pid),
-                    with_tasks_rss_kib: None,
-                    shims: 0,
-                    shims_rss_kib: 0,
-                },
-            )
+            let mut m = AgentMemory::new(id, *pid, bench_instances.contains(id));
+            m.idle_rss_kib = rss_of(*pid);
+            m.idle_pss_kib = pss_of(*pid);
+            (id.clone(), m)
         })
         .collect();
     if args.with_tasks > 0 {
@@ -1113,18 +1165,13 @@ async fn bench(
         let running = until_all(client, &arns, "RUNNING", args.timeout).await?;
         let now = agents();
         for (id, pid) in &now {
-            let m = memory.entry(id.clone()).or_insert_with(|| AgentMemory {
-                instance_id: id.clone(),
-                pid: *pid,
-                bench_instance: bench_instances.contains(id),
-                idle_rss_kib: None,
-                with_tasks_rss_kib: None,
-                shims: 0,
-                shims_rss_kib: 0,
-            });
+            let m = memory
+                .entry(id.clone())
+                .or_insert_with(|| AgentMemory::new(id, *pid, bench_instances.contains(id)));
             if m.pid == *pid {
                 m.with_tasks_rss_kib = rss_of(*pid);
-                (m.shims, m.shims_rss_kib) = shims_of(id);
+                m.with_tasks_pss_kib = pss_of(*pid);
+                (m.shims, m.shims_rss_kib, m.shims_pss_kib) = shims_of(id);
             }
         }
         // Tasks that landed on another instance than the measured ones.
@@ -1181,7 +1228,7 @@ async fn bench(
         samples: Samples {
             berth: ms_all(&latencies),
             runc: ms_all(&runc_samples),
-            phases,
+            tasks: task_samples,
         },
         berth,
         runc,
@@ -1265,6 +1312,7 @@ fn agents_table(r: &Report) -> comfy_table::Table {
         with.as_str(),
         "shims",
         "shims' RSS, MiB",
+        "shims' PSS, MiB",
     ]);
     for a in &r.agents {
         t.add_row(vec![
@@ -1275,9 +1323,10 @@ fn agents_table(r: &Report) -> comfy_table::Table {
             kib(a.with_tasks_rss_kib),
             a.shims.to_string(),
             kib(Some(a.shims_rss_kib)),
+            kib(Some(a.shims_pss_kib)),
         ]);
     }
-    right_align(&mut t, 1, 7);
+    right_align(&mut t, 1, 8);
     t
 }
 
@@ -1361,10 +1410,13 @@ mod tests {
     }
 
     #[test]
-    fn reads_vm_rss() {
+    fn reads_vm_rss_and_pss() {
         let status = "Name:\tberth\nVmPeak:\t  100 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
         assert_eq!(vm_rss_kib(status), Some(12345));
         assert_eq!(vm_rss_kib("Name:\tkthreadd\n"), None);
+        let rollup = "55-7f ---p 00000000 00:00 0   [rollup]\nRss:    1752 kB\nPss:     276 kB\nPss_Dirty:   112 kB\n";
+        assert_eq!(pss_kib(rollup), Some(276));
+        assert_eq!(pss_kib(""), None);
     }
 
     #[test]
@@ -1479,18 +1531,17 @@ mod tests {
             ratio_p50: 2.0,
             with_tasks: 50,
             agents: vec![AgentMemory {
-                instance_id: "i-1".into(),
-                pid: 42,
-                bench_instance: true,
                 idle_rss_kib: Some(10240),
-                with_tasks_rss_kib: None,
-                shims: 0,
-                shims_rss_kib: 0,
+                ..AgentMemory::new("i-1", 42, true)
             }],
             samples: Samples {
                 berth: vec![40.0],
                 runc: vec![20.0],
-                phases: vec![p],
+                tasks: vec![TaskSample {
+                    task_arn: "arn:aws:ecs:us-east-1:0:task/bench-tasks/1".into(),
+                    sent_at: 1.5,
+                    phases: p,
+                }],
             },
         };
         assert!(starts_table(&r).to_string().contains("runc run -d"));
