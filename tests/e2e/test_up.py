@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,10 +106,18 @@ def up(tmp_root):
         defaultCapacityProviderStrategy=[{"capacityProvider": "up-mi", "weight": 1}],
     )
     yield srv
+    ecs_end = srv.client()
+    ours = set()
+    for status in ("ACTIVE", "DRAINING", "REGISTERING"):
+        arns = ecs_end.list_container_instances(cluster="up", status=status)["containerInstanceArns"]
+        if arns:
+            for ci in ecs_end.describe_container_instances(cluster="up", containerInstances=arns)["containerInstances"]:
+                ours.add(ci["ec2InstanceId"])
     code = srv.stop(timeout=60)
     assert code == 0, f"berth up exited with {code}:\n{srv.log()[-4000:]}"
     # Nothing is left behind: no namespace, bridge or cgroup of this run.
-    assert "berth-i-" not in netns_list(), netns_list()
+    left = [i for i in ours if f"berth-{i}" in netns_list()]
+    assert not left, netns_list()
     assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
     assert not os.path.exists(f"/sys/fs/cgroup/memory{CGROUP_ROOT}")
 
@@ -292,6 +301,77 @@ def test_logs_come_back_through_berth_logs(up, ecs):
     assert out is not None and out.returncode == 0, out
     assert "hello from berth" in out.stdout
     assert "to stderr" in out.stderr
+
+
+def agent_of(ecs, container_instance_arn) -> tuple[int, str]:
+    """The pid and instance id of the agent of a container instance."""
+    ci = ecs.describe_container_instances(cluster="up", containerInstances=[container_instance_arn])
+    instance_id = ci["containerInstances"][0]["ec2InstanceId"]
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"agent" in cmd and instance_id.encode() in cmd:
+            return int(pid), instance_id
+    pytest.fail(f"no agent process for {instance_id}")
+
+
+def test_an_agent_restart_does_not_restart_containers(up, ecs):
+    td = register(ecs, "steady", ["sleep", "3600"])
+    [arn] = run(ecs, td)
+    before = wait_status(ecs, arn, "RUNNING")
+    pid, instance_id = agent_of(ecs, before["containerInstanceArn"])
+    cmd = [c.decode() for c in open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") if c]
+    env = dict(
+        kv.decode().split("=", 1) for kv in open(f"/proc/{pid}/environ", "rb").read().split(b"\0") if b"=" in kv
+    )
+    cgroup = env.get("BERTH_CGROUP")
+    os.kill(pid, signal.SIGKILL)  # the agent dies hard; its shims and containers do not
+    time.sleep(1)
+    # Start it again as the instance's init system would: same command, same namespace and cgroup.
+    # Only the network namespace: `ip netns exec` would also remount /sys, hiding the cgroup mounts.
+    new = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/berth-{instance_id}", "--"] + cmd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    if cgroup:
+        for controller in ("memory", "cpu"):
+            procs = f"/sys/fs/cgroup/{controller}{cgroup}/cgroup.procs"
+            if os.path.exists(procs):
+                with open(procs, "w") as f:
+                    f.write(str(new.pid))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ci = ecs.describe_container_instances(cluster="up", containerInstances=[before["containerInstanceArn"]])
+        if ci["containerInstances"][0]["agentConnected"]:
+            break
+        time.sleep(0.5)
+    after = describe(ecs, [arn])[0]
+    assert after["lastStatus"] == "RUNNING"
+    assert after["startedAt"] == before["startedAt"], "the container was not started again"
+    assert after["containers"][0]["runtimeId"] == before["containers"][0]["runtimeId"]
+    ecs.stop_task(cluster="up", task=arn, reason="after agent restart")
+    t = wait_status(ecs, arn, "STOPPED")
+    assert t["stoppedReason"] == "after agent restart"
+    assert t["containers"][0]["exitCode"] in (143, 137)
+
+
+def test_host_tasks_report_their_port_bindings(ecs):
+    td = register(ecs, "ported", ["sleep", "3600"], portMappings=[{"containerPort": 8080, "hostPort": 8080}])
+    [arn] = run(ecs, td)
+    t = wait_status(ecs, arn, "RUNNING")
+    assert t["containers"][0]["networkBindings"] == [
+        {"bindIP": "0.0.0.0", "containerPort": 8080, "hostPort": 8080, "protocol": "tcp"}
+    ]
+    ecs.stop_task(cluster="up", task=arn)
+    wait_status(ecs, arn, "STOPPED")
 
 
 def test_a_server_kill_does_not_stop_running_containers(up, ecs):

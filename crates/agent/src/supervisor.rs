@@ -522,8 +522,13 @@ impl Supervisor {
                     started_at = Some(started_at.map_or(*at, |x: f64| x.max(*at)));
                 }
                 ContainerStatus::Exited {
-                    code, oom_killed, ..
+                    code,
+                    oom_killed,
+                    started_at: at,
+                    ..
                 } => {
+                    // A container that ran and exited between two looks still started.
+                    started_at = Some(started_at.map_or(*at, |x: f64| x.max(*at)));
                     c.exit_code = Some(*code);
                     if *oom_killed {
                         c.reason =
@@ -593,9 +598,9 @@ impl Supervisor {
             t.report.execution_stopped_at.get_or_insert(now);
         } else if !all_exited {
             t.report.last_status = "RUNNING".into();
-            if t.report.started_at.is_none() {
-                t.report.started_at = started_at;
-            }
+        }
+        if t.report.started_at.is_none() {
+            t.report.started_at = started_at;
         }
         t.report.containers = t
             .containers

@@ -411,6 +411,7 @@ fn apply_report(
                 t.started_at = rep.started_at.or(Some(now));
                 t.connectivity = Some(Connectivity::Connected);
                 t.connectivity_at = t.started_at;
+                bind_ports(tx, &mut t)?;
             }
         }
         "STOPPING" => {
@@ -421,6 +422,10 @@ fn apply_report(
             // A task with an address of its own stays DEPROVISIONING until the
             // provider has it back (see `released`), as ECS does with an ENI.
             let has_address = task_address(tx, &rep.task_arn)?.is_some();
+            if t.started_at.is_none() && rep.started_at.is_some() {
+                // It ran and exited between two looks of the agent.
+                t.started_at = rep.started_at;
+            }
             t.last_status = Some(
                 if has_address {
                     "DEPROVISIONING"
@@ -457,6 +462,38 @@ fn apply_report(
     t.version += 1;
     tx.put_task(&t, Expect::Version(version))?;
     Ok(t.last_status != before.last_status)
+}
+
+/// `host` tasks publish their port mappings on the instance: ECS reports them
+/// as each container's `networkBindings` (awsvpc tasks use their own address
+/// instead, in `networkInterfaces`).
+fn bind_ports(tx: &dyn Tx, t: &mut Task) -> Result<(), EcsError> {
+    let Some(spec) = spec_for(tx, t)? else {
+        return Ok(());
+    };
+    if spec.network_mode != "host" {
+        return Ok(());
+    }
+    for c in t.containers.iter_mut().flatten() {
+        let Some(def) = spec.containers.iter().find(|d| d.name == c.name) else {
+            continue;
+        };
+        let bindings: Vec<NetworkBinding> = def
+            .port_mappings
+            .iter()
+            .flatten()
+            .map(|pm| NetworkBinding {
+                bind_ip: Some("0.0.0.0".into()),
+                container_port: pm.container_port,
+                host_port: pm.host_port.filter(|p| *p != 0).or(pm.container_port),
+                protocol: Some(pm.protocol.unwrap_or(TransportProtocol::Tcp)),
+                container_port_range: pm.container_port_range.clone(),
+                host_port_range: None,
+            })
+            .collect();
+        c.network_bindings = Some(bindings);
+    }
+    Ok(())
 }
 
 /// Keeps the instance's task counts and remaining resources true.
@@ -504,20 +541,13 @@ pub fn instance_tasks(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<Task>, EcsE
             desired_status: Some(desired.into()),
             ..Default::default()
         };
-        let mut after: Option<String> = None;
-        loop {
-            let page = tx.tasks(&filter, after.as_deref(), 500)?;
-            out.extend(
-                page.items
-                    .into_iter()
-                    .map(|v| v.value)
-                    .filter(|t| t.last_status.as_deref() != Some("STOPPED")),
-            );
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
+        let tasks = berth_store::all(|a, n| tx.tasks(&filter, a, n))?;
+        out.extend(
+            tasks
+                .into_iter()
+                .map(|v| v.value)
+                .filter(|t| t.last_status.as_deref() != Some("STOPPED")),
+        );
     }
     Ok(out)
 }
@@ -672,30 +702,12 @@ pub fn reconcile_instances(
 ) -> Result<Vec<String>, EcsError> {
     let ids = ctx.store.read(|tx| {
         let mut ids = vec![];
-        let mut after: Option<String> = None;
-        loop {
-            let page = tx.clusters(after.as_deref(), 100)?;
-            for c in &page.items {
-                let arn = c.cluster_arn.clone().unwrap_or_default();
-                for status in ["ACTIVE", "DRAINING", "REGISTERING"] {
-                    let mut a: Option<String> = None;
-                    loop {
-                        let p = tx.container_instances(&arn, Some(status), a.as_deref(), 500)?;
-                        ids.extend(
-                            p.items
-                                .iter()
-                                .filter_map(|ci| ci.value.ec2_instance_id.clone()),
-                        );
-                        match p.next {
-                            Some(n) => a = Some(n),
-                            None => break,
-                        }
-                    }
-                }
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
+        for c in berth_store::all(|a, n| tx.clusters(a, n))? {
+            let arn = c.cluster_arn.clone().unwrap_or_default();
+            for status in ["ACTIVE", "DRAINING", "REGISTERING"] {
+                let list =
+                    berth_store::all(|a, n| tx.container_instances(&arn, Some(status), a, n))?;
+                ids.extend(list.into_iter().filter_map(|ci| ci.value.ec2_instance_id));
             }
         }
         Ok::<_, EcsError>(ids)

@@ -152,21 +152,12 @@ impl Scheduler {
             }
         }
         let clusters = self.ctx.store.read(|tx| {
-            let mut out = vec![];
-            let mut after: Option<String> = None;
-            loop {
-                let page = tx.clusters(after.as_deref(), 100)?;
-                out.extend(
-                    page.items
-                        .into_iter()
-                        .filter(|c| c.status.as_deref() == Some("ACTIVE")),
-                );
-                match page.next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
-            }
-            Ok::<_, EcsError>(out)
+            let all = berth_store::all(|a, n| tx.clusters(a, n))?;
+            Ok::<_, EcsError>(
+                all.into_iter()
+                    .filter(|c| c.status.as_deref() == Some("ACTIVE"))
+                    .collect::<Vec<_>>(),
+            )
         })?;
         for c in clusters {
             self.tick_cluster(&c, &mut report)?;
@@ -277,40 +268,33 @@ impl Scheduler {
     fn slots(&self, tx: &dyn Tx, cluster_arn: &str) -> Result<Vec<Slot>, EcsError> {
         let mut out = vec![];
         for status in ["ACTIVE", "REGISTERING"] {
-            let mut after: Option<String> = None;
-            loop {
-                let page =
-                    tx.container_instances(cluster_arn, Some(status), after.as_deref(), 500)?;
-                for ci in page.items {
-                    let ci = ci.value;
-                    let Some(id) = ci.ec2_instance_id.clone() else {
-                        continue;
-                    };
-                    let Some(record) = load_record(tx, &id)? else {
-                        continue;
-                    };
-                    let (reg_cpu, reg_mem) = match registered(&ci) {
-                        (0, 0) => self.planned_capacity(&record),
-                        other => other,
-                    };
-                    let (mut used_cpu, mut used_mem) = (0i64, 0i64);
-                    for t in agents::instance_tasks(tx, &record)? {
-                        let (c, m) = task_needs(&t);
-                        used_cpu += i64::from(c);
-                        used_mem += m as i64;
-                    }
-                    out.push(Slot {
-                        connected: ci.agent_connected,
-                        active: status == "ACTIVE",
-                        free_cpu: reg_cpu - used_cpu,
-                        free_mem: reg_mem - used_mem,
-                        record,
-                    });
+            let list =
+                berth_store::all(|a, n| tx.container_instances(cluster_arn, Some(status), a, n))?;
+            for ci in list {
+                let ci = ci.value;
+                let Some(id) = ci.ec2_instance_id.clone() else {
+                    continue;
+                };
+                let Some(record) = load_record(tx, &id)? else {
+                    continue;
+                };
+                let (reg_cpu, reg_mem) = match registered(&ci) {
+                    (0, 0) => self.planned_capacity(&record),
+                    other => other,
+                };
+                let (mut used_cpu, mut used_mem) = (0i64, 0i64);
+                for t in agents::instance_tasks(tx, &record)? {
+                    let (c, m) = task_needs(&t);
+                    used_cpu += i64::from(c);
+                    used_mem += m as i64;
                 }
-                match page.next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
+                out.push(Slot {
+                    connected: ci.agent_connected,
+                    active: status == "ACTIVE",
+                    free_cpu: reg_cpu - used_cpu,
+                    free_mem: reg_mem - used_mem,
+                    record,
+                });
             }
         }
         Ok(out)
@@ -579,20 +563,10 @@ fn pending_tasks(tx: &dyn Tx, cluster_arn: &str) -> Result<Vec<Versioned<Task>>,
         last_status: Some("PROVISIONING".into()),
         ..Default::default()
     };
-    let mut out = vec![];
-    let mut after: Option<String> = None;
-    loop {
-        let page = tx.tasks(&filter, after.as_deref(), 500)?;
-        out.extend(
-            page.items
-                .into_iter()
-                .filter(|t| t.value.container_instance_arn.is_none()),
-        );
-        match page.next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+    let mut out: Vec<Versioned<Task>> = berth_store::all(|a, n| tx.tasks(&filter, a, n))?
+        .into_iter()
+        .filter(|t| t.value.container_instance_arn.is_none())
+        .collect();
     out.sort_by(|a, b| {
         a.value
             .created_at

@@ -303,3 +303,19 @@ impl From<StoreError> for berth_model::EcsError {
         }
     }
 }
+
+/// Every item of a paged listing: calls `fetch(after, limit)` page after page
+/// until the listing ends.
+pub fn all<T>(mut fetch: impl FnMut(Option<&str>, usize) -> Result<Page<T>>) -> Result<Vec<T>> {
+    const PAGE: usize = 500;
+    let mut out = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        let page = fetch(after.as_deref(), PAGE)?;
+        out.extend(page.items);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}

@@ -408,19 +408,8 @@ fn in_use(tx: &dyn Tx, cluster_arn: &str, name: &str) -> OpResult<bool> {
         desired_status: Some("RUNNING".into()),
         ..Default::default()
     };
-    let mut after: Option<String> = None;
-    loop {
-        let page = tx.tasks(&filter, after.as_deref(), 500)?;
-        if page
-            .items
-            .iter()
-            .any(|t| t.value.capacity_provider_name.as_deref() == Some(name))
-        {
-            return Ok(true);
-        }
-        match page.next {
-            Some(n) => after = Some(n),
-            None => return Ok(false),
-        }
-    }
+    let tasks = berth_store::all(|a, n| tx.tasks(&filter, a, n))?;
+    Ok(tasks
+        .iter()
+        .any(|t| t.value.capacity_provider_name.as_deref() == Some(name)))
 }

@@ -96,15 +96,8 @@ fn present(tx: &dyn Tx, mut c: Cluster, include: &[ClusterField]) -> OpResult<Cl
     c.pending_tasks_count = count("PENDING") + count("PROVISIONING") + count("ACTIVATING");
     let mut registered = 0;
     for status in ["ACTIVE", "DRAINING"] {
-        let mut after: Option<String> = None;
-        loop {
-            let page = tx.container_instances(&arn, Some(status), after.as_deref(), 1000)?;
-            registered += page.items.len() as i32;
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
+        registered +=
+            berth_store::all(|a, n| tx.container_instances(&arn, Some(status), a, n))?.len() as i32;
     }
     c.registered_container_instances_count = registered;
     c.active_services_count = 0;
@@ -367,22 +360,14 @@ pub fn put_capacity_providers(
             }
         }
         // A managed instances provider created for this cluster cannot be removed while it exists.
-        let mut after: Option<String> = None;
-        loop {
-            let page = tx.capacity_providers(after.as_deref(), 100)?;
-            for cp in &page.items {
-                let owned = cp.cluster.as_deref() == Some(arn.as_str());
-                let name = cp.name.clone().unwrap_or_default();
-                if owned && !providers.contains(&name) && cp.status != Some(CapacityProviderStatus::Inactive) {
-                    return Err(EcsError::new(
-                        ErrorKind::ResourceInUse,
-                        format!("The capacity provider {name} was created for this cluster and cannot be removed from it; delete the capacity provider instead."),
-                    ));
-                }
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
+        for cp in berth_store::all(|a, n| tx.capacity_providers(a, n))? {
+            let owned = cp.cluster.as_deref() == Some(arn.as_str());
+            let name = cp.name.clone().unwrap_or_default();
+            if owned && !providers.contains(&name) && cp.status != Some(CapacityProviderStatus::Inactive) {
+                return Err(EcsError::new(
+                    ErrorKind::ResourceInUse,
+                    format!("The capacity provider {name} was created for this cluster and cannot be removed from it; delete the capacity provider instead."),
+                ));
             }
         }
         validate_strategy(&strategy, &providers)?;
@@ -410,19 +395,12 @@ pub fn delete(ctx: &Ctx, req: DeleteClusterRequest) -> OpResult<DeleteClusterRes
                 "The Cluster cannot be deleted while Tasks are active.",
             ));
         }
-        let mut after: Option<String> = None;
-        loop {
-            let page = tx.capacity_providers(after.as_deref(), 100)?;
-            if page.items.iter().any(|cp| cp.cluster.as_deref() == Some(arn.as_str())) {
-                return Err(EcsError::new(
-                    ErrorKind::ClusterContainsCapacityProvider,
-                    "The Cluster cannot be deleted while it has managed instances capacity providers. Delete them first with DeleteCapacityProvider.",
-                ));
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
+        let providers = berth_store::all(|a, n| tx.capacity_providers(a, n))?;
+        if providers.iter().any(|cp| cp.cluster.as_deref() == Some(arn.as_str())) {
+            return Err(EcsError::new(
+                ErrorKind::ClusterContainsCapacityProvider,
+                "The Cluster cannot be deleted while it has managed instances capacity providers. Delete them first with DeleteCapacityProvider.",
+            ));
         }
         for status in ["ACTIVE", "DRAINING", "REGISTERING", "DEREGISTERING"] {
             if !tx.container_instances(&arn, Some(status), None, 1)?.items.is_empty() {
