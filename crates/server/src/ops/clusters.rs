@@ -285,29 +285,47 @@ pub fn list(ctx: &Ctx, req: ListClustersRequest) -> OpResult<ListClustersRespons
     })
 }
 
-pub fn update(ctx: &Ctx, req: UpdateClusterRequest) -> OpResult<UpdateClusterResponse> {
-    let settings = req.settings.clone().unwrap_or_default();
-    validate_settings(&settings)?;
+/// UpdateCluster and UpdateClusterSettings: merge the settings (and the
+/// configuration and Service Connect defaults, when given) into the cluster.
+fn update_cluster(
+    ctx: &Ctx,
+    cluster: Option<&str>,
+    settings: &[ClusterSetting],
+    configuration: Option<&ClusterConfiguration>,
+    connect: Option<&ClusterServiceConnectDefaultsRequest>,
+) -> OpResult<Cluster> {
+    validate_settings(settings)?;
     ctx.store.write(|tx| {
         let Versioned {
             version,
             value: mut c,
-        } = active_cluster(ctx, tx, req.cluster.as_deref())?;
+        } = active_cluster(ctx, tx, cluster)?;
         let mut s = c.settings.take().unwrap_or_default();
-        merge_settings(&mut s, &settings);
+        merge_settings(&mut s, settings);
         c.settings = Some(s);
-        if let Some(conf) = &req.configuration {
+        if let Some(conf) = configuration {
             c.configuration = Some(conf.clone());
         }
-        if let Some(d) = &req.service_connect_defaults {
+        if let Some(d) = connect {
             c.service_connect_defaults = Some(ClusterServiceConnectDefaults {
                 namespace: d.namespace.clone(),
             });
         }
         tx.put_cluster(&c, Expect::Version(version))?;
-        Ok(UpdateClusterResponse {
-            cluster: Some(full(tx, c)?),
-        })
+        full(tx, c)
+    })
+}
+
+pub fn update(ctx: &Ctx, req: UpdateClusterRequest) -> OpResult<UpdateClusterResponse> {
+    let cluster = update_cluster(
+        ctx,
+        req.cluster.as_deref(),
+        req.settings.as_deref().unwrap_or_default(),
+        req.configuration.as_ref(),
+        req.service_connect_defaults.as_ref(),
+    )?;
+    Ok(UpdateClusterResponse {
+        cluster: Some(cluster),
     })
 }
 
@@ -315,20 +333,10 @@ pub fn update_settings(
     ctx: &Ctx,
     req: UpdateClusterSettingsRequest,
 ) -> OpResult<UpdateClusterSettingsResponse> {
-    let settings = req.settings.clone().unwrap_or_default();
-    validate_settings(&settings)?;
-    ctx.store.write(|tx| {
-        let Versioned {
-            version,
-            value: mut c,
-        } = active_cluster(ctx, tx, req.cluster.as_deref())?;
-        let mut s = c.settings.take().unwrap_or_default();
-        merge_settings(&mut s, &settings);
-        c.settings = Some(s);
-        tx.put_cluster(&c, Expect::Version(version))?;
-        Ok(UpdateClusterSettingsResponse {
-            cluster: Some(full(tx, c)?),
-        })
+    let settings = req.settings.as_deref().unwrap_or_default();
+    let cluster = update_cluster(ctx, req.cluster.as_deref(), settings, None, None)?;
+    Ok(UpdateClusterSettingsResponse {
+        cluster: Some(cluster),
     })
 }
 
