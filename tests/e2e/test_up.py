@@ -183,7 +183,9 @@ def test_stop_task_stops_a_sleeping_task_with_the_users_reason_and_waiters_work(
     t = describe(ecs, [arn])[0]
     assert t["lastStatus"] == "RUNNING"
     assert t["containers"][0]["lastStatus"] == "RUNNING"
-    ecs.stop_task(cluster="up", task=arn, reason="done with it")
+    stopping = ecs.stop_task(cluster="up", task=arn, reason="done with it")["task"]
+    assert stopping["desiredStatus"] == "STOPPED"
+    assert stopping["lastStatus"] == "DEACTIVATING", stopping["lastStatus"]
     ecs.get_waiter("tasks_stopped").wait(cluster="up", tasks=[arn], WaiterConfig={"Delay": 1, "MaxAttempts": 90})
     t = describe(ecs, [arn])[0]
     assert t["stopCode"] == "UserInitiated"

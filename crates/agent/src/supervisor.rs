@@ -343,7 +343,10 @@ impl Supervisor {
             lc.layers = image.layers;
             lc.image = Some(image.config);
         }
-        self.start_ready(t, now)
+        // Images and network are ready: ECS's ACTIVATING. The containers start
+        // in the same pass (see `converge`), which then reports RUNNING.
+        t.report.last_status = "ACTIVATING".into();
+        t
     }
 
     /// Starts the containers whose `dependsOn` conditions now hold. ECS's
@@ -596,7 +599,10 @@ impl Supervisor {
             }
             t.report.last_status = "STOPPED".into();
             t.report.execution_stopped_at.get_or_insert(now);
-        } else if !all_exited {
+        } else if statuses
+            .iter()
+            .any(|s| matches!(s, ContainerStatus::Running { .. }))
+        {
             t.report.last_status = "RUNNING".into();
         }
         if t.report.started_at.is_none() {

@@ -422,6 +422,10 @@ pub fn stop(ctx: &Ctx, req: StopTaskRequest) -> OpResult<StopTaskResponse> {
             t.stopped_reason = Some(reason.clone());
             t.stopping_at = Some(now);
             t.version += 1;
+            if t.last_status.as_deref() == Some("RUNNING") {
+                // ECS's first step of a stop; the agent's report moves it to STOPPING.
+                t.last_status = Some("DEACTIVATING".into());
+            }
             if t.container_instance_arn.is_none() {
                 // Never placed: nothing runs anywhere, so it is stopped at once.
                 t.last_status = Some("STOPPED".into());
