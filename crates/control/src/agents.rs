@@ -403,10 +403,8 @@ fn apply_report(
         }
     }
     match rep.last_status.as_str() {
-        "ACTIVATING" => {
-            if t.last_status.as_deref() == Some("PENDING") {
-                t.last_status = Some("ACTIVATING".into());
-            }
+        "ACTIVATING" if t.last_status.as_deref() == Some("PENDING") => {
+            t.last_status = Some("ACTIVATING".into());
         }
         "RUNNING" => {
             if t.desired_status.as_deref() == Some("RUNNING") {

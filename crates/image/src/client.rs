@@ -1,17 +1,47 @@
 //! A registry client (OCI distribution spec, Docker registry v2): pull
 //! images into a [`BlobStore`], push them from one, list repositories and tags.
 //!
-//! HTTP only: this build carries no TLS stack. A reference to a registry on a
-//! loopback host (`localhost`, `127.0.0.0/8`, `::1`) or to one named with
-//! [`Client::with_insecure_registry`] uses `http://`; any other is `https://`
-//! and fails with [`Error::TlsUnsupported`]. The default registry is given
-//! as a base URL (berth's built-in registry, `http://host:port`).
+//! # Transport
+//!
+//! HTTP/1.1 over plain TCP or TLS (rustls with the `ring` provider), both
+//! through one connection pool. Which scheme a registry gets:
+//!
+//! * the default registry: the scheme of the base URL given to
+//!   [`Client::new`] (berth's built-in registry is `http://host:port`; any
+//!   `https://` registry works as well); a full reference naming the same
+//!   `host[:port]` gets that scheme too;
+//! * a `host[:port]` named with [`Client::with_insecure_registry`]: `http`;
+//!   one named with [`Client::with_secure_registry`]: `https` (the last call
+//!   for a host wins);
+//! * otherwise a loopback host (`localhost`, `127.0.0.0/8`, `::1`) is `http`
+//!   and every other host is `https`, so `registry-1.docker.io/library/busybox`,
+//!   `ghcr.io/...` or `<account>.dkr.ecr.<region>.amazonaws.com/...` work as
+//!   they are (Docker Hub must be named `registry-1.docker.io/library/NAME`:
+//!   there is no `docker.io` alias and no implicit `library/`).
+//!
+//! Server certificates are verified against Mozilla's root CAs (compiled in,
+//! so no CA bundle is needed on the host), plus the PEM certificates of the
+//! file named by `SSL_CERT_FILE` when it is set (read by [`Client::new`];
+//! an unreadable file is logged and skipped), plus any given to
+//! [`Client::with_root_certificates`]. There is no option to skip
+//! verification: trust the registry's CA, or use plain http for it. A
+//! certificate that does not verify fails with [`Error::Tls`], saying why.
+//! No client certificates, no HTTP/2.
+//!
+//! Redirects (registries send blob downloads to a CDN, often on another host
+//! and scheme) are followed for blob GETs, across http and https alike.
+//! Credentials and tokens are only ever sent to the registry's own
+//! `scheme://host[:port]`, never to a redirect target elsewhere and never
+//! over plain http for an https registry.
 //!
 //! Authentication: anonymous, HTTP Basic (sent up front to registries with
 //! credentials), and the Docker token flow: a `401` with
 //! `WWW-Authenticate: Bearer realm=..,service=..,scope=..` makes the client
 //! fetch a token from the realm (with the Basic credentials if it has any)
-//! and retry with `Authorization: Bearer`; tokens are cached per scope.
+//! and retry with `Authorization: Bearer`; tokens are cached per scope. The
+//! token server may be on https or http, but Basic credentials for an https
+//! registry are never sent to a plain-http token server (other than on a
+//! loopback host).
 
 use crate::import::Progress;
 use crate::reference::{ImageRef, Reference};
@@ -23,10 +53,13 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The largest manifest, token or listing answer read into memory.
 const MAX_SMALL_BODY: usize = 8 << 20;
@@ -92,11 +125,9 @@ struct Registry {
 }
 
 impl Registry {
-    fn url(&self, path: &str) -> Result<String> {
-        if self.https {
-            return Err(Error::TlsUnsupported(format!("https://{}", self.authority)));
-        }
-        Ok(format!("http://{}{path}", self.authority))
+    fn url(&self, path: &str) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.authority)
     }
 }
 
@@ -244,14 +275,113 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
-type HttpClient = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
+type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Mozilla's roots, plus the certificates of `SSL_CERT_FILE` when it is set.
+fn default_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|p| !p.is_empty()) else {
+        return roots;
+    };
+    let path = std::path::PathBuf::from(path);
+    match std::fs::read(&path) {
+        Ok(pem) => {
+            let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+                .filter_map(std::result::Result::ok)
+                .collect();
+            let (added, ignored) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                tracing::warn!(path = %path.display(), ignored, "SSL_CERT_FILE holds no usable CA certificate");
+            } else {
+                tracing::debug!(path = %path.display(), added, ignored, "trusting the CAs of SSL_CERT_FILE");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read SSL_CERT_FILE; ignoring it");
+        }
+    }
+    roots
+}
+
+/// One pooled client for http and https URLs, verifying servers against `roots`.
+fn http_client(roots: rustls::RootCertStore) -> Result<HttpClient> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+/// `e` and its sources, joined by `: `.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
+/// The TLS error somewhere in the sources of `e` (rustls's errors reach hyper
+/// wrapped in `io::Error`s, whose `source()` skips what they wrap).
+fn tls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(s) = next {
+        let mut inner = s;
+        while let Some(i) = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            inner = i;
+        }
+        if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        next = s.source();
+    }
+    None
+}
+
+/// The error of a failed exchange: [`Error::Tls`] for a TLS failure (with a
+/// hint for an untrusted certificate), [`Error::Http`] otherwise.
+fn exchange_error(method: &Method, url: &str, e: &(dyn std::error::Error + 'static)) -> Error {
+    let what = format!("{method} {url}: {}", error_chain(e));
+    match tls_error(e) {
+        Some(rustls::Error::InvalidCertificate(_)) => Error::Tls(format!(
+            "{what} (the server's certificate does not verify; for a private CA, \
+             add its certificate to the client's trusted roots, e.g. with SSL_CERT_FILE)"
+        )),
+        Some(_) => Error::Tls(what),
+        None => Error::Http(what),
+    }
+}
 
 /// A registry client; cheap to share behind an `Arc`.
 pub struct Client {
     http: HttpClient,
+    /// The CAs `http` trusts (kept to add more).
+    roots: rustls::RootCertStore,
     default_registry: Registry,
     credentials: HashMap<String, Credentials>,
-    insecure: Vec<String>,
+    /// Explicit schemes by `host[:port]`: `true` for https.
+    schemes: HashMap<String, bool>,
     platform: Platform,
     /// Bearer tokens by `authority scope`.
     tokens: Mutex<HashMap<String, String>>,
@@ -275,21 +405,21 @@ struct Answer {
 
 impl Client {
     /// A client whose bare image names go to the registry at `default_registry`
-    /// (`http://host:port`, a path after it is ignored).
+    /// (`http://host[:port]` or `https://host[:port]`, a path after it is
+    /// ignored). Trusts Mozilla's roots and those of `SSL_CERT_FILE`.
     pub fn new(default_registry: &str) -> Result<Self> {
         let (https, authority, _) = split_url(default_registry.trim_end_matches('/'))
             .ok_or_else(|| Error::InvalidReference(default_registry.to_string()))?;
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
+        let roots = default_roots();
         Ok(Self {
-            http,
+            http: http_client(roots.clone())?,
+            roots,
             default_registry: Registry {
                 https,
                 authority: authority.to_string(),
             },
             credentials: HashMap::new(),
-            insecure: Vec::new(),
+            schemes: HashMap::new(),
             platform: Platform::host(),
             tokens: Mutex::new(HashMap::new()),
         })
@@ -327,8 +457,34 @@ impl Client {
 
     /// Talk plain http to `registry` (`host[:port]`) although it is not loopback.
     pub fn with_insecure_registry(mut self, registry: &str) -> Self {
-        self.insecure.push(registry.to_string());
+        self.schemes.insert(registry.to_string(), false);
         self
+    }
+
+    /// Talk https to `registry` (`host[:port]`) although it is loopback.
+    pub fn with_secure_registry(mut self, registry: &str) -> Self {
+        self.schemes.insert(registry.to_string(), true);
+        self
+    }
+
+    /// Also trust the CA certificates in `pem` (one or more PEM
+    /// `CERTIFICATE` blocks) for every https connection: registries, token
+    /// servers and redirect targets. Fails with [`Error::Tls`] when `pem`
+    /// holds no certificate or one that is not a usable CA certificate.
+    pub fn with_root_certificates(mut self, pem: &[u8]) -> Result<Self> {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| Error::Tls(format!("a PEM certificate: {e}")))?;
+            self.roots
+                .add(cert)
+                .map_err(|e| Error::Tls(format!("a CA certificate: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(Error::Tls("no PEM certificate given to trust".into()));
+        }
+        self.http = http_client(self.roots.clone())?;
+        Ok(self)
     }
 
     /// The platform picked from indexes (default: linux on this machine's architecture).
@@ -341,9 +497,21 @@ impl Client {
         match &r.registry {
             None => self.default_registry.clone(),
             Some(a) => Registry {
-                https: !(is_loopback(a) || self.insecure.iter().any(|i| i == a)),
+                https: self.uses_https(a),
                 authority: a.clone(),
             },
+        }
+    }
+
+    /// The scheme of the registry at `authority`: explicit, then the default
+    /// registry's, then http for loopback and https for the rest.
+    fn uses_https(&self, authority: &str) -> bool {
+        if let Some(&https) = self.schemes.get(authority) {
+            https
+        } else if authority == self.default_registry.authority {
+            self.default_registry.https
+        } else {
+            !is_loopback(authority)
         }
     }
 
@@ -382,7 +550,7 @@ impl Client {
         self.http
             .request(req)
             .await
-            .map_err(|e| Error::Http(format!("{method} {url}: {e}")))
+            .map_err(|e| exchange_error(method, url, &e))
     }
 
     /// Sends a request to `reg`, going through the auth dance on a 401.
@@ -395,8 +563,10 @@ impl Client {
         body: Bytes,
         scope: &str,
     ) -> Result<Response<Incoming>> {
-        // Authorization only goes to the registry itself, never to another host.
-        let same_host = split_url(url).is_some_and(|(_, a, _)| a == reg.authority);
+        // Authorization only goes to the registry itself (same scheme, host
+        // and port), never to another host nor over a downgraded scheme.
+        let same_host =
+            split_url(url).is_some_and(|(https, a, _)| a == reg.authority && https == reg.https);
         let key = format!("{} {scope}", reg.authority);
         let auth = if !same_host {
             None
@@ -457,8 +627,14 @@ impl Client {
         let (https, authority, _) = split_url(realm).ok_or_else(|| {
             Error::Unauthorized(format!("a Bearer realm that is not a URL: {realm}"))
         })?;
-        if https {
-            return Err(Error::TlsUnsupported(realm.clone()));
+        // Basic credentials for an https registry never travel in clear text.
+        let auth = self.basic(&reg.authority);
+        if auth.is_some() && reg.https && !https && !is_loopback(authority) {
+            return Err(Error::Unauthorized(format!(
+                "the token server {realm} of the https registry {} is plain http: \
+                 refusing to send the credentials there",
+                reg.authority
+            )));
         }
         let mut url = realm.clone();
         let mut sep = if url.contains('?') { '&' } else { '?' };
@@ -469,7 +645,6 @@ impl Client {
         let scope = c.params.get("scope").map_or(scope, String::as_str);
         url.push_str(&format!("{sep}scope={}", encode(scope)));
         // Basic credentials go to the token server of the registry they are for.
-        let auth = self.basic(&reg.authority);
         tracing::debug!(%url, %authority, "fetching a registry token");
         let resp = self
             .send_once(&Method::GET, &url, &[], auth, Bytes::new())
@@ -503,7 +678,7 @@ impl Client {
         reference: &str,
         scope: &str,
     ) -> Result<(Bytes, String, Digest)> {
-        let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"))?;
+        let url = reg.url(&format!("/v2/{repo}/manifests/{reference}"));
         let accept = HeaderValue::from_static(media_types::MANIFEST_ACCEPT);
         let resp = self
             .send(
@@ -562,7 +737,7 @@ impl Client {
         d: &crate::spec::Descriptor,
         scope: &str,
     ) -> Result<()> {
-        let mut url = reg.url(&format!("/v2/{repo}/blobs/{}", d.digest))?;
+        let mut url = reg.url(&format!("/v2/{repo}/blobs/{}", d.digest));
         let mut resp = None;
         for _ in 0..6 {
             let r = self
@@ -595,7 +770,7 @@ impl Client {
         let mut writer = store.blob_writer()?;
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| Error::Http(format!("{url}: {e}")))?;
+            let frame = frame.map_err(|e| exchange_error(&Method::GET, &url, &e))?;
             if let Ok(data) = frame.into_data() {
                 if writer.len() + data.len() as u64 > d.size {
                     return Err(Error::SizeMismatch {
@@ -743,7 +918,7 @@ impl Client {
             {
                 continue;
             }
-            let url = reg.url(&format!("/v2/{repo}/blobs/{}", d.digest))?;
+            let url = reg.url(&format!("/v2/{repo}/blobs/{}", d.digest));
             let resp = self
                 .send(&reg, Method::HEAD, &url, &[], Bytes::new(), &scope)
                 .await?;
@@ -774,7 +949,7 @@ impl Client {
             )
             .await?;
         }
-        let url = reg.url(&format!("/v2/{repo}/manifests/{}", target.reference))?;
+        let url = reg.url(&format!("/v2/{repo}/manifests/{}", target.reference));
         let ct = HeaderValue::from_str(&m.media_type)
             .map_err(|_| Error::ManifestInvalid(format!("media type {}", m.media_type)))?;
         let resp = self
@@ -810,7 +985,7 @@ impl Client {
         progress: Progress<'_>,
     ) -> Result<()> {
         use tokio::io::AsyncReadExt as _;
-        let start = reg.url(&format!("/v2/{repo}/blobs/uploads/"))?;
+        let start = reg.url(&format!("/v2/{repo}/blobs/uploads/"));
         let resp = self
             .send(reg, Method::POST, &start, &[], Bytes::new(), scope)
             .await?;
@@ -896,7 +1071,7 @@ impl Client {
     /// Checks the default registry answers `/v2/` (with the credentials).
     pub async fn ping(&self) -> Result<()> {
         let reg = self.default_registry.clone();
-        let url = reg.url("/v2/")?;
+        let url = reg.url("/v2/");
         let resp = self
             .send(
                 &reg,
@@ -927,7 +1102,7 @@ impl Client {
         scope: &str,
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut url = reg.url(first)?;
+        let mut url = reg.url(first);
         for _ in 0..10_000 {
             let resp = self
                 .send(reg, Method::GET, &url, &[], Bytes::new(), scope)
@@ -1070,5 +1245,30 @@ mod tests {
             Some("http://a:1/v2/y?z=1")
         );
         assert_eq!(encode("sha256:ab"), "sha256%3Aab");
+    }
+
+    #[test]
+    fn schemes() {
+        let url = |c: &Client, r: &str| c.registry_of(&ImageRef::parse(r).unwrap()).url("/v2/");
+        let c = Client::new("http://10.1.2.3:5000")
+            .unwrap()
+            .with_secure_registry("localhost:5443")
+            .with_insecure_registry("reg.lan:5000")
+            .with_secure_registry("127.0.0.1:7000")
+            .with_insecure_registry("127.0.0.1:7000");
+        assert_eq!(url(&c, "app"), "http://10.1.2.3:5000/v2/");
+        assert_eq!(url(&c, "10.1.2.3:5000/app"), "http://10.1.2.3:5000/v2/");
+        assert_eq!(
+            url(&c, "registry-1.docker.io/library/busybox:latest"),
+            "https://registry-1.docker.io/v2/"
+        );
+        assert_eq!(url(&c, "ghcr.io/o/app"), "https://ghcr.io/v2/");
+        assert_eq!(url(&c, "localhost:5000/app"), "http://localhost:5000/v2/");
+        assert_eq!(url(&c, "localhost:5443/app"), "https://localhost:5443/v2/");
+        assert_eq!(url(&c, "reg.lan:5000/app"), "http://reg.lan:5000/v2/");
+        assert_eq!(url(&c, "127.0.0.1:7000/app"), "http://127.0.0.1:7000/v2/");
+        let c = Client::new("https://registry.example.com").unwrap();
+        assert_eq!(url(&c, "app"), "https://registry.example.com/v2/");
+        assert!(c.with_root_certificates(b"").is_err());
     }
 }

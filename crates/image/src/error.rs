@@ -67,9 +67,11 @@ pub enum Error {
     /// The HTTP exchange itself failed (connect, protocol).
     #[error("http: {0}")]
     Http(String),
-    /// An https registry: this build has no TLS.
-    #[error("{0} uses https, and this build of berth has no TLS client: use the built-in registry or an http registry on a loopback address")]
-    TlsUnsupported(String),
+    /// A TLS failure: a server certificate that does not verify (not signed
+    /// by a trusted CA, expired, for another name), a failed handshake, or
+    /// CA certificates that cannot be used.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// The crate's result type.

@@ -10,8 +10,9 @@
 //!   into a store from a root filesystem directory, a `docker save` archive
 //!   or an OCI image layout archive, with a progress callback.
 //! * [`client`]: pull from a registry (OCI and Docker schema 2 manifests and
-//!   indexes, platform selection, Basic and Bearer-token auth) into a store,
-//!   fetching only missing blobs; push from a store; list a registry.
+//!   indexes, platform selection, Basic and Bearer-token auth, http and
+//!   https) into a store, fetching only missing blobs; push from a store;
+//!   list a registry.
 //! * [`unpack`]: layers into a layer cache for overlayfs (whiteouts encoded
 //!   the overlay way), or flattened into one directory (whiteouts applied),
 //!   refusing any entry that would land outside the root.
@@ -35,10 +36,14 @@
 //!
 //! * sha256 digests only; gzip or uncompressed layers (zstd is refused
 //!   with [`Error::Unsupported`]); no Docker schema 1 manifests.
-//! * The client speaks plain http only (no TLS stack is linked): references
-//!   to loopback registries, and the default registry given as an
-//!   `http://` URL, work; an `https` registry fails with
-//!   [`Error::TlsUnsupported`].
+//! * The registry client speaks HTTP/1.1 (no HTTP/2) over plain TCP or
+//!   TLS (rustls, `ring` provider). Registries on loopback hosts default to
+//!   http, all others to https (see [`client`] for the overrides); servers
+//!   are verified against Mozilla's roots (built in), `SSL_CERT_FILE` and
+//!   CAs given to [`client::Client::with_root_certificates`]; verification
+//!   cannot be switched off (use plain http for such a registry), and there
+//!   are no client certificates. Docker Hub is `registry-1.docker.io`, with
+//!   `library/` spelled out.
 //! * No garbage collection or deletion of blobs, manifests or layer dirs.
 //! * Unpacking refuses a tar entry under a parent that is a symlink (rather
 //!   than resolving it inside the root as Docker does); layer tars written by
