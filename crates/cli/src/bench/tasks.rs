@@ -15,7 +15,8 @@
 //!    RegisterTaskDefinition `bench-tasks`: one container `sleep 3600`, 16 MiB,
 //!    `networkMode: host`, `MANAGED_INSTANCES`.
 //! 2. Warm-up: one task until RUNNING (an instance launched, its agent
-//!    connected, the image pulled and unpacked), then StopTask.
+//!    connected, the image pulled and unpacked), then StopTask, and once it is
+//!    STOPPED a first reading of the agents' memory.
 //! 3. `--tasks` times, one at a time: RunTask (`count: 1`), then DescribeTasks
 //!    every 5 ms until `lastStatus` is RUNNING. The latency runs from just before
 //!    RunTask to the first answer saying RUNNING. Then StopTask, without waiting
@@ -23,7 +24,11 @@
 //!    task that stops instead, or takes longer than `--timeout`, fails the run.
 //!    Each task's own timestamps (`createdAt`, `pullStartedAt`,
 //!    `pullStoppedAt`, `startedAt`; one clock, as client, server and agents
-//!    share the machine) split its latency into phases.
+//!    share the machine; the server's to the millisecond) split its latency
+//!    into phases. Before each RunTask (unmeasured) DescribeContainerInstances
+//!    counts the tasks not yet STOPPED on the instance: `sleep` as a
+//!    container's PID 1 ignores SIGTERM, so a stopped task winds down for the
+//!    30 s stop timeout, and the latency is also reported by that count.
 //! 4. Waits until every task is STOPPED, then the baseline: `runc run -d` of an
 //!    OCI bundle over the same root file system (`runc spec`, args
 //!    `sleep 3600`, no terminal, no network namespace of its own as with
@@ -31,8 +36,10 @@
 //!    the time from invoking `runc run -d` until it returns; then, unmeasured,
 //!    `runc state` must say `running`, and `runc delete -f`.
 //! 5. The agents (`berth agent …` processes, found through `/proc/*/cmdline`):
-//!    VmRSS with no task on the instance, and again with `--with-tasks` sleep
-//!    tasks RUNNING on it; then those are stopped and waited for.
+//!    VmRSS (and PSS) with no task on the instance after the measured tasks,
+//!    and again with `--with-tasks` sleep tasks RUNNING on it, with the
+//!    `berth shim` processes of those containers; then those tasks are stopped
+//!    and waited for.
 //!
 //! Whatever the run started is stopped at the end, on failure and on Ctrl-C
 //! too. The cluster, capacity provider, task definition and image stay (a rerun
@@ -254,7 +261,11 @@ struct AgentMemory {
     pid: u32,
     /// Whether the benchmark's tasks ran on this instance.
     bench_instance: bool,
-    /// VmRSS with no task on the instance, KiB (none: the process was gone).
+    /// VmRSS after the warm-up, before the measured tasks (the warm-up task
+    /// STOPPED, so no task on the instance), KiB (none: not running then).
+    warm_rss_kib: Option<u64>,
+    warm_pss_kib: Option<u64>,
+    /// VmRSS with no task on the instance after the measured tasks, KiB (none: the process was gone).
     idle_rss_kib: Option<u64>,
     /// Its proportional set size then (shared pages divided among their users), KiB.
     idle_pss_kib: Option<u64>,
@@ -274,6 +285,8 @@ impl AgentMemory {
             instance_id: instance_id.to_string(),
             pid,
             bench_instance,
+            warm_rss_kib: None,
+            warm_pss_kib: None,
             idle_rss_kib: None,
             idle_pss_kib: None,
             with_tasks_rss_kib: None,
@@ -307,6 +320,9 @@ struct Report {
     describes_per_task: f64,
     /// Where the berth latency goes, from each task's own timestamps.
     phases: Vec<PhaseStats>,
+    /// The berth latency by how many tasks were on the instance (stopped ones
+    /// still winding down included).
+    by_tasks_on_instance: Vec<LoadBucket>,
     /// `runc run -d` until it returns.
     runc: Starts,
     /// berth p50 over runc p50 (the goal is at most 2).
@@ -330,7 +346,46 @@ struct Samples {
 struct TaskSample {
     task_arn: String,
     sent_at: f64,
+    /// Tasks not yet STOPPED on the bench's instances just before RunTask
+    /// (`runningTasksCount` + `pendingTasksCount`; the stopped ones wind down meanwhile).
+    tasks_on_instance: u32,
     phases: Phases,
+}
+
+/// The berth latency of the tasks started while `from..=to` tasks were on the instance.
+#[derive(Debug, Clone, Serialize)]
+struct LoadBucket {
+    from: u32,
+    to: u32,
+    runs: usize,
+    p50: f64,
+    p90: f64,
+}
+
+/// Width of a [`LoadBucket`].
+const LOAD_BUCKET: u32 = 50;
+
+fn by_load(latencies: &[Duration], samples: &[TaskSample]) -> Vec<LoadBucket> {
+    let mut buckets: BTreeMap<u32, Vec<Duration>> = BTreeMap::new();
+    for (d, s) in latencies.iter().zip(samples) {
+        buckets
+            .entry(s.tasks_on_instance / LOAD_BUCKET)
+            .or_default()
+            .push(*d);
+    }
+    buckets
+        .into_iter()
+        .map(|(b, mut v)| {
+            v.sort_unstable();
+            LoadBucket {
+                from: b * LOAD_BUCKET,
+                to: b * LOAD_BUCKET + LOAD_BUCKET - 1,
+                runs: v.len(),
+                p50: ms(percentile(&v, 50.0)),
+                p90: ms(percentile(&v, 90.0)),
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- the run
@@ -748,6 +803,30 @@ async fn until_all(
     }
 }
 
+/// The tasks not yet STOPPED on these container instances of the cluster.
+async fn tasks_on(client: &Client, container_instances: &BTreeSet<String>) -> anyhow::Result<u32> {
+    if container_instances.is_empty() {
+        return Ok(0);
+    }
+    let list: Vec<&String> = container_instances.iter().collect();
+    let answer = client
+        .ecs(
+            "DescribeContainerInstances",
+            &json!({ "cluster": CLUSTER, "containerInstances": list }),
+        )
+        .await
+        .context("DescribeContainerInstances")?;
+    let count = |ci: &Value, k: &str| ci.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let total: u64 = answer
+        .get("containerInstances")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|ci| count(ci, "runningTasksCount") + count(ci, "pendingTasksCount"))
+        .sum();
+    Ok(u32::try_from(total).unwrap_or(u32::MAX))
+}
+
 /// The instance ids (`i-…`) behind container instance ARNs of the cluster.
 async fn instance_ids(
     client: &Client,
@@ -1041,6 +1120,13 @@ async fn bench(
         .context("warm-up")?;
     let warm_up = seen.at - t0;
     cleanup.stop(&arn).await?;
+    eprintln!("warm-up task stopping (up to 30 s: sleep ignores SIGTERM), then the agents' memory");
+    let stop_wait = args.timeout.max(Duration::from_secs(120));
+    until_all(client, std::slice::from_ref(&arn), "STOPPED", stop_wait).await?;
+    let warm: BTreeMap<String, (u32, Option<u64>, Option<u64>)> = agents()
+        .into_iter()
+        .map(|(id, pid)| (id, (pid, rss_of(pid), pss_of(pid))))
+        .collect();
     let mut all_arns = vec![arn];
 
     // 3. RunTask → RUNNING, one task at a time.
@@ -1064,6 +1150,7 @@ async fn bench(
         container_instances.insert(ci.to_string());
     }
     for _ in 0..args.tasks {
+        let load = tasks_on(client, &container_instances).await?;
         let sent_wall = unix_now();
         let sent = Instant::now();
         let arns = run_tasks(client, cleanup, &td, 1).await?;
@@ -1086,6 +1173,7 @@ async fn bench(
         task_samples.push(TaskSample {
             task_arn: arn.clone(),
             sent_at: sent_wall,
+            tasks_on_instance: load,
             phases: p,
         });
         if let Some(ci) = seen
@@ -1105,13 +1193,7 @@ async fn bench(
         "waiting for the {} tasks to stop (a container that ignores SIGTERM gets SIGKILL after 30 s)",
         all_arns.len()
     );
-    until_all(
-        client,
-        &all_arns,
-        "STOPPED",
-        args.timeout.max(Duration::from_secs(120)),
-    )
-    .await?;
+    until_all(client, &all_arns, "STOPPED", stop_wait).await?;
 
     // 4. The runc baseline, with no berth task running.
     let runs = args.tasks.max(MIN_BASELINE_RUNS);
@@ -1145,6 +1227,11 @@ async fn bench(
         .iter()
         .map(|(id, pid)| {
             let mut m = AgentMemory::new(id, *pid, bench_instances.contains(id));
+            if let Some((p, rss, pss)) = warm.get(id) {
+                if p == pid {
+                    (m.warm_rss_kib, m.warm_pss_kib) = (*rss, *pss);
+                }
+            }
             m.idle_rss_kib = rss_of(*pid);
             m.idle_pss_kib = pss_of(*pid);
             (id.clone(), m)
@@ -1190,13 +1277,7 @@ async fn bench(
             cleanup.stop(arn).await?;
         }
         eprintln!("stopping the {} sleep tasks", arns.len());
-        until_all(
-            client,
-            &arns,
-            "STOPPED",
-            args.timeout.max(Duration::from_secs(120)),
-        )
-        .await?;
+        until_all(client, &arns, "STOPPED", stop_wait).await?;
     }
 
     let berth = Starts::new(&latencies);
@@ -1225,6 +1306,7 @@ async fn bench(
             (describes as f64 / latencies.len() as f64 * 10.0).round() / 10.0
         },
         phases: phase_stats(&phases),
+        by_tasks_on_instance: by_load(&latencies, &task_samples),
         samples: Samples {
             berth: ms_all(&latencies),
             runc: ms_all(&runc_samples),
@@ -1297,6 +1379,21 @@ fn phases_table(r: &Report) -> comfy_table::Table {
     t
 }
 
+fn load_table(r: &Report) -> comfy_table::Table {
+    let mut t = new_table();
+    t.set_header(vec!["tasks on the instance", "runs", "p50 ms", "p90 ms"]);
+    for b in &r.by_tasks_on_instance {
+        t.add_row(vec![
+            format!("{}–{}", b.from, b.to),
+            b.runs.to_string(),
+            format!("{:.2}", b.p50),
+            format!("{:.2}", b.p90),
+        ]);
+    }
+    right_align(&mut t, 1, 4);
+    t
+}
+
 fn kib(v: Option<u64>) -> String {
     v.map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0))
 }
@@ -1308,6 +1405,7 @@ fn agents_table(r: &Report) -> comfy_table::Table {
         "agent of instance",
         "pid",
         "bench",
+        "RSS after warm-up, MiB",
         "idle RSS, MiB",
         with.as_str(),
         "shims",
@@ -1319,6 +1417,7 @@ fn agents_table(r: &Report) -> comfy_table::Table {
             a.instance_id.clone(),
             a.pid.to_string(),
             if a.bench_instance { "yes" } else { "" }.to_string(),
+            kib(a.warm_rss_kib),
             kib(a.idle_rss_kib),
             kib(a.with_tasks_rss_kib),
             a.shims.to_string(),
@@ -1326,7 +1425,7 @@ fn agents_table(r: &Report) -> comfy_table::Table {
             kib(Some(a.shims_pss_kib)),
         ]);
     }
-    right_align(&mut t, 1, 8);
+    right_align(&mut t, 1, 9);
     t
 }
 
@@ -1348,7 +1447,10 @@ fn print_table(r: &Report) {
     println!("where berth's time goes, from each task's own timestamps:");
     println!("{}", phases_table(r));
     println!();
-    println!("agents (VmRSS):");
+    println!("berth RunTask → RUNNING by tasks already on the instance (stopped ones winding down included):");
+    println!("{}", load_table(r));
+    println!();
+    println!("agents (VmRSS; idle: no task on the instance, after the measured ones):");
     println!("{}", agents_table(r));
 }
 
@@ -1466,6 +1568,25 @@ mod tests {
     }
 
     #[test]
+    fn latency_by_tasks_on_the_instance() {
+        let sample = |n| TaskSample {
+            task_arn: String::new(),
+            sent_at: 0.0,
+            tasks_on_instance: n,
+            phases: Phases::default(),
+        };
+        let samples = [sample(0), sample(49), sample(50), sample(120)];
+        let lat: Vec<Duration> = [10, 30, 50, 70].map(Duration::from_millis).to_vec();
+        let b = by_load(&lat, &samples);
+        let rows: Vec<(u32, u32, usize, f64)> =
+            b.iter().map(|b| (b.from, b.to, b.runs, b.p50)).collect();
+        assert_eq!(
+            rows,
+            [(0, 49, 2, 10.0), (50, 99, 1, 50.0), (100, 149, 1, 70.0)]
+        );
+    }
+
+    #[test]
     fn percentiles_and_starts() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         assert_eq!(percentile_f64(&v, 50.0), 50.0);
@@ -1527,6 +1648,7 @@ mod tests {
             run_task_call: Starts::new(&[Duration::from_millis(3)]),
             describes_per_task: 5.0,
             phases: phase_stats(&[p]),
+            by_tasks_on_instance: vec![],
             runc: Starts::new(&[Duration::from_millis(20)]),
             ratio_p50: 2.0,
             with_tasks: 50,
@@ -1540,6 +1662,7 @@ mod tests {
                 tasks: vec![TaskSample {
                     task_arn: "arn:aws:ecs:us-east-1:0:task/bench-tasks/1".into(),
                     sent_at: 1.5,
+                    tasks_on_instance: 3,
                     phases: p,
                 }],
             },
