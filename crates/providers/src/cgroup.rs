@@ -191,6 +191,34 @@ impl Cgroups {
                 remove_dir(&dir, polls)?;
             }
         }
+        // runc also creates the containers' cgroups (and their parents) in the
+        // hierarchies berth does not manage (blkio, cpuset, devices, named
+        // ones…): remove what is there under the same path.
+        let roots: BTreeSet<PathBuf> = self
+            .controllers
+            .iter()
+            .filter_map(|c| c.mount.parent().map(Path::to_path_buf))
+            .collect();
+        for root in roots {
+            let Ok(entries) = std::fs::read_dir(&root) else { continue };
+            for entry in entries.flatten() {
+                let hierarchy = entry.path();
+                if self.controllers.iter().any(|c| c.mount == hierarchy) || !hierarchy.is_dir() {
+                    continue;
+                }
+                let top = hierarchy.join(rel.trim_start_matches('/'));
+                if !top.is_dir() {
+                    continue;
+                }
+                let mut dirs = subtree(&top);
+                dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+                for dir in dirs {
+                    if let Err(e) = remove_dir(&dir, polls) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a cgroup");
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
