@@ -8,6 +8,7 @@ them the module is skipped with a loud message.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -119,7 +120,8 @@ def up(tmp_root):
     left = [i for i in ours if f"berth-{i}" in netns_list()]
     assert not left, netns_list()
     assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
-    assert not os.path.exists(f"/sys/fs/cgroup/memory{CGROUP_ROOT}")
+    left_cgroups = glob.glob(f"/sys/fs/cgroup/*{CGROUP_ROOT}")
+    assert not left_cgroups, f"cgroups left behind in every hierarchy runc touched: {left_cgroups}"
 
 
 @pytest.fixture(scope="module")
