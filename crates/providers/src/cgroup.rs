@@ -200,7 +200,9 @@ impl Cgroups {
             .filter_map(|c| c.mount.parent().map(Path::to_path_buf))
             .collect();
         for root in roots {
-            let Ok(entries) = std::fs::read_dir(&root) else { continue };
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let hierarchy = entry.path();
                 if self.controllers.iter().any(|c| c.mount == hierarchy) || !hierarchy.is_dir() {

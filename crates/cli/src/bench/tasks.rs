@@ -18,10 +18,11 @@
 //!    connected, the image pulled and unpacked), then StopTask, and once it is
 //!    STOPPED a first reading of the agents' memory.
 //! 3. `--tasks` times, one at a time: RunTask (`count: 1`), then DescribeTasks
-//!    every 5 ms until `lastStatus` is RUNNING. The latency runs from just before
-//!    RunTask to the first answer saying RUNNING. Then StopTask, without waiting
-//!    (the instance stays warm, and the stopped tasks wind down meanwhile). A
-//!    task that stops instead, or takes longer than `--timeout`, fails the run.
+//!    every 5 ms (`--poll-ms`) until `lastStatus` is RUNNING. The latency runs
+//!    from just before RunTask to the first answer saying RUNNING. Then
+//!    StopTask, without waiting (the instance stays warm, and the stopped
+//!    tasks wind down meanwhile). A task that stops instead, or takes longer
+//!    than `--timeout`, fails the run.
 //!    Each task's own timestamps (`createdAt`, `pullStartedAt`,
 //!    `pullStoppedAt`, `startedAt`; one clock, as client, server and agents
 //!    share the machine; the server's to the millisecond) split its latency
@@ -66,8 +67,6 @@ const FAMILY: &str = "bench-tasks";
 const IMAGE: &str = "bench-busybox:latest";
 /// The StopTask reason of the benchmark's tasks.
 const STOP_REASON: &str = "berth bench tasks";
-/// How often a measured task is described.
-const POLL: Duration = Duration::from_millis(5);
 /// How often many tasks are described while waiting for all of them.
 const POLL_MANY: Duration = Duration::from_millis(100);
 /// The fewest `runc run -d` of the baseline.
@@ -93,6 +92,9 @@ pub struct TasksArgs {
     /// Report format.
     #[arg(long, value_enum, default_value = "table")]
     output: Output,
+    /// How often a measured task is described until it is RUNNING, in milliseconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    poll_ms: u64,
     /// The static busybox the image and the runc bundle are made of.
     #[arg(long, default_value = "/bin/busybox")]
     busybox: PathBuf,
@@ -316,6 +318,8 @@ struct Report {
     berth: Starts,
     /// The RunTask call alone (client-measured round trip).
     run_task_call: Starts,
+    /// The interval of those DescribeTasks calls, ms.
+    poll_ms: u64,
     /// DescribeTasks calls per measured task until RUNNING, mean.
     describes_per_task: f64,
     /// Where the berth latency goes, from each task's own timestamps.
@@ -700,11 +704,16 @@ struct Seen {
     task: Value,
 }
 
-/// Describes one task every [`POLL`] until it is RUNNING; a task that stops, or
+/// Describes one task every `poll` until it is RUNNING; a task that stops, or
 /// that is not RUNNING within `timeout`, is an error.
-async fn until_running(client: &Client, arn: &str, timeout: Duration) -> anyhow::Result<Seen> {
+async fn until_running(
+    client: &Client,
+    arn: &str,
+    poll: Duration,
+    timeout: Duration,
+) -> anyhow::Result<Seen> {
     let deadline = Instant::now() + timeout;
-    let mut tick = tokio::time::interval(POLL);
+    let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut describes = 0;
     loop {
@@ -1101,6 +1110,7 @@ async fn bench(
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let endpoint = args.endpoint.url();
+    let poll = Duration::from_millis(args.poll_ms);
     let bundle = tmp.join("bundle");
     let rootfs = bundle.join("rootfs");
     busybox_rootfs(&rootfs, &args.busybox)?;
@@ -1115,7 +1125,7 @@ async fn bench(
     let t0 = Instant::now();
     let [arn] = <[String; 1]>::try_from(run_tasks(client, cleanup, &td, 1).await?)
         .map_err(|_| anyhow!("RunTask answered no task"))?;
-    let seen = until_running(client, &arn, args.timeout * 5)
+    let seen = until_running(client, &arn, poll, args.timeout * 5)
         .await
         .context("warm-up")?;
     let warm_up = seen.at - t0;
@@ -1132,8 +1142,7 @@ async fn bench(
     // 3. RunTask → RUNNING, one task at a time.
     eprintln!(
         "measuring: {} tasks, RunTask → RUNNING, DescribeTasks every {} ms",
-        args.tasks,
-        POLL.as_millis()
+        args.tasks, args.poll_ms
     );
     let bar = stderr_bar(u64::from(args.tasks), "berth", progress);
     let mut latencies = Vec::with_capacity(args.tasks as usize);
@@ -1159,7 +1168,7 @@ async fn bench(
             .into_iter()
             .next()
             .context("RunTask answered no task")?;
-        let seen = until_running(client, &arn, args.timeout).await?;
+        let seen = until_running(client, &arn, poll, args.timeout).await?;
         let took = seen.at - sent;
         latencies.push(took);
         describes += u64::from(seen.describes);
@@ -1300,6 +1309,7 @@ async fn bench(
         instances: bench_instances.into_iter().collect(),
         warm_up_ms: ms(warm_up),
         run_task_call: Starts::new(&calls),
+        poll_ms: args.poll_ms,
         describes_per_task: if latencies.is_empty() {
             0.0
         } else {
@@ -1438,8 +1448,8 @@ fn print_table(r: &Report) {
         r.endpoint
     );
     println!(
-        "warm-up (first task, instance launch included when there was none): {:.0} ms; DescribeTasks per task: {:.1}",
-        r.warm_up_ms, r.describes_per_task
+        "warm-up (first task, instance launch included when there was none): {:.0} ms; DescribeTasks every {} ms, {:.1} per task",
+        r.warm_up_ms, r.poll_ms, r.describes_per_task
     );
     println!("{}", starts_table(r));
     println!("berth p50 / runc p50 = {:.2}× (goal ≤ 2×)", r.ratio_p50);
@@ -1646,6 +1656,7 @@ mod tests {
             warm_up_ms: 900.0,
             berth: Starts::new(&[Duration::from_millis(40)]),
             run_task_call: Starts::new(&[Duration::from_millis(3)]),
+            poll_ms: 5,
             describes_per_task: 5.0,
             phases: phase_stats(&[p]),
             by_tasks_on_instance: vec![],
