@@ -691,22 +691,28 @@ fn credentials(args: &ApiArgs) -> anyhow::Result<Credentials> {
     }
 }
 
-fn progress_bar(op: Op, requests: u64, visible: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(requests),
-        if visible {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    if let Ok(style) = ProgressStyle::with_template(
-        "{prefix:>24} [{bar:30}] {pos:>6}/{len:6} {per_sec:>12} {elapsed_precise}",
-    ) {
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub(crate) fn stderr_bar(len: u64, prefix: &str, template: &str, visible: bool) -> ProgressBar {
+    let target = if visible {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
-    bar.set_prefix(op.name());
+    bar.set_prefix(prefix.to_string());
     bar
+}
+
+fn progress_bar(op: Op, requests: u64, visible: bool) -> ProgressBar {
+    stderr_bar(
+        requests,
+        op.name(),
+        "{prefix:>24} [{bar:30}] {pos:>6}/{len:6} {per_sec:>12} {elapsed_precise}",
+        visible,
+    )
 }
 
 /// Runs the API benchmark and answers its report; `Err` only when it could not run.

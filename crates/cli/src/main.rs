@@ -93,7 +93,7 @@ enum Command {
     /// Run the agent of one instance (started by the instance provider).
     #[command(hide = true)]
     Agent(agent_cmd::AgentArgs),
-    /// Measure the API: requests/s and latency percentiles against a running server.
+    /// Measure a running server: API throughput and latency (`api`), task start latency (`tasks`).
     Bench(bench::BenchArgs),
 }
 

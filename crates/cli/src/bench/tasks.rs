@@ -49,7 +49,7 @@
 use super::{ms, percentile, Output};
 use crate::client::{Client, EndpointArgs};
 use anyhow::{anyhow, bail, Context as _};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -484,21 +484,12 @@ fn unix_now() -> f64 {
 }
 
 fn stderr_bar(len: u64, prefix: &str, visible: bool) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(
-        Some(len),
-        if visible {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    if let Ok(style) = ProgressStyle::with_template(
+    super::stderr_bar(
+        len,
+        prefix,
         "{prefix:>12} [{bar:30}] {pos:>5}/{len:5} {elapsed_precise} {msg}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(prefix.to_string());
-    bar
+        visible,
+    )
 }
 
 /// What the machine must have: root, the static busybox and a runc that runs.
