@@ -1,0 +1,1 @@
+//! Placement onto running instances (see the crate docs).

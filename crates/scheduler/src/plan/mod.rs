@@ -1,0 +1,1 @@
+//! The provisioning planner (see the crate docs).
