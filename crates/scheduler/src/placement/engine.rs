@@ -26,6 +26,9 @@ pub(crate) struct Index {
     instance_cursor: HashMap<u32, Cell<usize>>,
     /// Every instance index, in order.
     all: Vec<u32>,
+    /// Per group (of the tasks that use `distinctInstance` or spread on
+    /// `instanceId`): the bit set of the instances that hold a task of it.
+    holders: HashMap<u32, Vec<u64>>,
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +85,9 @@ impl Index {
                 g.counts[s.value_of[i] as usize] += 1;
             }
         }
+        if let Some(bits) = self.holders.get_mut(&group) {
+            bits[i / 64] |= 1 << (i % 64);
+        }
     }
 }
 
@@ -124,6 +130,19 @@ struct Task<'d> {
     d: &'d Demand,
     group: u32,
     distinct: bool,
+    /// The instances holding the group, when the index keeps them.
+    holders: Option<&'d [u64]>,
+}
+
+impl Task<'_> {
+    /// Whether instance `i` holds a task of the group.
+    #[inline]
+    fn held(&self, snap: &Snapshot, i: usize) -> bool {
+        match self.holders {
+            Some(bits) => bits[i / 64] & (1 << (i % 64)) != 0,
+            None => snap.group_count(i, self.group) > 0,
+        }
+    }
 }
 
 /// Per-run scratch buffers, reused across tasks so the hot loop allocates nothing.
@@ -186,10 +205,16 @@ pub(super) fn place(snap: &mut Snapshot, tasks: &[Demand], opts: &PlaceOptions) 
         let (ordering, random) = split_strategies(strategies);
         let ordering = &ordering[..ordering.len().min(MAX_STRATEGIES)];
         prepare(snap, d, group, ordering, &mut sc);
+        let distinct = d.constraints.contains(&Constraint::DistinctInstance);
         let task = Task {
             d,
             group,
-            distinct: d.constraints.contains(&Constraint::DistinctInstance),
+            distinct,
+            holders: snap
+                .index
+                .as_deref()
+                .and_then(|ix| ix.holders.get(&group))
+                .map(Vec::as_slice),
         };
         sc.best = None;
         sc.ties.clear();
@@ -260,6 +285,18 @@ fn prepare(snap: &mut Snapshot, d: &Demand, group: u32, ordering: &[Strategy], s
             .entry(group)
             .or_insert_with(|| Cell::new(0));
     }
+    let by_instance = ordering.contains(&Strategy::Spread(SpreadField::InstanceId));
+    if (by_instance || d.constraints.contains(&Constraint::DistinctInstance))
+        && !ix.holders.contains_key(&group)
+    {
+        let mut bits = vec![0u64; snap.len().div_ceil(64)];
+        for i in 0..snap.len() {
+            if snap.group_count(i, group) > 0 {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        ix.holders.insert(group, bits);
+    }
     snap.index = Some(ix);
 }
 
@@ -282,7 +319,7 @@ fn fits(snap: &Snapshot, ix: &Index, i: usize, t: &Task<'_>, sc: &Scratch) -> bo
     if !d.host_ports.is_empty() && !snap.ports_free(i, &d.host_ports) {
         return false;
     }
-    if t.distinct && snap.group_count(i, t.group) > 0 {
+    if t.distinct && t.held(snap, i) {
         return false;
     }
     if !sc.dynamic.is_empty() {
@@ -472,7 +509,7 @@ fn first_without_group(
     let mut leading = true;
     for &i in items.get(p..).unwrap_or(&[]) {
         let i = i as usize;
-        if snap.group_count(i, t.group) > 0 {
+        if t.held(snap, i) {
             if leading {
                 p += 1;
             }
