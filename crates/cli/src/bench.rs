@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod placement;
+mod plan;
 mod tasks;
 
 /// The cluster, capacity provider and task definition family the benchmark uses.
@@ -88,6 +89,9 @@ enum Benchmark {
     /// Task placement throughput (binpack; spread with constraints) on a synthetic
     /// cluster, single-threaded and without a server, against the linear-scan reference.
     Placement(placement::PlacementArgs),
+    /// The provisioning planner against first-fit-decreasing on reference workloads
+    /// (offline, no server): time, hourly cost, lower bound and ratios.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(clap::Args)]
@@ -833,6 +837,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Benchmark::Api(a) => a,
         Benchmark::Tasks(a) => return tasks::run(a).await,
         Benchmark::Placement(a) => return placement::run(a),
+        Benchmark::Plan(a) => return plan::run(a),
     };
     let creds = credentials(&args)?;
     let report = bench_api(&args, creds, true).await?;
