@@ -48,6 +48,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod placement;
+mod plan;
 mod tasks;
 
 /// The cluster, capacity provider and task definition family the benchmark uses.
@@ -84,6 +86,12 @@ enum Benchmark {
     /// provider `bench-tasks-mi` and the task definition family `bench-tasks`, and stops
     /// every task it started. Fails if a task stops instead of running.
     Tasks(tasks::TasksArgs),
+    /// Task placement throughput (binpack; spread with constraints) on a synthetic
+    /// cluster, single-threaded and without a server, against the linear-scan reference.
+    Placement(placement::PlacementArgs),
+    /// The provisioning planner against first-fit-decreasing on reference workloads
+    /// (offline, no server): time, hourly cost, lower bound and ratios.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(clap::Args)]
@@ -828,6 +836,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let args = match args.benchmark {
         Benchmark::Api(a) => a,
         Benchmark::Tasks(a) => return tasks::run(a).await,
+        Benchmark::Placement(a) => return placement::run(a),
+        Benchmark::Plan(a) => return plan::run(a),
     };
     let creds = credentials(&args)?;
     let report = bench_api(&args, creds, true).await?;

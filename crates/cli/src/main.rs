@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod agent_cmd;
 mod bench;
+mod capacity;
 mod client;
 mod image;
 mod logs;
@@ -95,6 +96,8 @@ enum Command {
     Agent(agent_cmd::AgentArgs),
     /// Measure a running server: API throughput and latency (`api`), task start latency (`tasks`).
     Bench(bench::BenchArgs),
+    /// Plan capacity offline: the cheapest fleet of instance types for a set of tasks.
+    Capacity(capacity::CapacityArgs),
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -231,12 +234,16 @@ fn main() -> std::process::ExitCode {
             Command::Image(args) => image::run(args).await,
             Command::Agent(args) => agent_cmd::agent(args, shutdown_signal()).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Capacity(args) => capacity::run(args),
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.downcast_ref::<capacity::InputError>().is_some() {
+                return std::process::ExitCode::from(2);
+            }
             // The server refused (2) or failed (3); anything else is 1.
             match e.downcast_ref::<client::ApiError>() {
                 Some(api) if api.status < 500 => std::process::ExitCode::from(2),
