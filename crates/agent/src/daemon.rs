@@ -10,7 +10,7 @@
 
 use crate::images::Images;
 use crate::runtime::Runtime;
-use crate::supervisor::{Supervisor, SupervisorConfig};
+use crate::supervisor::{Supervisor, SupervisorConfig, Update};
 use anyhow::Context as _;
 use berth_protocol::{
     AgentMessage, Hello, Resources, ServerMessage, CONNECT_PATH, INSTANCE_HEADER, VERSION,
@@ -85,10 +85,19 @@ pub async fn run(
     )
     .context("cannot open the agent state")?;
     let supervisor = Arc::new(Mutex::new(supervisor));
+    let link = Arc::new(Link::default());
+    let converger = {
+        let (supervisor, link) = (supervisor.clone(), link.clone());
+        std::thread::Builder::new()
+            .name("converge".into())
+            .spawn(move || converge_loop(&supervisor, &link))
+            .context("cannot start the converging thread")?
+    };
+    let _stop = StopOnDrop(link.clone(), Some(converger));
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let session = connect_once(&config, runtime.name(), supervisor.clone());
+        let session = connect_once(&config, runtime.name(), supervisor.clone(), link.clone());
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             r = session => match r {
@@ -111,6 +120,7 @@ async fn connect_once(
     config: &AgentConfig,
     runtime: &'static str,
     supervisor: Arc<Mutex<Supervisor>>,
+    link: Arc<Link>,
 ) -> anyhow::Result<()> {
     let secret = match std::fs::read_to_string(credential_path(config)) {
         Ok(c) => c.trim().to_string(),
@@ -181,9 +191,11 @@ async fn connect_once(
     });
     ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
         .await?;
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
+    link.connect(out_tx);
+    let _disconnect = Disconnect(link.clone());
     let mut generation = 0u64;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    let mut converge = tokio::time::interval(CONVERGE_EVERY);
     loop {
         tokio::select! {
             incoming = ws.next() => {
@@ -199,10 +211,7 @@ async fn connect_once(
                         ServerMessage::Desired { generation: g, tasks } => {
                             if g >= generation {
                                 generation = g;
-                                if let Ok(mut s) = supervisor.lock() {
-                                    s.set_desired(tasks);
-                                }
-                                converge.reset_immediately();
+                                link.deliver(tasks);
                             }
                         }
                         ServerMessage::Goodbye { reason } => anyhow::bail!("the server refused: {reason}"),
@@ -215,20 +224,128 @@ async fn connect_once(
                 let m = AgentMessage::Heartbeat { generation };
                 ws.send(Message::Text(serde_json::to_string(&m)?.into())).await?;
             }
-            _ = converge.tick() => {
-                let s = supervisor.clone();
-                let (reports, logs) = tokio::task::spawn_blocking(move || match s.lock() {
-                    Ok(mut s) => s.converge(),
-                    Err(_) => (vec![], vec![]),
-                })
-                .await?;
-                for b in logs {
-                    ws.send(Message::Text(serde_json::to_string(&AgentMessage::Logs(b))?.into())).await?;
-                }
-                for r in reports {
-                    ws.send(Message::Text(serde_json::to_string(&AgentMessage::TaskUpdate(r))?.into())).await?;
-                }
+            Some(m) = out_rx.recv() => {
+                ws.send(Message::Text(serde_json::to_string(&m)?.into())).await?;
             }
         }
+    }
+}
+
+/// Between the connection and the converging thread: the newest desired set
+/// not yet taken, and where changes go while a connection is up.
+#[derive(Default)]
+pub struct Link {
+    state: Mutex<LinkState>,
+    wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct LinkState {
+    inbox: Option<Vec<berth_protocol::TaskSpec>>,
+    out: Option<tokio::sync::mpsc::UnboundedSender<AgentMessage>>,
+    stop: bool,
+}
+
+impl Link {
+    /// A new desired set: replaces one not yet taken and wakes the converging thread.
+    fn deliver(&self, tasks: Vec<berth_protocol::TaskSpec>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.inbox = Some(tasks);
+        }
+        self.wake.notify_all();
+    }
+
+    /// The desired set delivered since the last take, if any.
+    fn take(&self) -> Option<Vec<berth_protocol::TaskSpec>> {
+        self.state.lock().ok().and_then(|mut s| s.inbox.take())
+    }
+
+    fn connect(&self, out: tokio::sync::mpsc::UnboundedSender<AgentMessage>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.out = Some(out);
+        }
+    }
+
+    fn disconnect(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.out = None;
+        }
+    }
+
+    /// Sends to the server when connected. Changes made while it is away
+    /// are not queued: the next hello carries every task's state.
+    fn send(&self, m: AgentMessage) {
+        if let Ok(s) = self.state.lock() {
+            if let Some(out) = &s.out {
+                let _ = out.send(m);
+            }
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.stop = true;
+        }
+        self.wake.notify_all();
+    }
+
+    /// Waits until a desired set arrives, `timeout` passes or the agent stops;
+    /// returns false when it stops.
+    fn wait(&self, timeout: Duration) -> bool {
+        let Ok(s) = self.state.lock() else {
+            return false;
+        };
+        match self
+            .wake
+            .wait_timeout_while(s, timeout, |s| s.inbox.is_none() && !s.stop)
+        {
+            Ok((s, _)) => !s.stop,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Clears the connection's sender when the connection ends.
+struct Disconnect(Arc<Link>);
+
+impl Drop for Disconnect {
+    fn drop(&mut self) {
+        self.0.disconnect();
+    }
+}
+
+/// Stops the converging thread when the agent's loop ends.
+struct StopOnDrop(Arc<Link>, Option<std::thread::JoinHandle<()>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+        if let Some(h) = self.1.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The converging thread: a pass whenever a desired set arrives, and every
+/// [`CONVERGE_EVERY`] anyway (exits, health checks, stop deadlines, logs) —
+/// connected or not, so tasks are looked after while the server is away.
+fn converge_loop(supervisor: &Mutex<Supervisor>, link: &Link) {
+    let mut again = false;
+    loop {
+        if !again && !link.wait(CONVERGE_EVERY) {
+            return;
+        }
+        let Ok(mut s) = supervisor.lock() else {
+            return;
+        };
+        if let Some(desired) = link.take() {
+            s.set_desired(desired);
+        }
+        again = s.converge_with(&|| link.take(), &mut |u| {
+            link.send(match u {
+                Update::Task(r) => AgentMessage::TaskUpdate(r),
+                Update::Logs(b) => AgentMessage::Logs(b),
+            })
+        });
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod images;
+pub mod leftovers;
 pub mod network;
 pub mod runtime;
 pub mod supervisor;

@@ -10,10 +10,12 @@
 //! state dir, so a restarted agent re-adopts running containers instead of
 //! starting them again.
 //!
-//! # Limitations
+//! # Promptness
 //!
-//! Containers of a task start in definition order once their image is ready;
-//! `dependsOn` conditions and health checks are not evaluated yet.
+//! A pass hands each change to the connection as it makes it
+//! ([`Supervisor::converge_with`]), starts the tasks new to the agent before
+//! walking the others, and takes a desired set that arrives meanwhile at the
+//! next task, so a new task never waits for a pass over many others.
 
 use crate::images::ImageSource;
 use crate::runtime::{ContainerLaunch, ContainerStatus, Network, Runtime};
@@ -87,6 +89,15 @@ pub struct SupervisorConfig {
     pub host_netns: PathBuf,
     /// The instance's interface `awsvpc` tasks' interfaces hang off.
     pub uplink: String,
+}
+
+/// A change the supervisor hands to the agent's connection as it makes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// A task's report changed.
+    Task(TaskReport),
+    /// New output of a container.
+    Logs(LogBatch),
 }
 
 pub struct Supervisor {
@@ -200,85 +211,132 @@ impl Supervisor {
 
     /// One converging pass. Returns the reports that changed and new output.
     pub fn converge(&mut self) -> (Vec<TaskReport>, Vec<LogBatch>) {
-        let now = (self.clock)();
-        let mut changed = vec![];
-        // Start what is desired and new to this agent.
-        if let Some(desired) = self.desired.clone() {
-            for spec in &desired {
-                if !self.tasks.contains_key(&spec.task_arn)
-                    && spec.desired_status == DesiredStatus::Running
-                {
-                    let t = self.start_task(spec, now);
-                    changed.push(t.report.clone());
-                    self.save(&t);
-                    self.tasks.insert(spec.task_arn.clone(), t);
-                }
-            }
-            // Desired status changes (StopTask) and tasks the server no longer wants.
-            let arns: Vec<String> = self.tasks.keys().cloned().collect();
-            for arn in arns {
-                let wanted = desired.iter().find(|s| s.task_arn == arn);
-                if let Some(t) = self.tasks.get_mut(&arn) {
-                    match wanted {
-                        Some(s) => t.spec.desired_status = s.desired_status,
-                        None if t.report.last_status == "STOPPED" => {}
-                        None => t.spec.desired_status = DesiredStatus::Stopped,
-                    }
-                }
-            }
-        }
-        // Observe, stop, report.
-        let arns: Vec<String> = self.tasks.keys().cloned().collect();
+        let mut reports = vec![];
         let mut logs = vec![];
+        self.converge_with(&|| None, &mut |u| match u {
+            Update::Task(r) => reports.push(r),
+            Update::Logs(b) => logs.push(b),
+        });
+        (reports, logs)
+    }
+
+    /// One converging pass that hands every change to `emit` as soon as it is
+    /// made, and takes a newer desired set from `inbox` between two tasks.
+    ///
+    /// Tasks new to the agent go first: they are prepared and their containers
+    /// started, and their reports emitted, before the pass walks the tasks it
+    /// already runs. A desired set that arrives during the walk is taken at
+    /// the next task, so a new task never waits for the rest of a pass.
+    /// Returns whether a desired set arrived during the pass (run another).
+    pub fn converge_with(
+        &mut self,
+        inbox: &dyn Fn() -> Option<Vec<TaskSpec>>,
+        emit: &mut dyn FnMut(Update),
+    ) -> bool {
+        let mut visited = std::collections::BTreeSet::new();
+        self.absorb(&mut visited, emit);
+        let mut again = false;
+        let arns: Vec<String> = self.tasks.keys().cloned().collect();
         for arn in arns {
-            let Some(mut t) = self.tasks.remove(&arn) else {
-                continue;
-            };
-            let before = t.report.clone();
-            self.observe(&mut t, now);
-            // Exits just observed may satisfy other containers' dependsOn.
-            let can_start = t.spec.desired_status == DesiredStatus::Running
-                && t.report.last_status != "STOPPED"
-                && t.stop_signalled_at.is_none();
-            if can_start {
-                let moved = |t: &LocalTask| {
-                    t.containers
-                        .iter()
-                        .filter(|c| c.started || c.skipped)
-                        .count()
-                };
-                let before_start = moved(&t);
-                t = self.start_ready(t, now);
-                if moved(&t) != before_start {
-                    self.observe(&mut t, now);
-                }
+            if let Some(desired) = inbox() {
+                self.desired = Some(desired);
+                self.absorb(&mut visited, emit);
+                again = true;
             }
-            logs.extend(self.ship_logs(&mut t, now));
-            let done = t.report.last_status == "STOPPED";
-            if done && t.netns.is_some() {
-                // Its address goes back to the pool once the server hears STOPPED: free it here first.
-                match crate::network::delete_task_netns(task_id(&arn)) {
-                    Ok(()) => t.netns = None,
-                    Err(e) => {
-                        tracing::warn!(task = arn, error = %e, "cannot remove the task network")
-                    }
-                }
-            }
-            if t.report != before {
-                changed.push(t.report.clone());
-                self.save(&t);
-            }
-            let forgotten = done
-                && self
-                    .desired
-                    .as_ref()
-                    .is_some_and(|d| !d.iter().any(|s| s.task_arn == arn));
-            self.tasks.insert(arn.clone(), t);
-            if forgotten {
-                self.forget(&arn);
+            if visited.insert(arn.clone()) {
+                let now = (self.clock)();
+                self.step(&arn, now, emit);
             }
         }
-        (changed, logs)
+        again
+    }
+
+    /// Applies the desired set: starts the tasks new to the agent (and moves
+    /// them along at once), and marks what the server no longer wants.
+    fn absorb(
+        &mut self,
+        visited: &mut std::collections::BTreeSet<String>,
+        emit: &mut dyn FnMut(Update),
+    ) {
+        let Some(desired) = self.desired.clone() else {
+            return;
+        };
+        for spec in &desired {
+            if !self.tasks.contains_key(&spec.task_arn)
+                && spec.desired_status == DesiredStatus::Running
+            {
+                let now = (self.clock)();
+                let t = self.start_task(spec, now);
+                emit(Update::Task(t.report.clone()));
+                self.save(&t);
+                self.tasks.insert(spec.task_arn.clone(), t);
+                visited.insert(spec.task_arn.clone());
+                let now = (self.clock)();
+                self.step(&spec.task_arn, now, emit);
+            }
+        }
+        // Desired status changes (StopTask) and tasks the server no longer wants.
+        for (arn, t) in self.tasks.iter_mut() {
+            match desired.iter().find(|s| &s.task_arn == arn) {
+                Some(s) => t.spec.desired_status = s.desired_status,
+                None if t.report.last_status == "STOPPED" => {}
+                None => t.spec.desired_status = DesiredStatus::Stopped,
+            }
+        }
+    }
+
+    /// Observes one task, starts what is ready, ships its output, emits what
+    /// changed, and forgets it once it is STOPPED and no longer desired.
+    fn step(&mut self, arn: &str, now: f64, emit: &mut dyn FnMut(Update)) {
+        let Some(mut t) = self.tasks.remove(arn) else {
+            return;
+        };
+        let before = t.report.clone();
+        self.observe(&mut t, now);
+        // Exits just observed may satisfy other containers' dependsOn.
+        let can_start = t.spec.desired_status == DesiredStatus::Running
+            && t.report.last_status != "STOPPED"
+            && t.stop_signalled_at.is_none();
+        if can_start {
+            let moved = |t: &LocalTask| {
+                t.containers
+                    .iter()
+                    .filter(|c| c.started || c.skipped)
+                    .count()
+            };
+            let before_start = moved(&t);
+            t = self.start_ready(t, now);
+            if moved(&t) != before_start {
+                self.observe(&mut t, now);
+            }
+        }
+        let done = t.report.last_status == "STOPPED";
+        if done && t.netns.is_some() {
+            // Its address goes back to the pool once the server hears STOPPED: free it here first.
+            match crate::network::delete_task_netns(task_id(arn)) {
+                Ok(()) => t.netns = None,
+                Err(e) => {
+                    tracing::warn!(task = arn, error = %e, "cannot remove the task network")
+                }
+            }
+        }
+        // Output first, so a STOPPED report comes after the last lines.
+        for b in self.ship_logs(&mut t, now) {
+            emit(Update::Logs(b));
+        }
+        if t.report != before {
+            emit(Update::Task(t.report.clone()));
+            self.save(&t);
+        }
+        let forgotten = done
+            && self
+                .desired
+                .as_ref()
+                .is_some_and(|d| !d.iter().any(|s| s.task_arn == arn));
+        self.tasks.insert(arn.to_string(), t);
+        if forgotten {
+            self.forget(arn);
+        }
     }
 
     fn start_task(&self, spec: &TaskSpec, now: f64) -> LocalTask {
@@ -937,6 +995,56 @@ mod tests {
             .find(|r| r.task_arn == arn)
             .cloned()
             .expect("a report")
+    }
+
+    #[test]
+    fn a_set_arriving_mid_pass_starts_its_new_task_before_the_walk_goes_on() {
+        let rig = Rig::new();
+        let mut s = rig.open();
+        let old: Vec<TaskSpec> = (0..5)
+            .map(|i| spec(&format!("arn:t/a{i}"), vec![container("app", true, &[])]))
+            .collect();
+        s.set_desired(old.clone());
+        s.converge();
+        // The next set adds one task and leaves a0 out (StopTask); it arrives
+        // while the pass walks the tasks the agent already runs.
+        let mut next = old[1..].to_vec();
+        next.push(spec("arn:t/new", vec![container("app", true, &[])]));
+        let inbox = Mutex::new(Some(next));
+        let mut seen = vec![];
+        let again = s.converge_with(&|| inbox.lock().expect("lock").take(), &mut |u| {
+            if let Update::Task(r) = u {
+                seen.push((r.task_arn, r.last_status));
+            }
+        });
+        assert!(again, "a set that arrived mid-pass asks for another pass");
+        // The new task is started and reported RUNNING as soon as its set is
+        // taken: before a0, which the walk reaches after it, is stopped.
+        let first = seen
+            .iter()
+            .position(|(a, st)| a == "arn:t/new" && st == "RUNNING")
+            .expect("the new task reported RUNNING within the pass");
+        let stop = seen
+            .iter()
+            .position(|(a, st)| a == "arn:t/a0" && st == "STOPPING");
+        assert!(
+            stop.is_none_or(|i| i > first),
+            "the new task waited for the rest of the pass: {seen:?}"
+        );
+        assert!(rig
+            .runtime
+            .started
+            .lock()
+            .expect("lock")
+            .contains(&"new-app".to_string()));
+        // a0 is told to stop in this pass or the next one.
+        s.converge();
+        assert!(rig
+            .runtime
+            .signals
+            .lock()
+            .expect("lock")
+            .contains(&("a0-app".to_string(), SIGTERM)));
     }
 
     #[test]

@@ -60,6 +60,37 @@ impl Launcher for ProviderLauncher {
     }
 }
 
+/// Removes what the agents of instances that are gone left on the host
+/// (containers' runc state, mounts and cgroups; task network namespaces):
+/// every agent state directory under `agents_dir` but those of `keep`.
+fn remove_agent_leftovers(agents_dir: &std::path::Path, keep: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(agents_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if keep.contains(&name.as_str()) {
+            continue;
+        }
+        let (removed, errors) = berth_agent::leftovers::remove(&entry.path());
+        if !removed.containers.is_empty() || !removed.namespaces.is_empty() {
+            tracing::info!(
+                instance_id = name,
+                containers = removed.containers.len(),
+                namespaces = removed.namespaces.len(),
+                "removed what the instance's agent left"
+            );
+        }
+        for e in errors {
+            tracing::warn!(
+                instance_id = name,
+                error = e,
+                "cannot remove what the agent left"
+            );
+        }
+    }
+}
+
 /// Terminates every instance the provider knows and records it in the store.
 fn terminate_all(
     provider: &dyn InstanceProvider,
@@ -121,6 +152,7 @@ pub async fn up(
         .sweep(&keep)
         .context("cannot clean up instances of a previous run")?;
     tracing::debug!(?swept, "swept leftovers");
+    remove_agent_leftovers(&config.data_dir.join("agents"), &keep);
     // Agents reach the server through the bridge's address when there is one.
     provider
         .prepare_network()
@@ -158,12 +190,14 @@ pub async fn up(
     eprintln!("stopping instances…");
     let p = provider.clone();
     let s = state.clone();
+    let agents_dir = config.data_dir.join("agents");
     tokio::task::spawn_blocking(move || {
         terminate_all(
             p.as_ref(),
             &s,
             "The instance was terminated: berth stopped.",
         );
+        remove_agent_leftovers(&agents_dir, &[]);
         // The bridge and the cgroup root go too: nothing is left behind.
         if let Err(e) = local.destroy() {
             tracing::warn!(error = %e, "cannot remove the instance network");

@@ -555,10 +555,17 @@ pub fn instance_tasks(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<Task>, EcsE
     Ok(out)
 }
 
-/// The full desired set for an instance.
+/// The full desired set for an instance: the tasks it should run. A task
+/// the agent runs and the set leaves out is one to stop (StopTask, or the
+/// instance is draining), so tasks whose desired status is STOPPED are not
+/// sent: the set, and each push of it, stays the size of what runs rather
+/// than growing with tasks winding down.
 pub fn desired(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<TaskSpec>, EcsError> {
     let mut specs = vec![];
-    for t in instance_tasks(tx, r)? {
+    for t in instance_tasks(tx, r)?
+        .into_iter()
+        .filter(|t| t.desired_status.as_deref() != Some("STOPPED"))
+    {
         if let Some(spec) = spec_for(tx, &t)? {
             specs.push(spec);
         }

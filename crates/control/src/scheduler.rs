@@ -100,8 +100,9 @@ pub struct Scheduler {
     pub provider: Arc<dyn Launcher>,
     pub link: Arc<dyn AgentLink>,
     pub config: SchedulerConfig,
-    /// What each instance was last sent, so a desired set goes out only when it changed.
-    sent: std::sync::Mutex<BTreeMap<String, String>>,
+    /// What each instance was last sent and its generation, so a desired set
+    /// goes out only when it changed, with a generation above the last one.
+    sent: std::sync::Mutex<BTreeMap<String, (String, u64)>>,
 }
 
 struct Slot {
@@ -519,38 +520,34 @@ impl Scheduler {
 
     /// Sends an instance its desired set, with a new generation, when it
     /// differs from what it was last sent.
+    ///
+    /// Generations only have to grow along one connection (an agent starts
+    /// counting again on each): the hello stores and sends one, and each push
+    /// after it takes the next, counted in memory, so a push costs no write.
     pub fn push_if_changed(&self, instance_id: &str) -> Result<(), EcsError> {
         let current = self.ctx.store.read(|tx| {
             let Some(r) = load_record(tx, instance_id)? else {
                 return Ok::<_, EcsError>(None);
             };
-            Ok(Some(agents::desired(tx, &r)?))
+            Ok(Some((r.generation, agents::desired(tx, &r)?)))
         })?;
-        let Some(tasks) = current else { return Ok(()) };
+        let Some((stored, tasks)) = current else {
+            return Ok(());
+        };
         let fingerprint = serde_json::to_string(&tasks).unwrap_or_default();
-        let unchanged = self
-            .sent
-            .lock()
-            .map(|s| s.get(instance_id) == Some(&fingerprint))
-            .unwrap_or(false);
-        if unchanged {
+        let Ok(mut sent) = self.sent.lock() else {
+            return Ok(());
+        };
+        let last = sent.get(instance_id);
+        if last.is_some_and(|(f, _)| *f == fingerprint) {
             return Ok(());
         }
-        let generation = self.ctx.store.write(|tx| {
-            let Some(mut r) = load_record(tx, instance_id)? else {
-                return Ok::<_, EcsError>(0);
-            };
-            r.generation += 1;
-            save_record(tx, &r)?;
-            Ok(r.generation)
-        })?;
+        let generation = last.map_or(stored, |(_, g)| (*g).max(stored)) + 1;
         if self
             .link
             .send(instance_id, ServerMessage::Desired { generation, tasks })
         {
-            if let Ok(mut s) = self.sent.lock() {
-                s.insert(instance_id.to_string(), fingerprint);
-            }
+            sent.insert(instance_id.to_string(), (fingerprint, generation));
         }
         Ok(())
     }

@@ -241,12 +241,21 @@ impl Runtime for RuncRuntime {
         std::fs::create_dir_all(&cd.path)
             .map_err(RuntimeError::io(format!("creating {}", cd.path.display())))?;
         let cgroup = bundle::cgroups_path(&launch.cgroup_parent, &launch.id);
-        let result = self
-            .prepare(launch, &cd.path)
-            .and_then(|()| shim::spawn(&self.shim, &cd.path, &launch.id));
+        let began = std::time::Instant::now();
+        let mut prepared = began;
+        let result = self.prepare(launch, &cd.path).and_then(|()| {
+            prepared = std::time::Instant::now();
+            shim::spawn(&self.shim, &cd.path, &launch.id)
+        });
         match result {
             Ok(pid) => {
-                tracing::info!(id = %launch.id, pid, "container started (runc)");
+                tracing::info!(
+                    id = %launch.id,
+                    pid,
+                    bundle_ms = (prepared - began).as_secs_f64() * 1e3,
+                    shim_ms = prepared.elapsed().as_secs_f64() * 1e3,
+                    "container started (runc)"
+                );
                 Ok(())
             }
             Err(e) => {

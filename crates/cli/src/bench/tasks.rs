@@ -30,12 +30,16 @@
 //!    counts the tasks not yet STOPPED on the instance: `sleep` as a
 //!    container's PID 1 ignores SIGTERM, so a stopped task winds down for the
 //!    30 s stop timeout, and the latency is also reported by that count.
-//! 4. Waits until every task is STOPPED, then the baseline: `runc run -d` of an
-//!    OCI bundle over the same root file system (`runc spec`, args
-//!    `sleep 3600`, no terminal, no network namespace of its own as with
-//!    `networkMode: host`), max(`--tasks`, 50) times with a fresh container id:
-//!    the time from invoking `runc run -d` until it returns; then, unmeasured,
-//!    `runc state` must say `running`, and `runc delete -f`.
+//!    The baseline is interleaved with the measured tasks, so both see the
+//!    same machine (a build or a test suite running meanwhile slows both): once
+//!    a task is RUNNING, and before its StopTask, one `runc run -d` of an OCI
+//!    bundle over the same root file system (`runc spec`, args `sleep 3600`,
+//!    no terminal, no network namespace of its own as with `networkMode:
+//!    host`) with a fresh container id: the time from invoking `runc run -d`
+//!    until it returns; then, unmeasured, `runc state` must say `running`, and
+//!    `runc delete -f`.
+//! 4. Waits until every task is STOPPED; when `--tasks` was under 50, more
+//!    runs of the baseline alone, up to 50.
 //! 5. The agents (`berth agent …` processes, found through `/proc/*/cmdline`):
 //!    VmRSS (and PSS) with no task on the instance after the measured tasks,
 //!    and again with `--with-tasks` sleep tasks RUNNING on it, with the
@@ -1027,51 +1031,57 @@ fn runc_baseline(
     runc: &Path,
     bundle: &Path,
     prefix: &str,
-    runs: u32,
+    runs: std::ops::Range<u32>,
     abort: &AtomicBool,
     bar: &ProgressBar,
 ) -> anyhow::Result<Vec<Duration>> {
-    let err_path = bundle.join("runc.stderr");
-    let mut samples = Vec::with_capacity(runs as usize);
-    for i in 0..runs {
+    let mut samples = Vec::with_capacity(runs.len());
+    for i in runs {
         if abort.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
-        let id = format!("{prefix}{i}");
-        // The container inherits runc's stdio: no pipe that would keep us waiting.
-        let err = std::fs::File::create(&err_path)
-            .with_context(|| format!("cannot create {}", err_path.display()))?;
-        let started = Instant::now();
-        let status = Command::new(runc)
-            .args(["run", "-d", "--bundle"])
-            .arg(bundle)
-            .arg(&id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .status();
-        let took = started.elapsed();
-        let status = status.context("cannot run runc run")?;
-        if !status.success() {
-            let why = std::fs::read_to_string(&err_path).unwrap_or_default();
-            let _ = runc_out(runc, &["delete", "-f", &id]);
-            bail!("runc run -d {id} failed ({status}): {}", why.trim());
-        }
-        let state: Value = serde_json::from_str(&runc_out(runc, &["state", &id])?)
-            .with_context(|| format!("runc state {id} is not JSON"))?;
-        let running = state.get("status").and_then(Value::as_str) == Some("running");
-        runc_out(runc, &["delete", "-f", &id])?;
-        if !running {
-            bail!(
-                "runc run -d {id} returned, but the container is {}",
-                state.get("status").unwrap_or(&Value::Null)
-            );
-        }
+        let took = runc_once(runc, bundle, &format!("{prefix}{i}"))?;
         samples.push(took);
         bar.inc(1);
         bar.set_message(format!("{:.1} ms", ms(took)));
     }
     Ok(samples)
+}
+
+/// One `runc run -d` of container `id`, timed until it returns; the container
+/// must then be running, and is deleted (not timed).
+fn runc_once(runc: &Path, bundle: &Path, id: &str) -> anyhow::Result<Duration> {
+    let err_path = bundle.join("runc.stderr");
+    // The container inherits runc's stdio: no pipe that would keep us waiting.
+    let err = std::fs::File::create(&err_path)
+        .with_context(|| format!("cannot create {}", err_path.display()))?;
+    let started = Instant::now();
+    let status = Command::new(runc)
+        .args(["run", "-d", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .status();
+    let took = started.elapsed();
+    let status = status.context("cannot run runc run")?;
+    if !status.success() {
+        let why = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let _ = runc_out(runc, &["delete", "-f", id]);
+        bail!("runc run -d {id} failed ({status}): {}", why.trim());
+    }
+    let state: Value = serde_json::from_str(&runc_out(runc, &["state", id])?)
+        .with_context(|| format!("runc state {id} is not JSON"))?;
+    let running = state.get("status").and_then(Value::as_str) == Some("running");
+    runc_out(runc, &["delete", "-f", id])?;
+    if !running {
+        bail!(
+            "runc run -d {id} returned, but the container is {}",
+            state.get("status").unwrap_or(&Value::Null)
+        );
+    }
+    Ok(took)
 }
 
 /// Deletes the containers whose id starts with `prefix` (left by an interrupted baseline).
@@ -1130,7 +1140,15 @@ async fn bench(
         .collect();
     let mut all_arns = vec![arn];
 
-    // 3. RunTask → RUNNING, one task at a time.
+    // The baseline's bundle, ready before the first measured task.
+    let (runc, b) = (args.runc.clone(), bundle.clone());
+    tokio::task::spawn_blocking(move || make_bundle(&runc, &b))
+        .await
+        .map_err(|e| anyhow!("{e}"))??;
+    let mut runc_samples = Vec::with_capacity(args.tasks.max(MIN_BASELINE_RUNS) as usize);
+
+    // 3. RunTask → RUNNING, one task at a time, each followed by one bare
+    //    `runc run -d`, so that both see the same machine.
     eprintln!(
         "measuring: {} tasks, RunTask → RUNNING, DescribeTasks every {} ms",
         args.tasks, args.poll_ms
@@ -1183,10 +1201,21 @@ async fn bench(
         {
             container_instances.insert(ci.to_string());
         }
+        // The bare runc start while the task runs, before StopTask (whose
+        // SIGTERM is a `runc kill` the agent runs at once).
+        let (runc, b, id) = (
+            args.runc.clone(),
+            bundle.clone(),
+            format!("{}{}", cleanup.runc_prefix, runc_samples.len()),
+        );
+        let bare = tokio::task::spawn_blocking(move || runc_once(&runc, &b, &id))
+            .await
+            .map_err(|e| anyhow!("{e}"))??;
+        runc_samples.push(bare);
         cleanup.stop(&arn).await?;
         all_arns.push(arn);
         bar.inc(1);
-        bar.set_message(format!("{:.1} ms", ms(took)));
+        bar.set_message(format!("{:.1} ms / runc {:.1} ms", ms(took), ms(bare)));
     }
     bar.finish_and_clear();
     eprintln!(
@@ -1195,29 +1224,29 @@ async fn bench(
     );
     until_all(client, &all_arns, "STOPPED", stop_wait).await?;
 
-    // 4. The runc baseline, with no berth task running.
-    let runs = args.tasks.max(MIN_BASELINE_RUNS);
-    eprintln!("baseline: runc run -d, {runs} times");
-    let (runc, b) = (args.runc.clone(), bundle.clone());
-    tokio::task::spawn_blocking(move || make_bundle(&runc, &b))
-        .await
-        .map_err(|e| anyhow!("{e}"))??;
-    let bar = stderr_bar(u64::from(runs), "runc", progress);
-    let job = {
-        let (runc, bundle, prefix) = (
-            args.runc.clone(),
-            bundle.clone(),
-            cleanup.runc_prefix.clone(),
-        );
-        let (abort, bar) = (cleanup.runc_abort.clone(), bar.clone());
-        tokio::task::spawn_blocking(move || {
-            runc_baseline(&runc, &bundle, &prefix, runs, &abort, &bar)
-        })
-    };
-    let job = cleanup.runc_job.insert(job);
-    let runc_samples = job.await.map_err(|e| anyhow!("{e}"))??;
-    cleanup.runc_job = None;
-    bar.finish_and_clear();
+    // 4. More of the runc baseline when there were fewer than its minimum of
+    //    runs, with no berth task running.
+    let more = MIN_BASELINE_RUNS.saturating_sub(args.tasks);
+    if more > 0 {
+        eprintln!("baseline: runc run -d, {more} more times");
+        let bar = stderr_bar(u64::from(more), "runc", progress);
+        let job = {
+            let (runc, bundle, prefix) = (
+                args.runc.clone(),
+                bundle.clone(),
+                cleanup.runc_prefix.clone(),
+            );
+            let (abort, bar) = (cleanup.runc_abort.clone(), bar.clone());
+            let first = args.tasks;
+            tokio::task::spawn_blocking(move || {
+                runc_baseline(&runc, &bundle, &prefix, first..first + more, &abort, &bar)
+            })
+        };
+        let job = cleanup.runc_job.insert(job);
+        runc_samples.extend(job.await.map_err(|e| anyhow!("{e}"))??);
+        cleanup.runc_job = None;
+        bar.finish_and_clear();
+    }
 
     // 5. The agents' memory: idle, then with tasks.
     let ids = instance_ids(client, &container_instances).await?;
