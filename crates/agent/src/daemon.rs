@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub availability_zone: String,
     pub cpu: u32,
     pub memory_mib: u64,
+    /// The ids of the instance's whole GPUs (`0`, `1`, …).
+    pub gpus: Vec<String>,
     pub join_token: Option<String>,
     /// The instance's cgroup path, parent of its tasks' cgroups.
     pub cgroup_root: String,
@@ -183,7 +185,7 @@ async fn connect_once(
         resources: Resources {
             cpu: config.cpu,
             memory_mib: config.memory_mib,
-            gpus: vec![],
+            gpus: config.gpus.clone(),
         },
         attributes,
         tasks: reports,

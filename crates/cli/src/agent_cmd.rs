@@ -27,6 +27,11 @@ pub struct AgentArgs {
     /// Memory to register, MiB.
     #[arg(long)]
     memory: u64,
+    /// Whole GPUs to register, with ids `0`..`N-1`: the host's `/dev/nvidiaN`
+    /// devices are passed to the containers given them where they exist, and
+    /// the ids are only declared (for scheduling) where they do not.
+    #[arg(long, default_value_t = 0)]
+    gpus: u32,
 }
 
 pub async fn agent(
@@ -55,6 +60,7 @@ pub async fn agent(
         availability_zone: args.availability_zone.clone(),
         cpu: args.cpu,
         memory_mib: args.memory,
+        gpus: (0..args.gpus).map(|i| i.to_string()).collect(),
         join_token: std::env::var("BERTH_JOIN_TOKEN").ok(),
         cgroup_root,
     };

@@ -8,8 +8,9 @@ use berth_server::{Config, Server};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Lets the scheduler launch through an instance provider.
-pub struct ProviderLauncher(pub Arc<dyn InstanceProvider>);
+/// Lets the scheduler launch (and terminate) through an instance provider;
+/// `agents_dir` holds the agents' state, cleaned after a termination.
+pub struct ProviderLauncher(pub Arc<dyn InstanceProvider>, pub std::path::PathBuf);
 
 impl Launcher for ProviderLauncher {
     fn launch(&self, r: &LaunchRequest) -> Result<(), String> {
@@ -57,6 +58,23 @@ impl Launcher for ProviderLauncher {
         self.0
             .release_task_address(instance_id, task_id)
             .map_err(|e| e.to_string())
+    }
+
+    fn terminate(&self, instance_id: &str) -> Result<(), String> {
+        self.0.terminate(instance_id).map_err(|e| e.to_string())?;
+        let (removed, errors) = berth_agent::leftovers::remove(&self.1.join(instance_id));
+        if !removed.containers.is_empty() || !removed.namespaces.is_empty() {
+            tracing::info!(
+                instance_id,
+                containers = removed.containers.len(),
+                namespaces = removed.namespaces.len(),
+                "removed what the instance's agent left"
+            );
+        }
+        for e in errors {
+            tracing::warn!(instance_id, error = e, "cannot remove what the agent left");
+        }
+        Ok(())
     }
 }
 
@@ -170,18 +188,17 @@ pub async fn up(
     let provider: Arc<dyn InstanceProvider> = local.clone();
     let program = std::env::current_exe().context("cannot find the berth binary")?;
     server.with_provider(
-        Arc::new(ProviderLauncher(provider.clone())),
+        Arc::new(ProviderLauncher(
+            provider.clone(),
+            config.data_dir.join("agents"),
+        )),
         SchedulerConfig {
-            server_url: agent_url.clone(),
-            agent_program: program,
-            agent_args: vec![],
-            state_root: config.data_dir.join("agents"),
-            reserved_memory_mib: 256,
             architecture: Some(if cfg!(target_arch = "aarch64") {
                 berth_catalog::Architecture::Arm64
             } else {
                 berth_catalog::Architecture::X86_64
             }),
+            ..SchedulerConfig::new(agent_url.clone(), program, config.data_dir.join("agents"))
         },
     );
     crate::print_banner(&server, &config, addr);

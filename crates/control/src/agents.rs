@@ -520,7 +520,12 @@ pub fn refresh_counts(tx: &dyn Tx, r: &InstanceRecord) -> Result<(), EcsError> {
         }
     }
     let (reg_cpu, reg_mem) = registered(&ci);
-    let remaining = resource_list(reg_cpu - cpu, reg_mem - mem, &[]);
+    let used = crate::placing::gpus_in_use(&tasks);
+    let free_gpus: Vec<String> = crate::placing::registered_gpus(&ci)
+        .into_iter()
+        .filter(|g| !used.contains(g))
+        .collect();
+    let remaining = resource_list(reg_cpu - cpu, reg_mem - mem, &free_gpus);
     if ci.remaining_resources.as_ref() != Some(&remaining)
         || ci.running_tasks_count != running
         || ci.pending_tasks_count != pending
@@ -641,7 +646,13 @@ pub fn spec_for(tx: &dyn Tx, t: &Task) -> Result<Option<TaskSpec>, EcsError> {
         cpu: t.cpu.as_deref().and_then(|c| c.parse().ok()),
         memory_mib: t.memory.as_deref().and_then(|m| m.parse().ok()),
         containers,
-        gpu_ids: Default::default(),
+        gpu_ids: t
+            .containers
+            .iter()
+            .flatten()
+            .filter_map(|c| Some((c.name.clone()?, c.gpu_ids.clone()?)))
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect(),
         address: task_address(tx, t.task_arn.as_deref().unwrap_or(""))?.map(|(_, a)| a),
     }))
 }

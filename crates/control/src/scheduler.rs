@@ -3,15 +3,22 @@
 //! desired set when it changed.
 
 use crate::agents::{self, load_record, save_record, InstanceRecord};
+use crate::placing;
 use crate::usage::{registered, task_needs};
 use crate::{new_secret, AgentLink, Ctx};
 use berth_model::ecs::*;
 use berth_model::EcsError;
 use berth_protocol::ServerMessage;
+use berth_scheduler::placement::{
+    self, AgentVersion, Constraint, Demand, Facts, InstanceSpec, PlaceOptions, Placement, Snapshot,
+};
+use berth_scheduler::plan::{CapacityOption, PlanRequest, Reservation, TaskGroup};
 use berth_store::{Expect, TaskFilter, Tx, Versioned};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// How the scheduler launches instances.
 #[derive(Debug, Clone)]
@@ -27,6 +34,46 @@ pub struct SchedulerConfig {
     pub reserved_memory_mib: u64,
     /// Only instance types of this architecture (the host's, for local instances).
     pub architecture: Option<berth_catalog::Architecture>,
+    /// Tasks waiting for capacity are planned for together once no new one
+    /// came for this long...
+    pub batch_idle: Duration,
+    /// ...or once the first has waited this long.
+    pub batch_max: Duration,
+    /// How long an instance type whose launch failed is left out of plans.
+    pub unavailable_for: Duration,
+    /// How long an instance stays idle before it is terminated when its
+    /// capacity provider's `scaleInAfter` is null (ECS publishes no figure;
+    /// berth's default is [`DEFAULT_SCALE_IN_AFTER`]).
+    pub default_scale_in_after: Duration,
+}
+
+/// berth's batching window for pending tasks: 1 s idle, at most 10 s (as
+/// Karpenter batches pods by default).
+pub const DEFAULT_BATCH_IDLE: Duration = Duration::from_secs(1);
+/// See [`DEFAULT_BATCH_IDLE`].
+pub const DEFAULT_BATCH_MAX: Duration = Duration::from_secs(10);
+/// How long a failed offering is avoided.
+pub const DEFAULT_UNAVAILABLE_FOR: Duration = Duration::from_secs(300);
+/// Idle time before scale-in when `scaleInAfter` is null: 5 minutes.
+pub const DEFAULT_SCALE_IN_AFTER: Duration = Duration::from_secs(300);
+
+impl SchedulerConfig {
+    /// A configuration with berth's defaults for batching, unavailable
+    /// offerings, scale-in and the memory reservation.
+    pub fn new(server_url: String, agent_program: PathBuf, state_root: PathBuf) -> Self {
+        SchedulerConfig {
+            server_url,
+            agent_program,
+            agent_args: vec![],
+            state_root,
+            reserved_memory_mib: berth_scheduler::plan::DEFAULT_RESERVED_MEMORY_MIB,
+            architecture: None,
+            batch_idle: DEFAULT_BATCH_IDLE,
+            batch_max: DEFAULT_BATCH_MAX,
+            unavailable_for: DEFAULT_UNAVAILABLE_FOR,
+            default_scale_in_after: DEFAULT_SCALE_IN_AFTER,
+        }
+    }
 }
 
 /// An instance to launch, as the scheduler asks for it.
@@ -69,14 +116,22 @@ pub trait Launcher: Send + Sync {
         let _ = (instance_id, task_id);
         Ok(())
     }
+    /// Terminates an instance (scale-in): its agent and tasks stop, what it
+    /// held on the host is removed.
+    fn terminate(&self, instance_id: &str) -> Result<(), String>;
 }
 
 /// What one tick did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct TickReport {
     pub placed: usize,
     pub launched: Vec<String>,
     pub waiting: usize,
+    /// Instances terminated for being idle.
+    pub terminated: Vec<String>,
+    /// Seconds until something is due (a batch to plan, an idle instance to
+    /// scale in), when sooner than the next periodic tick should be.
+    pub next_tick: Option<f64>,
 }
 
 /// The requirements used when a capacity provider gives none: ECS Managed
@@ -102,15 +157,111 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     /// What each instance was last sent and its generation, so a desired set
     /// goes out only when it changed, with a generation above the last one.
-    sent: std::sync::Mutex<BTreeMap<String, (String, u64)>>,
+    sent: Mutex<BTreeMap<String, (String, u64)>>,
+    /// Seed of the `random` placement strategy, a new one every tick.
+    seed: AtomicU64,
+    /// Since when each instance (by cluster) has had no task.
+    idle_since: Mutex<BTreeMap<(String, String), f64>>,
+    /// Tasks waiting for capacity, by cluster and capacity provider.
+    batches: Mutex<BTreeMap<(String, String), Batch>>,
+    /// Instance types left out of plans until then (their launch failed).
+    unavailable: Mutex<BTreeMap<String, f64>>,
+    /// Tasks already logged as waiting without a way to get capacity.
+    warned: Mutex<BTreeSet<String>>,
 }
 
 struct Slot {
     record: InstanceRecord,
     connected: bool,
     active: bool,
-    free_cpu: i64,
-    free_mem: i64,
+    /// Tasks on it not yet STOPPED.
+    tasks: usize,
+    /// What placement sees: remaining resources, attributes, ports, groups, GPUs.
+    spec: InstanceSpec,
+}
+
+/// A task that fits on no running instance.
+struct Waiting {
+    task_arn: String,
+    demand: Demand,
+    architecture: CPUArchitecture,
+    /// Why placement refused it (ECS's reason).
+    #[allow(dead_code)]
+    reason: String,
+}
+
+/// Pending tasks gathering before they are planned for.
+struct Batch {
+    first: f64,
+    grew: f64,
+    arns: BTreeSet<String>,
+}
+
+/// Task definitions by ARN, read once per tick.
+#[derive(Default)]
+struct TdCache(BTreeMap<String, Option<TaskDefinition>>);
+
+impl TdCache {
+    fn get(&mut self, tx: &dyn Tx, arn: Option<&str>) -> Result<Option<TaskDefinition>, EcsError> {
+        let Some(arn) = arn else {
+            return Ok(None);
+        };
+        if let Some(td) = self.0.get(arn) {
+            return Ok(td.clone());
+        }
+        let td = match berth_model::arn::Arn::parse(arn) {
+            Ok(berth_model::arn::Arn {
+                resource: berth_model::arn::Resource::TaskDefinition { family, revision },
+                ..
+            }) => tx
+                .task_definition(&family, Some(revision))?
+                .map(|v| v.value),
+            _ => None,
+        };
+        self.0.insert(arn.to_string(), td.clone());
+        Ok(td)
+    }
+}
+
+/// The facts of an instance not launched yet, for `memberOf` expressions: its
+/// type's attributes and its zone.
+struct NewInstance<'a> {
+    instance_type: &'a berth_catalog::InstanceType,
+    zone: &'a str,
+}
+
+impl Facts for NewInstance<'_> {
+    fn attribute(&self, name: &str) -> Option<Option<&str>> {
+        match name {
+            "ecs.instance-type" => Some(Some(self.instance_type.name.as_str())),
+            "ecs.availability-zone" if !self.zone.is_empty() => Some(Some(self.zone)),
+            "ecs.os-type" => Some(Some("linux")),
+            "ecs.cpu-architecture" => self
+                .instance_type
+                .architectures
+                .first()
+                .map(|a| Some(a.as_str())),
+            _ => None,
+        }
+    }
+    fn ec2_instance_id(&self) -> &str {
+        ""
+    }
+    fn agent_connected(&self) -> bool {
+        true
+    }
+    fn agent_version(&self) -> Option<AgentVersion> {
+        None
+    }
+    fn registered_at(&self) -> i64 {
+        0
+    }
+    fn running_tasks_count(&self) -> u32 {
+        0
+    }
+    fn any_task_group(&self, _f: &mut dyn FnMut(&str) -> bool) -> bool {
+        false
+    }
 }
 
 impl Scheduler {
@@ -125,7 +276,12 @@ impl Scheduler {
             provider,
             link,
             config,
-            sent: std::sync::Mutex::new(BTreeMap::new()),
+            sent: Mutex::new(BTreeMap::new()),
+            seed: AtomicU64::new(0x5eed),
+            idle_since: Mutex::new(BTreeMap::new()),
+            batches: Mutex::new(BTreeMap::new()),
+            unavailable: Mutex::new(BTreeMap::new()),
+            warned: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -168,34 +324,67 @@ impl Scheduler {
 
     fn tick_cluster(&self, cluster: &Cluster, report: &mut TickReport) -> Result<(), EcsError> {
         let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
+        let now = self.ctx.now();
         let mut dirty: BTreeSet<String> = BTreeSet::new();
         let mut connected: Vec<String> = vec![];
-        let mut unplaced: BTreeMap<String, Vec<(u32, u64)>> = BTreeMap::new();
+        let mut waiting: BTreeMap<String, Vec<Waiting>> = BTreeMap::new();
+        let mut idle: Vec<(String, String)> = vec![];
+        let seed = self.seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.ctx.store.write(|tx| {
-            let mut slots = self.slots(tx, &cluster_arn)?;
+            let mut tds = TdCache::default();
+            let slots = self.slots(tx, &cluster_arn, &mut tds)?;
             let pending = pending_tasks(tx, &cluster_arn)?;
-            for Versioned {
-                version,
-                value: mut t,
-            } in pending
-            {
-                let (cpu, mem) = task_needs(&t);
-                let cp = t.capacity_provider_name.clone().unwrap_or_default();
-                // Binpack on memory: the fitting instance with the least memory left.
-                let pick = slots
-                    .iter_mut()
-                    .filter(|s| {
-                        s.active
-                            && s.connected
-                            && s.record.capacity_provider == cp
-                            && s.free_cpu >= i64::from(cpu)
-                            && s.free_mem >= mem as i64
-                    })
-                    .min_by_key(|s| (s.free_mem, s.record.instance_id.clone()));
-                match pick {
-                    Some(slot) => {
-                        slot.free_cpu -= i64::from(cpu);
-                        slot.free_mem -= mem as i64;
+            let mut by_cp: BTreeMap<String, Vec<Versioned<Task>>> = BTreeMap::new();
+            for v in pending {
+                by_cp
+                    .entry(v.value.capacity_provider_name.clone().unwrap_or_default())
+                    .or_default()
+                    .push(v);
+            }
+            for (cp, tasks) in by_cp {
+                // Running instances of the provider, then those on their way
+                // (registering: their agent is taken as connected, for what
+                // will fit once it is).
+                let active: Vec<usize> = (0..slots.len())
+                    .filter(|&i| slots[i].active && slots[i].record.capacity_provider == cp)
+                    .collect();
+                let coming: Vec<usize> = (0..slots.len())
+                    .filter(|&i| !slots[i].active && slots[i].record.capacity_provider == cp)
+                    .collect();
+                let mut snap =
+                    Snapshot::new(active.iter().map(|&i| slots[i].spec.clone()).collect());
+                let mut later = Snapshot::new(
+                    coming
+                        .iter()
+                        .map(|&i| InstanceSpec {
+                            agent_connected: true,
+                            ..slots[i].spec.clone()
+                        })
+                        .collect(),
+                );
+                let mut demands = Vec::with_capacity(tasks.len());
+                for v in &tasks {
+                    let td = tds.get(tx, v.value.task_definition_arn.as_deref())?;
+                    let requested =
+                        placing::requested(tx, v.value.task_arn.as_deref().unwrap_or(""))?;
+                    demands.push(placing::demand(&v.value, td.as_ref(), &requested));
+                }
+                let options = PlaceOptions::run_task(seed);
+                let placed = if snap.is_empty() {
+                    vec![None; tasks.len()]
+                } else {
+                    placement::place(&mut snap, &demands, &options)
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                };
+                for ((v, d), result) in tasks.into_iter().zip(&demands).zip(placed) {
+                    let Versioned {
+                        version,
+                        value: mut t,
+                    } = v;
+                    if let Some(Placement::Placed { instance, gpus }) = result {
+                        let slot = &slots[active[instance]];
                         if agents::is_awsvpc(&t) {
                             let task_id = t
                                 .task_arn
@@ -218,31 +407,44 @@ impl Scheduler {
                                 ),
                             }
                         }
+                        if !gpus.is_empty() {
+                            if let Some(td) = tds.get(tx, t.task_definition_arn.as_deref())? {
+                                placing::assign_gpus(&mut t, &td, &gpus);
+                            }
+                        }
                         t.container_instance_arn = Some(slot.record.container_instance_arn.clone());
                         t.availability_zone = Some(slot.record.availability_zone.clone());
                         t.last_status = Some("PENDING".into());
                         t.version += 1;
                         tx.put_task(&t, Expect::Version(version))?;
+                        placing::forget(tx, t.task_arn.as_deref().unwrap_or(""))?;
                         dirty.insert(slot.record.instance_id.clone());
                         report.placed += 1;
+                        continue;
                     }
-                    None => {
-                        // Capacity on its way (instances still registering) counts before launching more.
-                        let coming = slots.iter_mut().find(|s| {
-                            !s.active
-                                && s.record.capacity_provider == cp
-                                && s.free_cpu >= i64::from(cpu)
-                                && s.free_mem >= mem as i64
-                        });
-                        match coming {
-                            Some(s) => {
-                                s.free_cpu -= i64::from(cpu);
-                                s.free_mem -= mem as i64;
-                            }
-                            None => unplaced.entry(cp).or_default().push((cpu, mem)),
+                    report.waiting += 1;
+                    let reason = match &result {
+                        Some(Placement::Failed(f)) => f.reason.ecs_reason().to_string(),
+                        _ => "no running instance".to_string(),
+                    };
+                    // Capacity on its way counts before launching more.
+                    if !later.is_empty() {
+                        let r = placement::place(&mut later, std::slice::from_ref(d), &options);
+                        if matches!(r.first(), Some(Placement::Placed { .. })) {
+                            continue;
                         }
-                        report.waiting += 1;
                     }
+                    let td = tds.get(tx, t.task_definition_arn.as_deref())?;
+                    waiting.entry(cp.clone()).or_default().push(Waiting {
+                        task_arn: t.task_arn.clone().unwrap_or_default(),
+                        demand: d.clone(),
+                        architecture: td
+                            .as_ref()
+                            .and_then(|d| d.runtime_platform.as_ref())
+                            .and_then(|p| p.cpu_architecture)
+                            .unwrap_or(CPUArchitecture::X8664),
+                        reason,
+                    });
                 }
             }
             for s in &slots {
@@ -252,21 +454,39 @@ impl Scheduler {
                 if s.connected && s.active {
                     connected.push(s.record.instance_id.clone());
                 }
+                if s.active && s.tasks == 0 && !dirty.contains(&s.record.instance_id) {
+                    idle.push((
+                        s.record.instance_id.clone(),
+                        s.record.capacity_provider.clone(),
+                    ));
+                }
             }
             Ok::<_, EcsError>(())
         })?;
-        for (cp, needs) in unplaced {
-            for id in self.launch_for(cluster, &cp, needs)? {
-                report.launched.push(id);
-            }
-        }
+        self.scale_in(cluster, &idle, now, report)?;
+        self.provision(cluster, waiting, now, report)?;
         for id in connected {
             self.push_if_changed(&id)?;
         }
         Ok(())
     }
 
-    fn slots(&self, tx: &dyn Tx, cluster_arn: &str) -> Result<Vec<Slot>, EcsError> {
+    fn slots(
+        &self,
+        tx: &dyn Tx,
+        cluster_arn: &str,
+        tds: &mut TdCache,
+    ) -> Result<Vec<Slot>, EcsError> {
+        let custom = berth_store::all(|a, n| {
+            tx.attributes(
+                &berth_store::AttributeFilter {
+                    cluster_arn: cluster_arn.to_string(),
+                    ..Default::default()
+                },
+                a,
+                n,
+            )
+        })?;
         let mut out = vec![];
         for status in ["ACTIVE", "REGISTERING"] {
             let list =
@@ -283,17 +503,37 @@ impl Scheduler {
                     (0, 0) => self.planned_capacity(&record),
                     other => other,
                 };
+                let mut on = vec![];
                 let (mut used_cpu, mut used_mem) = (0i64, 0i64);
                 for t in agents::instance_tasks(tx, &record)? {
                     let (c, m) = task_needs(&t);
                     used_cpu += i64::from(c);
                     used_mem += m as i64;
+                    let td = tds.get(tx, t.task_definition_arn.as_deref())?;
+                    on.push((t, td));
+                }
+                let arn = ci.container_instance_arn.clone().unwrap_or_default();
+                let mine: Vec<Attribute> = custom
+                    .iter()
+                    .filter(|a| a.target_id.as_deref() == Some(arn.as_str()))
+                    .cloned()
+                    .collect();
+                let mut spec =
+                    placing::instance_spec(&ci, &mine, &on, reg_cpu - used_cpu, reg_mem - used_mem);
+                if status == "REGISTERING" && spec.free_gpus.is_empty() {
+                    // Not registered yet: the GPUs its type has.
+                    let n = self
+                        .ctx
+                        .catalog
+                        .get(&record.instance_type)
+                        .map_or(0, |t| t.whole_gpus());
+                    spec.free_gpus = (0..n).map(|i| i.to_string()).collect();
                 }
                 out.push(Slot {
                     connected: ci.agent_connected,
                     active: status == "ACTIVE",
-                    free_cpu: reg_cpu - used_cpu,
-                    free_mem: reg_mem - used_mem,
+                    tasks: on.len(),
+                    spec,
                     record,
                 });
             }
@@ -312,13 +552,194 @@ impl Scheduler {
         }
     }
 
-    /// Launches instances for tasks that fit nowhere: first-fit decreasing
-    /// over new instances of the cheapest type that holds the largest task.
+    /// Idle instances: terminated once idle for their capacity provider's
+    /// `scaleInAfter`.
+    fn scale_in(
+        &self,
+        cluster: &Cluster,
+        idle: &[(String, String)],
+        now: f64,
+        report: &mut TickReport,
+    ) -> Result<(), EcsError> {
+        let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
+        let due: Vec<(String, f64)> = {
+            let Ok(mut since) = self.idle_since.lock() else {
+                return Ok(());
+            };
+            since.retain(|(c, id), _| c != &cluster_arn || idle.iter().any(|(i, _)| i == id));
+            let mut due = vec![];
+            for (id, cp) in idle {
+                let first = *since
+                    .entry((cluster_arn.clone(), id.clone()))
+                    .or_insert(now);
+                let Some(after) = self.scale_in_after(cp)? else {
+                    continue;
+                };
+                if now - first >= after {
+                    due.push((id.clone(), now - first));
+                } else {
+                    report.next_tick = Some(
+                        report
+                            .next_tick
+                            .map_or(after - (now - first), |n: f64| n.min(after - (now - first))),
+                    );
+                }
+            }
+            due
+        };
+        for (id, idle_for) in due {
+            // Still idle, in the same transaction that takes it out of placement.
+            let deregistering = self.ctx.store.write(|tx| {
+                let Some(r) = load_record(tx, &id)? else {
+                    return Ok::<_, EcsError>(false);
+                };
+                if !agents::instance_tasks(tx, &r)?.is_empty() {
+                    return Ok(false);
+                }
+                let Some(Versioned {
+                    version,
+                    value: mut ci,
+                }) = tx.container_instance(&r.container_instance_arn)?
+                else {
+                    return Ok(false);
+                };
+                if ci.status.as_deref() != Some("ACTIVE") {
+                    return Ok(false);
+                }
+                ci.status = Some("DEREGISTERING".into());
+                ci.status_reason = Some(format!(
+                    "Idle for {idle_for:.0} s (capacity provider scaleInAfter): scaling in."
+                ));
+                ci.version += 1;
+                tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
+                Ok(true)
+            })?;
+            if let Ok(mut since) = self.idle_since.lock() {
+                since.remove(&(cluster_arn.clone(), id.clone()));
+            }
+            if !deregistering {
+                continue;
+            }
+            match self.provider.terminate(&id) {
+                Ok(()) => {
+                    agents::terminated(
+                        &self.ctx,
+                        &id,
+                        &format!("Scaled in: the instance was idle for {idle_for:.0} s."),
+                    )?;
+                    tracing::info!(instance_id = id, idle_for, "scaled in an idle instance");
+                    report.terminated.push(id);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        instance_id = id,
+                        error = e,
+                        "cannot terminate an idle instance"
+                    );
+                    self.ctx.store.write(|tx| {
+                        let Some(r) = load_record(tx, &id)? else {
+                            return Ok::<_, EcsError>(());
+                        };
+                        if let Some(Versioned {
+                            version,
+                            value: mut ci,
+                        }) = tx.container_instance(&r.container_instance_arn)?
+                        {
+                            ci.status = Some("DEREGISTRATION_FAILED".into());
+                            ci.status_reason =
+                                Some(format!("Terminating the instance failed: {e}"));
+                            ci.version += 1;
+                            tx.put_container_instance(
+                                &r.cluster_arn,
+                                &ci,
+                                Expect::Version(version),
+                            )?;
+                        }
+                        Ok(())
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A capacity provider's `scaleInAfter` in seconds; `None` when scale-in is off (-1).
+    fn scale_in_after(&self, cp_name: &str) -> Result<Option<f64>, EcsError> {
+        let cp = self
+            .ctx
+            .store
+            .read(|tx| Ok::<_, EcsError>(tx.capacity_provider(cp_name)?))?;
+        let value = cp.and_then(|v| {
+            v.value
+                .managed_instances_provider?
+                .infrastructure_optimization?
+                .scale_in_after
+        });
+        Ok(match value {
+            None => Some(self.config.default_scale_in_after.as_secs_f64()),
+            Some(v) if v < 0 => None,
+            Some(v) => Some(f64::from(v)),
+        })
+    }
+
+    /// Launches instances for the tasks that fit nowhere, once their batch is
+    /// due: no new task for [`SchedulerConfig::batch_idle`], or the oldest has
+    /// waited [`SchedulerConfig::batch_max`].
+    fn provision(
+        &self,
+        cluster: &Cluster,
+        waiting: BTreeMap<String, Vec<Waiting>>,
+        now: f64,
+        report: &mut TickReport,
+    ) -> Result<(), EcsError> {
+        let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
+        let idle = self.config.batch_idle.as_secs_f64();
+        let max = self.config.batch_max.as_secs_f64();
+        let mut due = vec![];
+        if let Ok(mut batches) = self.batches.lock() {
+            batches.retain(|(c, cp), _| c != &cluster_arn || waiting.contains_key(cp));
+            for (cp, tasks) in waiting {
+                let b = batches
+                    .entry((cluster_arn.clone(), cp.clone()))
+                    .or_insert_with(|| Batch {
+                        first: now,
+                        grew: now,
+                        arns: BTreeSet::new(),
+                    });
+                for t in &tasks {
+                    if b.arns.insert(t.task_arn.clone()) {
+                        b.grew = now;
+                    }
+                }
+                b.arns.retain(|a| tasks.iter().any(|t| &t.task_arn == a));
+                let left = (idle - (now - b.grew)).min(max - (now - b.first));
+                if left <= 0.0 {
+                    batches.remove(&(cluster_arn.clone(), cp.clone()));
+                    due.push((cp, tasks));
+                } else {
+                    report.next_tick = Some(report.next_tick.map_or(left, |n: f64| n.min(left)));
+                }
+            }
+        }
+        for (cp, tasks) in due {
+            for id in self.launch_for(cluster, &cp, &tasks, now)? {
+                report.launched.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans and launches instances for tasks that fit nowhere: berth's
+    /// planner ([`berth_scheduler::plan`]) over the capacity provider's
+    /// instance types, once per class of placement constraints (a `memberOf`
+    /// narrows the types and zones; `distinctInstance` gets an instance per
+    /// task). Types whose launch failed lately are left out.
     fn launch_for(
         &self,
         cluster: &Cluster,
         cp_name: &str,
-        mut needs: Vec<(u32, u64)>,
+        tasks: &[Waiting],
+        now: f64,
     ) -> Result<Vec<String>, EcsError> {
         let cp = self
             .ctx
@@ -332,65 +753,230 @@ impl Scheduler {
             .as_ref()
             .and_then(|m| m.instance_launch_template.clone())
             .unwrap_or_default();
-        let reqs = template
+        let requirements = template
             .instance_requirements
             .clone()
             .unwrap_or_else(default_requirements);
-        let region = self.ctx.arns.region.clone();
-        let options = berth_catalog::MatchOptions {
-            architecture: self.config.architecture,
-            ..Default::default()
+        let capacity = match template.capacity_option_type {
+            Some(CapacityOptionType::Spot) => CapacityOption::Spot,
+            _ => CapacityOption::OnDemand,
         };
-        let candidates = self
-            .ctx
-            .catalog
-            .matching_with(&region, &reqs, &options)
-            .unwrap_or_default();
         let subnets = template
             .network_configuration
             .as_ref()
             .and_then(|n| n.subnets.clone())
             .unwrap_or_default();
-        needs.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
-        let reserve = self.config.reserved_memory_mib;
-        let mut bins: Vec<(String, i64, i64)> = vec![];
-        for (cpu, mem) in needs {
-            if let Some(b) = bins
-                .iter_mut()
-                .find(|b| b.1 >= i64::from(cpu) && b.2 >= mem as i64)
-            {
-                b.1 -= i64::from(cpu);
-                b.2 -= mem as i64;
-                continue;
+        let zones: Vec<(String, String)> = subnets
+            .iter()
+            .map(|s| (self.provider.availability_zone(s), s.clone()))
+            .collect();
+        let region = self.ctx.arns.region.clone();
+        let unavailable: BTreeSet<String> = match self.unavailable.lock() {
+            Ok(mut u) => {
+                u.retain(|_, until| *until > now);
+                u.keys().cloned().collect()
             }
-            let Some(t) =
-                self.ctx
-                    .catalog
-                    .cheapest_fitting(&region, &candidates, cpu, mem + reserve, 0)
-            else {
-                tracing::warn!(
-                    capacity_provider = cp_name,
-                    cpu,
-                    memory = mem,
-                    "no instance type of the capacity provider fits the task"
-                );
-                continue;
-            };
-            bins.push((
-                t.name.clone(),
-                i64::from(t.cpu_units()) - i64::from(cpu),
-                t.memory_mib as i64 - reserve as i64 - mem as i64,
-            ));
+            Err(_) => BTreeSet::new(),
+        };
+        // Tasks by placement class: the same memberOf expressions and distinctInstance.
+        let mut classes: BTreeMap<(Vec<String>, bool), Vec<&Waiting>> = BTreeMap::new();
+        for w in tasks {
+            if let Some(host) = self.config.architecture {
+                if host.ecs() != Some(w.architecture) {
+                    self.warn_once(
+                        &w.task_arn,
+                        &format!(
+                            "the task needs {} and this provider's instances run {}",
+                            w.architecture.as_str(),
+                            host.as_str()
+                        ),
+                    );
+                    continue;
+                }
+            }
+            let mut exprs = vec![];
+            let mut distinct = false;
+            for c in &w.demand.constraints {
+                match c {
+                    Constraint::MemberOf(e) => exprs.push(e.source().to_string()),
+                    Constraint::DistinctInstance => distinct = true,
+                }
+            }
+            exprs.sort();
+            classes.entry((exprs, distinct)).or_default().push(w);
         }
         let mut launched = vec![];
-        for (i, (instance_type, _, _)) in bins.into_iter().enumerate() {
-            let subnet = subnets
-                .get(i % subnets.len().max(1))
-                .cloned()
-                .unwrap_or_default();
-            launched.push(self.launch(cluster, cp_name, &instance_type, &subnet)?);
+        for ((_, distinct), members) in classes {
+            let exprs: Vec<&berth_scheduler::placement::Expr> = members[0]
+                .demand
+                .constraints
+                .iter()
+                .filter_map(|c| match c {
+                    Constraint::MemberOf(e) => Some(e),
+                    Constraint::DistinctInstance => None,
+                })
+                .collect();
+            // The (type, zone) pairs a new instance could have that satisfy every expression.
+            let mut excluded = unavailable.clone();
+            let mut class_zones: Vec<(String, String)> = zones.clone();
+            if !exprs.is_empty() {
+                let options = berth_catalog::MatchOptions {
+                    architecture: self.config.architecture,
+                    ..Default::default()
+                };
+                let types = self
+                    .ctx
+                    .catalog
+                    .matching_with(&region, &requirements, &options)
+                    .unwrap_or_default();
+                let zone_names: Vec<String> = if zones.is_empty() {
+                    vec![String::new()]
+                } else {
+                    zones.iter().map(|(z, _)| z.clone()).collect()
+                };
+                let mut ok_types = BTreeSet::new();
+                let mut ok_zones = BTreeSet::new();
+                for t in &types {
+                    for z in &zone_names {
+                        let facts = NewInstance {
+                            instance_type: t,
+                            zone: z,
+                        };
+                        if exprs.iter().all(|e| e.matches(&facts)) {
+                            ok_types.insert(t.name.clone());
+                            ok_zones.insert(z.clone());
+                        }
+                    }
+                }
+                if ok_types.is_empty() {
+                    for w in &members {
+                        self.warn_once(
+                            &w.task_arn,
+                            "no instance type of the capacity provider satisfies its memberOf placement constraints",
+                        );
+                    }
+                    continue;
+                }
+                excluded.extend(
+                    types
+                        .iter()
+                        .map(|t| t.name.clone())
+                        .filter(|n| !ok_types.contains(n)),
+                );
+                class_zones.retain(|(z, _)| ok_zones.contains(z));
+            }
+            // Identical tasks form a group.
+            let mut groups: Vec<TaskGroup> = vec![];
+            for w in &members {
+                let d = &w.demand;
+                match groups.iter_mut().find(|g| {
+                    g.cpu == d.cpu
+                        && g.memory_mib == u64::from(d.memory)
+                        && g.gpu == d.gpus
+                        && g.architecture == w.architecture
+                }) {
+                    Some(g) => g.count += 1,
+                    None => groups.push(TaskGroup {
+                        name: format!("g{}", groups.len()),
+                        cpu: d.cpu,
+                        memory_mib: u64::from(d.memory),
+                        gpu: d.gpus,
+                        count: 1,
+                        architecture: w.architecture,
+                    }),
+                }
+            }
+            // distinctInstance: one task per instance, so plan one and launch it as often.
+            let rounds: Vec<(Vec<TaskGroup>, u32)> = if distinct {
+                groups
+                    .into_iter()
+                    .map(|g| {
+                        (
+                            vec![TaskGroup {
+                                count: 1,
+                                ..g.clone()
+                            }],
+                            g.count,
+                        )
+                    })
+                    .collect()
+            } else {
+                vec![(groups, 1)]
+            };
+            for (groups, copies) in rounds {
+                let mut request = PlanRequest::new(region.clone(), requirements.clone(), groups);
+                request.capacity = capacity;
+                request.reservation = Reservation::MemoryMib(self.config.reserved_memory_mib);
+                request.unavailable = excluded.clone();
+                request.availability_zones = class_zones.iter().map(|(z, _)| z.clone()).collect();
+                let plan = match berth_scheduler::plan::plan(&self.ctx.catalog, &request) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(capacity_provider = cp_name, error = %e, "cannot plan capacity");
+                        continue;
+                    }
+                };
+                for u in &plan.unplaceable {
+                    tracing::warn!(
+                        capacity_provider = cp_name,
+                        tasks = u.count,
+                        reason = u.reason,
+                        "no instance type of the capacity provider can hold these tasks"
+                    );
+                }
+                tracing::info!(
+                    capacity_provider = cp_name,
+                    instances = plan.instances.len() * copies as usize,
+                    hourly_cost = plan.hourly_cost * f64::from(copies),
+                    lower_bound = plan.lower_bound * f64::from(copies),
+                    "planned capacity"
+                );
+                for i in 0..copies as usize {
+                    for (k, inst) in plan.instances.iter().enumerate() {
+                        let subnet = match &inst.availability_zone {
+                            Some(z) => class_zones
+                                .iter()
+                                .find(|(zone, _)| zone == z)
+                                .map(|(_, s)| s.clone()),
+                            None => None,
+                        }
+                        .or_else(|| {
+                            let n = class_zones.len().max(1);
+                            class_zones.get((i + k) % n).map(|(_, s)| s.clone())
+                        })
+                        .or_else(|| subnets.first().cloned())
+                        .unwrap_or_default();
+                        match self.launch(cluster, cp_name, &inst.instance_type, &subnet) {
+                            Ok(id) => launched.push(id),
+                            Err(e) => {
+                                // That offering is out for a while; the next batch plans without it.
+                                tracing::warn!(
+                                    instance_type = inst.instance_type,
+                                    error = %e.message,
+                                    "marking the instance type unavailable"
+                                );
+                                if let Ok(mut u) = self.unavailable.lock() {
+                                    u.insert(
+                                        inst.instance_type.clone(),
+                                        now + self.config.unavailable_for.as_secs_f64(),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         Ok(launched)
+    }
+
+    /// Logs why a task cannot get capacity, once per task.
+    fn warn_once(&self, task_arn: &str, why: &str) {
+        if let Ok(mut warned) = self.warned.lock() {
+            if warned.insert(task_arn.to_string()) {
+                tracing::warn!(task = task_arn, "the task waits in PROVISIONING: {why}");
+            }
+        }
     }
 
     fn launch(
@@ -477,6 +1063,8 @@ impl Scheduler {
             t.memory_mib
                 .saturating_sub(self.config.reserved_memory_mib)
                 .to_string(),
+            "--gpus".into(),
+            t.whole_gpus().to_string(),
         ]);
         let spec = LaunchRequest {
             instance_id: instance_id.clone(),

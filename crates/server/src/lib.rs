@@ -196,17 +196,23 @@ async fn run_scheduler(
 ) {
     loop {
         let sched = s.clone();
+        let mut next = Duration::from_secs(1);
         match tokio::task::spawn_blocking(move || sched.tick()).await {
-            Ok(Ok(report)) if report.placed > 0 || !report.launched.is_empty() => {
-                tracing::debug!(placed = report.placed, launched = ?report.launched, "scheduler tick");
+            Ok(Ok(report)) => {
+                if report.placed > 0 || !report.launched.is_empty() || !report.terminated.is_empty()
+                {
+                    tracing::debug!(placed = report.placed, launched = ?report.launched, terminated = ?report.terminated, "scheduler tick");
+                }
+                if let Some(due) = report.next_tick {
+                    next = next.min(Duration::from_secs_f64(due.max(0.0) + 0.01));
+                }
             }
-            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e.message, "scheduler tick failed"),
             Err(e) => tracing::error!(error = %e, "scheduler tick panicked"),
         }
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(next) => {}
         }
     }
 }

@@ -17,6 +17,7 @@ struct Recorder {
     launches: Mutex<Vec<LaunchRequest>>,
     sent: Mutex<Vec<(String, ServerMessage)>>,
     next: Mutex<u32>,
+    terminated: Mutex<Vec<String>>,
 }
 
 impl Launcher for Recorder {
@@ -34,6 +35,13 @@ impl Launcher for Recorder {
         let mut n = self.next.lock().expect("lock");
         *n += 1;
         format!("i-{:017x}", *n)
+    }
+    fn terminate(&self, instance_id: &str) -> Result<(), String> {
+        self.terminated
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push(instance_id.to_string());
+        Ok(())
     }
 }
 
@@ -53,16 +61,18 @@ fn scheduler(h: &Harness, rec: &Arc<Recorder>) -> Scheduler {
         rec.clone(),
         rec.clone(),
         SchedulerConfig {
-            server_url: "http://127.0.0.1:1".into(),
-            agent_program: "/bin/true".into(),
-            agent_args: vec![],
-            state_root: std::env::temp_dir(),
-            reserved_memory_mib: 256,
             architecture: Some(if cfg!(target_arch = "aarch64") {
                 berth_catalog::Architecture::Arm64
             } else {
                 berth_catalog::Architecture::X86_64
             }),
+            // Plan at the first tick: batching is tested on its own.
+            batch_idle: std::time::Duration::ZERO,
+            ..SchedulerConfig::new(
+                "http://127.0.0.1:1".into(),
+                "/bin/true".into(),
+                std::env::temp_dir(),
+            )
         },
     )
 }

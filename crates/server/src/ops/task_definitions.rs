@@ -238,6 +238,17 @@ pub fn register(
     if requires.contains(&Compatibility::External) || requires.contains(&Compatibility::Fargate) {
         // Accepted and stored: berth places every task on managed instances.
     }
+    let placement = req.placement_constraints.as_deref().unwrap_or_default();
+    if placement.len() > berth_scheduler::placement::MAX_CONSTRAINTS {
+        return Err(EcsError::invalid(
+            "A task definition can have at most 10 placement constraints.",
+        ));
+    }
+    for (i, c) in placement.iter().enumerate() {
+        // The model allows memberOf only: distinctInstance is for RunTask and services.
+        berth_scheduler::placement::Constraint::from_ecs("memberOf", c.expression.as_deref())
+            .map_err(|e| EcsError::invalid(format!("placementConstraints[{i}]: {e}")))?;
+    }
     let mut containers = req.container_definitions.clone().unwrap_or_default();
     let (sum_cpu, sum_memory) = validate_containers(&mut containers, mi_required)?;
     let task_cpu = req.cpu.as_deref().map(parse_cpu).transpose()?;

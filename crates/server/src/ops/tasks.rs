@@ -83,56 +83,6 @@ fn check_network(nc: &Option<NetworkConfiguration>) -> OpResult<()> {
     Ok(())
 }
 
-fn check_placement(
-    constraints: &[PlacementConstraint],
-    strategy: &[PlacementStrategy],
-) -> OpResult<()> {
-    if constraints.len() > 10 {
-        return Err(EcsError::invalid(
-            "At most 10 placement constraints are allowed in one request.",
-        ));
-    }
-    for c in constraints {
-        match c.r#type {
-            Some(PlacementConstraintType::MemberOf) => {
-                if c.expression.as_deref().unwrap_or("").trim().is_empty() {
-                    return Err(EcsError::invalid(
-                        "A memberOf placement constraint needs an expression.",
-                    ));
-                }
-            }
-            Some(PlacementConstraintType::DistinctInstance) => {
-                if c.expression.is_some() {
-                    return Err(EcsError::invalid(
-                        "A distinctInstance placement constraint takes no expression.",
-                    ));
-                }
-            }
-            None => return Err(EcsError::invalid("A placement constraint needs a type.")),
-        }
-    }
-    if strategy.len() > 5 {
-        return Err(EcsError::invalid(
-            "At most 5 placement strategies are allowed in one request.",
-        ));
-    }
-    for s in strategy {
-        match (s.r#type, s.field.as_deref()) {
-            (Some(PlacementStrategyType::Random), _) => {}
-            (Some(PlacementStrategyType::Binpack), Some(f)) if ["cpu", "memory", "CPU", "MEMORY"].contains(&f) => {}
-            (Some(PlacementStrategyType::Binpack), _) => {
-                return Err(EcsError::invalid("A binpack placement strategy needs the field cpu or memory."))
-            }
-            (Some(PlacementStrategyType::Spread), Some(f)) if !f.is_empty() => {}
-            (Some(PlacementStrategyType::Spread), _) => {
-                return Err(EcsError::invalid("A spread placement strategy needs a field, such as instanceId or attribute:ecs.availability-zone."))
-            }
-            (None, _) => return Err(EcsError::invalid("A placement strategy needs a type.")),
-        }
-    }
-    Ok(())
-}
-
 /// The task ARN a `task` parameter (ID or ARN) names, within a cluster.
 fn task_arn(ctx: &Ctx, cluster: &Cluster, given: &str) -> String {
     if given.starts_with("arn:") {
@@ -195,7 +145,9 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
             ));
         }
     }
-    check_placement(
+    // The request's own placement first; with the task definition's constraints below.
+    berth_control::placing::check(
+        &[],
         req.placement_constraints.as_deref().unwrap_or_default(),
         req.placement_strategy.as_deref().unwrap_or_default(),
     )?;
@@ -235,6 +187,15 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
         if td.status != Some(TaskDefinitionStatus::Active) {
             return Err(EcsError::client("TaskDefinition is inactive"));
         }
+        berth_control::placing::check(
+            td.placement_constraints.as_deref().unwrap_or_default(),
+            req.placement_constraints.as_deref().unwrap_or_default(),
+            req.placement_strategy.as_deref().unwrap_or_default(),
+        )?;
+        let requested = berth_control::placing::Requested {
+            constraints: req.placement_constraints.clone().unwrap_or_default(),
+            strategy: req.placement_strategy.clone().unwrap_or_default(),
+        };
         if !td.compatibilities.iter().flatten().any(|c| *c == Compatibility::ManagedInstances) {
             return Err(EcsError::client(
                 "Task definition does not support launch_type MANAGED_INSTANCES.",
@@ -378,6 +339,7 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
                 ..Default::default()
             };
             tx.put_task(&task, Expect::Absent)?;
+            berth_control::placing::remember(tx, &arn, &requested)?;
             tasks.push(task);
         }
         if let Some(token) = &req.client_token {
