@@ -22,6 +22,7 @@
 //! cost-optimal planner and ECS placement strategies come later.
 
 pub mod agents;
+pub mod protection;
 pub mod scheduler;
 pub mod usage;
 
