@@ -23,6 +23,7 @@
 
 pub mod agents;
 pub mod placing;
+pub mod protection;
 pub mod scheduler;
 pub mod usage;
 

@@ -9,6 +9,7 @@ mod attributes;
 mod capacity_providers;
 mod clusters;
 mod container_instances;
+mod protection;
 mod settings;
 mod tags;
 mod task_definitions;
@@ -95,6 +96,8 @@ pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) ->
         O::StopTask => call!(tasks::stop),
         O::DescribeTasks => call!(tasks::describe),
         O::ListTasks => call!(tasks::list),
+        O::UpdateTaskProtection => call!(protection::update),
+        O::GetTaskProtection => call!(protection::get),
         O::ListContainerInstances => call!(container_instances::list),
         O::DescribeContainerInstances => call!(container_instances::describe),
         O::UpdateContainerInstancesState => call!(container_instances::update_state),
@@ -130,7 +133,6 @@ pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) ->
         | O::DescribeTaskSets
         | O::DiscoverPollEndpoint
         | O::ExecuteCommand
-        | O::GetTaskProtection
         | O::ListDaemonDeployments
         | O::ListDaemonTaskDefinitions
         | O::ListDaemons
@@ -149,7 +151,6 @@ pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) ->
         | O::UpdateExpressGatewayService
         | O::UpdateService
         | O::UpdateServicePrimaryTaskSet
-        | O::UpdateTaskProtection
         | O::UpdateTaskSet => Err(EcsError::new(
             ErrorKind::UnsupportedFeature,
             format!("berth does not support {} yet.", op.name()),

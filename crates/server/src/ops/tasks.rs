@@ -84,7 +84,7 @@ fn check_network(nc: &Option<NetworkConfiguration>) -> OpResult<()> {
 }
 
 /// The task ARN a `task` parameter (ID or ARN) names, within a cluster.
-fn task_arn(ctx: &Ctx, cluster: &Cluster, given: &str) -> String {
+pub(super) fn task_arn(ctx: &Ctx, cluster: &Cluster, given: &str) -> String {
     if given.starts_with("arn:") {
         given.to_string()
     } else {
