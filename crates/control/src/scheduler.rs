@@ -168,6 +168,8 @@ pub struct Scheduler {
     unavailable: Mutex<BTreeMap<String, f64>>,
     /// Tasks already logged as waiting without a way to get capacity.
     warned: Mutex<BTreeSet<String>>,
+    /// The instance each task was planned onto, until the task is placed.
+    planned: Mutex<BTreeMap<String, String>>,
 }
 
 struct Slot {
@@ -188,6 +190,20 @@ struct Waiting {
     /// Why placement refused it (ECS's reason).
     #[allow(dead_code)]
     reason: String,
+}
+
+/// The instance planned for a task.
+fn planned_for(planned: &Mutex<BTreeMap<String, String>>, task_arn: &str) -> Option<String> {
+    planned.lock().ok()?.get(task_arn).cloned()
+}
+
+/// `demand` restricted to one instance.
+fn pin(demand: &Demand, instance_id: &str) -> Demand {
+    let mut d = demand.clone();
+    if let Ok(e) = placement::parse_expression(&format!("ec2InstanceId == {instance_id}")) {
+        d.constraints.push(Constraint::MemberOf(e));
+    }
+    d
 }
 
 /// Pending tasks gathering before they are planned for.
@@ -282,6 +298,7 @@ impl Scheduler {
             batches: Mutex::new(BTreeMap::new()),
             unavailable: Mutex::new(BTreeMap::new()),
             warned: Mutex::new(BTreeSet::new()),
+            planned: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -370,14 +387,39 @@ impl Scheduler {
                     demands.push(placing::demand(&v.value, td.as_ref(), &requested));
                 }
                 let options = PlaceOptions::run_task(seed);
-                let placed = if snap.is_empty() {
-                    vec![None; tasks.len()]
-                } else {
-                    placement::place(&mut snap, &demands, &options)
-                        .into_iter()
-                        .map(Some)
-                        .collect()
-                };
+                // Tasks the planner launched an instance for go there first,
+                // so the fleet packs as planned; the rest (and those that no
+                // longer fit there) are placed by their strategies.
+                let planned = self.planned_instances(&tasks);
+                let mut placed: Vec<Option<Placement>> = vec![None; tasks.len()];
+                if !snap.is_empty() {
+                    let is_active =
+                        |id: &str| active.iter().any(|&k| slots[k].record.instance_id == id);
+                    let first: Vec<usize> = (0..tasks.len())
+                        .filter(|&i| planned[i].as_deref().is_some_and(is_active))
+                        .collect();
+                    let pinned: Vec<Demand> = first
+                        .iter()
+                        .map(|&i| pin(&demands[i], planned[i].as_deref().unwrap_or("")))
+                        .collect();
+                    for (&i, r) in first
+                        .iter()
+                        .zip(placement::place(&mut snap, &pinned, &options))
+                    {
+                        if matches!(r, Placement::Placed { .. }) {
+                            placed[i] = Some(r);
+                        }
+                    }
+                    let rest: Vec<usize> =
+                        (0..tasks.len()).filter(|&i| placed[i].is_none()).collect();
+                    let others: Vec<Demand> = rest.iter().map(|&i| demands[i].clone()).collect();
+                    for (&i, r) in rest
+                        .iter()
+                        .zip(placement::place(&mut snap, &others, &options))
+                    {
+                        placed[i] = Some(r);
+                    }
+                }
                 for ((v, d), result) in tasks.into_iter().zip(&demands).zip(placed) {
                     let Versioned {
                         version,
@@ -418,6 +460,9 @@ impl Scheduler {
                         t.version += 1;
                         tx.put_task(&t, Expect::Version(version))?;
                         placing::forget(tx, t.task_arn.as_deref().unwrap_or(""))?;
+                        if let Ok(mut p) = self.planned.lock() {
+                            p.remove(t.task_arn.as_deref().unwrap_or(""));
+                        }
                         dirty.insert(slot.record.instance_id.clone());
                         report.placed += 1;
                         continue;
@@ -427,10 +472,23 @@ impl Scheduler {
                         Some(Placement::Failed(f)) => f.reason.ecs_reason().to_string(),
                         _ => "no running instance".to_string(),
                     };
-                    // Capacity on its way counts before launching more.
+                    // Capacity on its way counts before launching more: the
+                    // instance planned for the task, else any with room.
                     if !later.is_empty() {
-                        let r = placement::place(&mut later, std::slice::from_ref(d), &options);
-                        if matches!(r.first(), Some(Placement::Placed { .. })) {
+                        let own = planned_for(&self.planned, t.task_arn.as_deref().unwrap_or(""))
+                            .filter(|id| {
+                                coming.iter().any(|&k| &slots[k].record.instance_id == id)
+                            });
+                        let mut fits = false;
+                        if let Some(id) = own {
+                            let r = placement::place(&mut later, &[pin(d, &id)], &options);
+                            fits = matches!(r.first(), Some(Placement::Placed { .. }));
+                        }
+                        if !fits {
+                            let r = placement::place(&mut later, std::slice::from_ref(d), &options);
+                            fits = matches!(r.first(), Some(Placement::Placed { .. }));
+                        }
+                        if fits {
                             continue;
                         }
                     }
@@ -904,12 +962,13 @@ impl Scheduler {
                 vec![(groups, 1)]
             };
             for (groups, copies) in rounds {
+                let groups_of_round = groups.clone();
                 let mut request = PlanRequest::new(region.clone(), requirements.clone(), groups);
                 request.capacity = capacity;
                 request.reservation = Reservation::MemoryMib(self.config.reserved_memory_mib);
                 request.unavailable = excluded.clone();
                 request.availability_zones = class_zones.iter().map(|(z, _)| z.clone()).collect();
-                let plan = match berth_scheduler::plan::plan(&self.ctx.catalog, &request) {
+                let plan = match berth_scheduler::plan::plan(self.ctx.catalog, &request) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(capacity_provider = cp_name, error = %e, "cannot plan capacity");
@@ -931,23 +990,52 @@ impl Scheduler {
                     lower_bound = plan.lower_bound * f64::from(copies),
                     "planned capacity"
                 );
+                // Which waiting tasks each planned instance is for, by group.
+                let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for w in &members {
+                    let d = &w.demand;
+                    if let Some(g) = groups_of_round.iter().find(|g| {
+                        g.cpu == d.cpu
+                            && g.memory_mib == u64::from(d.memory)
+                            && g.gpu == d.gpus
+                            && g.architecture == w.architecture
+                    }) {
+                        by_group
+                            .entry(g.name.clone())
+                            .or_default()
+                            .push(w.task_arn.clone());
+                    }
+                }
                 for i in 0..copies as usize {
                     for (k, inst) in plan.instances.iter().enumerate() {
-                        let subnet = match &inst.availability_zone {
-                            Some(z) => class_zones
-                                .iter()
-                                .find(|(zone, _)| zone == z)
-                                .map(|(_, s)| s.clone()),
-                            None => None,
-                        }
-                        .or_else(|| {
-                            let n = class_zones.len().max(1);
-                            class_zones.get((i + k) % n).map(|(_, s)| s.clone())
-                        })
-                        .or_else(|| subnets.first().cloned())
-                        .unwrap_or_default();
+                        // The planned zone; copies (distinctInstance) turn
+                        // round the zones from there.
+                        let base = inst
+                            .availability_zone
+                            .as_ref()
+                            .and_then(|z| class_zones.iter().position(|(zone, _)| zone == z))
+                            .unwrap_or(k);
+                        let n = class_zones.len().max(1);
+                        let subnet = class_zones
+                            .get((base + i) % n)
+                            .map(|(_, s)| s.clone())
+                            .or_else(|| subnets.first().cloned())
+                            .unwrap_or_default();
                         match self.launch(cluster, cp_name, &inst.instance_type, &subnet) {
-                            Ok(id) => launched.push(id),
+                            Ok(id) => {
+                                if let Ok(mut p) = self.planned.lock() {
+                                    for (g, n) in &inst.tasks {
+                                        let Some(arns) = by_group.get_mut(g) else {
+                                            continue;
+                                        };
+                                        let take = (*n as usize).min(arns.len());
+                                        for arn in arns.drain(..take) {
+                                            p.insert(arn, id.clone());
+                                        }
+                                    }
+                                }
+                                launched.push(id)
+                            }
                             Err(e) => {
                                 // That offering is out for a while; the next batch plans without it.
                                 tracing::warn!(
@@ -968,6 +1056,14 @@ impl Scheduler {
             }
         }
         Ok(launched)
+    }
+
+    /// The instance planned for each task, if any.
+    fn planned_instances(&self, tasks: &[Versioned<Task>]) -> Vec<Option<String>> {
+        tasks
+            .iter()
+            .map(|v| planned_for(&self.planned, v.value.task_arn.as_deref().unwrap_or("")))
+            .collect()
     }
 
     /// Logs why a task cannot get capacity, once per task.

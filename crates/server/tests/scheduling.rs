@@ -5,94 +5,11 @@
 mod common;
 
 use berth_control::agents::{self, Admission};
-use berth_control::scheduler::{LaunchRequest, Launcher, Scheduler, SchedulerConfig};
-use berth_control::AgentLink;
-use berth_protocol::{ContainerReport, Hello, Resources, ServerMessage, TaskReport, VERSION};
+use berth_protocol::{ContainerReport, ServerMessage, TaskReport};
+use common::sched::{hello, scheduler, Recorder};
 use common::{setup, Harness};
 use serde_json::json;
-use std::sync::{Arc, Mutex};
-
-#[derive(Default)]
-struct Recorder {
-    launches: Mutex<Vec<LaunchRequest>>,
-    sent: Mutex<Vec<(String, ServerMessage)>>,
-    next: Mutex<u32>,
-    terminated: Mutex<Vec<String>>,
-}
-
-impl Launcher for Recorder {
-    fn launch(&self, request: &LaunchRequest) -> Result<(), String> {
-        self.launches
-            .lock()
-            .map_err(|e| e.to_string())?
-            .push(request.clone());
-        Ok(())
-    }
-    fn availability_zone(&self, _subnet: &str) -> String {
-        "us-east-1a".into()
-    }
-    fn new_instance_id(&self) -> String {
-        let mut n = self.next.lock().expect("lock");
-        *n += 1;
-        format!("i-{:017x}", *n)
-    }
-    fn terminate(&self, instance_id: &str) -> Result<(), String> {
-        self.terminated
-            .lock()
-            .map_err(|e| e.to_string())?
-            .push(instance_id.to_string());
-        Ok(())
-    }
-}
-
-impl AgentLink for Recorder {
-    fn send(&self, instance_id: &str, message: ServerMessage) -> bool {
-        self.sent
-            .lock()
-            .expect("lock")
-            .push((instance_id.to_string(), message));
-        true
-    }
-}
-
-fn scheduler(h: &Harness, rec: &Arc<Recorder>) -> Scheduler {
-    Scheduler::new(
-        h.state.ctx.clone(),
-        rec.clone(),
-        rec.clone(),
-        SchedulerConfig {
-            architecture: Some(if cfg!(target_arch = "aarch64") {
-                berth_catalog::Architecture::Arm64
-            } else {
-                berth_catalog::Architecture::X86_64
-            }),
-            // Plan at the first tick: batching is tested on its own.
-            batch_idle: std::time::Duration::ZERO,
-            ..SchedulerConfig::new(
-                "http://127.0.0.1:1".into(),
-                "/bin/true".into(),
-                std::env::temp_dir(),
-            )
-        },
-    )
-}
-
-fn hello(instance_id: &str, cpu: u32, memory_mib: u64) -> Hello {
-    Hello {
-        protocol: VERSION,
-        instance_id: instance_id.into(),
-        agent_version: "test".into(),
-        runtime: "runc".into(),
-        resources: Resources {
-            cpu,
-            memory_mib,
-            gpus: vec![],
-        },
-        attributes: Default::default(),
-        tasks: vec![],
-        generation: 0,
-    }
-}
+use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_launched_for_placed_run_and_stopped_with_its_exit_code() {

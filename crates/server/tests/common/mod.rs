@@ -2,6 +2,8 @@
 //! over an in-memory store and a manual clock.
 #![allow(dead_code)]
 
+pub mod sched;
+
 use axum::body::Body;
 use berth_model::arn::ArnContext;
 use berth_model::clock::{Clock, ManualClock};
