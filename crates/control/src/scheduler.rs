@@ -1058,6 +1058,17 @@ impl Scheduler {
         Ok(launched)
     }
 
+    /// A provider reports that an offering was interrupted (a spot
+    /// instance reclaimed) or ran out of capacity: plans leave the type out
+    /// for [`SchedulerConfig::unavailable_for`].
+    pub fn offering_unavailable(&self, instance_type: &str) {
+        let until = self.ctx.now() + self.config.unavailable_for.as_secs_f64();
+        if let Ok(mut u) = self.unavailable.lock() {
+            u.insert(instance_type.to_string(), until);
+        }
+        tracing::info!(instance_type, "offering unavailable for a while");
+    }
+
     /// The instance planned for each task, if any.
     fn planned_instances(&self, tasks: &[Versioned<Task>]) -> Vec<Option<String>> {
         tasks

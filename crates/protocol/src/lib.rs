@@ -9,7 +9,10 @@
 //! for the instance with a generation number ([`ServerMessage::Desired`]). The
 //! agent converges its real containers to that set and reports every change
 //! ([`AgentMessage::TaskUpdate`]). Reconnects, retries and restarts on either
-//! side are therefore harmless: the next `Desired` says everything.
+//! side are therefore harmless: the next `Desired` says everything. A task
+//! the agent runs that the set leaves out is to be stopped: the server sends
+//! only tasks to run, so the set stays the size of what runs. Generations
+//! grow along one connection; an agent starts counting again on each.
 //!
 //! Authentication: the first connection presents the one-time join token the
 //! provider handed to the instance; the server answers with a per-instance

@@ -572,3 +572,58 @@ async fn scale_in_can_be_turned_off() {
     h.clock.advance(Duration::from_secs(100_000));
     assert!(tick(&s).terminated.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_plans_with_spot_capable_types_and_avoids_an_interrupted_offering() {
+    let h = Harness::new();
+    h.ok("CreateCluster", json!({"clusterName": "c1"})).await;
+    let mut p = provider("mi", "c1");
+    p["managedInstancesProvider"]["instanceLaunchTemplate"]["capacityOptionType"] = json!("SPOT");
+    h.ok("CreateCapacityProvider", p).await;
+    h.ok(
+        "PutClusterCapacityProviders",
+        json!({"cluster": "c1", "capacityProviders": ["mi"],
+               "defaultCapacityProviderStrategy": [{"capacityProvider": "mi"}]}),
+    )
+    .await;
+    td(&h, "small", 256, 512, json!([])).await;
+    // What the planner picks for spot, offline.
+    let mut req = berth_scheduler::plan::PlanRequest::new(
+        "us-east-1",
+        berth_model::ecs::InstanceRequirementsRequest {
+            v_cpu_count: Some(berth_model::ecs::VCpuCountRangeRequest {
+                min: Some(2),
+                max: Some(8),
+            }),
+            memory_mib: Some(berth_model::ecs::MemoryMiBRequest {
+                min: Some(4096),
+                max: None,
+            }),
+            ..Default::default()
+        },
+        vec![group("g0", 256, 512, 1)],
+    );
+    req.capacity = berth_scheduler::plan::CapacityOption::Spot;
+    let first = berth_scheduler::plan::plan(berth_catalog::Catalog::embedded(), &req)
+        .expect("plan")
+        .instances[0]
+        .instance_type
+        .clone();
+    let catalog = berth_catalog::Catalog::embedded();
+    assert!(
+        catalog.get(&first).is_some_and(|t| t.spot_supported),
+        "{first}"
+    );
+    // That spot offering was just interrupted: the scheduler avoids it.
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    s.offering_unavailable(&first);
+    run(&h, json!({"taskDefinition": "small", "count": 1})).await;
+    tick(&s);
+    let launched = rec.launches.lock().expect("lock")[0].instance_type.clone();
+    assert_ne!(launched, first);
+    assert!(
+        catalog.get(&launched).is_some_and(|t| t.spot_supported),
+        "{launched}"
+    );
+}
