@@ -9,5 +9,6 @@
 //! The `control` crate's reconcilers feed these from the store; `berth capacity
 //! plan` and `berth bench` call them directly.
 
+pub mod consolidate;
 pub mod placement;
 pub mod plan;
