@@ -70,6 +70,18 @@ pub struct LocalArgs {
     /// The cgroup (under each controller) that holds every instance's cgroup.
     #[arg(long, default_value = "/berth", env = "BERTH_CGROUP_ROOT")]
     pub cgroup_root: String,
+    /// Memory of every instance held back from tasks for the OS and the agent
+    /// (MiB); what is left is what the instance registers and what plans count.
+    #[arg(long, default_value_t = 256, env = "BERTH_RESERVED_MEMORY")]
+    pub reserved_memory: u64,
+    /// Idle time before an instance is terminated when its capacity provider's
+    /// scaleInAfter is unset (90s, 5m, ...).
+    #[arg(long, default_value = "5m", value_parser = parse_duration_arg, env = "BERTH_DEFAULT_SCALE_IN_AFTER")]
+    pub default_scale_in_after: std::time::Duration,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    client::parse_duration(s).map_err(|e| format!("{e:#}"))
 }
 
 #[derive(clap::Args, Clone)]

@@ -198,6 +198,8 @@ pub async fn up(
             } else {
                 berth_catalog::Architecture::X86_64
             }),
+            reserved_memory_mib: args.reserved_memory,
+            default_scale_in_after: args.default_scale_in_after,
             ..SchedulerConfig::new(agent_url.clone(), program, config.data_dir.join("agents"))
         },
     );
