@@ -541,12 +541,21 @@ pub fn refresh_counts(tx: &dyn Tx, r: &InstanceRecord) -> Result<(), EcsError> {
 
 /// Tasks assigned to an instance that are not yet STOPPED.
 pub fn instance_tasks(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<Task>, EcsError> {
+    instance_tasks_wanted(tx, r, &["RUNNING", "STOPPED"])
+}
+
+/// Tasks assigned to an instance that are not yet STOPPED, of these desired statuses.
+fn instance_tasks_wanted(
+    tx: &dyn Tx,
+    r: &InstanceRecord,
+    wanted: &[&str],
+) -> Result<Vec<Task>, EcsError> {
     let mut out = vec![];
-    for desired in ["RUNNING", "STOPPED"] {
+    for desired in wanted {
         let filter = TaskFilter {
             cluster_arn: r.cluster_arn.clone(),
             container_instance_arn: Some(r.container_instance_arn.clone()),
-            desired_status: Some(desired.into()),
+            desired_status: Some((*desired).into()),
             ..Default::default()
         };
         let tasks = berth_store::all(|a, n| tx.tasks(&filter, a, n))?;
@@ -567,31 +576,54 @@ pub fn instance_tasks(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<Task>, EcsE
 /// than growing with tasks winding down.
 pub fn desired(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<TaskSpec>, EcsError> {
     let mut specs = vec![];
-    for t in instance_tasks(tx, r)?
-        .into_iter()
-        .filter(|t| t.desired_status.as_deref() != Some("STOPPED"))
-    {
-        if let Some(spec) = spec_for(tx, &t)? {
+    let mut tds: std::collections::BTreeMap<String, Option<TaskDefinition>> =
+        std::collections::BTreeMap::new();
+    for t in instance_tasks_wanted(tx, r, &["RUNNING"])? {
+        let arn = t.task_definition_arn.clone().unwrap_or_default();
+        let td = match tds.get(&arn) {
+            Some(td) => td.clone(),
+            None => {
+                let td = load_task_definition(tx, &arn)?;
+                tds.insert(arn, td.clone());
+                td
+            }
+        };
+        if let Some(spec) = td
+            .and_then(|td| spec_with(tx, &t, td).transpose())
+            .transpose()?
+        {
             specs.push(spec);
         }
     }
     Ok(specs)
 }
 
-/// The spec of one task: its definition's containers with the overrides applied.
-pub fn spec_for(tx: &dyn Tx, t: &Task) -> Result<Option<TaskSpec>, EcsError> {
-    let td_arn = t.task_definition_arn.clone().unwrap_or_default();
+/// The task definition of an ARN, if it parses and exists.
+fn load_task_definition(tx: &dyn Tx, td_arn: &str) -> Result<Option<TaskDefinition>, EcsError> {
     let Ok(Arn {
         resource: ArnResource::TaskDefinition { family, revision },
         ..
-    }) = Arn::parse(&td_arn)
+    }) = Arn::parse(td_arn)
     else {
         return Ok(None);
     };
-    let Some(td) = tx.task_definition(&family, Some(revision))? else {
-        return Ok(None);
-    };
-    let td = td.value;
+    Ok(tx
+        .task_definition(&family, Some(revision))?
+        .map(|v| v.value))
+}
+
+/// The spec of one task: its definition's containers with the overrides applied.
+pub fn spec_for(tx: &dyn Tx, t: &Task) -> Result<Option<TaskSpec>, EcsError> {
+    match load_task_definition(tx, t.task_definition_arn.as_deref().unwrap_or(""))? {
+        Some(td) => spec_with(tx, t, td),
+        None => Ok(None),
+    }
+}
+
+/// The spec of one task of `td`.
+fn spec_with(tx: &dyn Tx, t: &Task, td: TaskDefinition) -> Result<Option<TaskSpec>, EcsError> {
+    let family = td.family.clone().unwrap_or_default();
+    let revision = td.revision;
     let overrides = t.overrides.clone().unwrap_or_default();
     let containers = td
         .container_definitions

@@ -347,6 +347,40 @@ impl Scheduler {
         let mut waiting: BTreeMap<String, Vec<Waiting>> = BTreeMap::new();
         let mut idle: Vec<(String, String)> = vec![];
         let seed = self.seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Nothing to place: what is connected and what is idle, from the
+        // container instances' own counts, in a read.
+        let quiet = self.ctx.store.read(|tx| {
+            if !pending_tasks(tx, &cluster_arn)?.is_empty() {
+                return Ok::<_, EcsError>(false);
+            }
+            let list = berth_store::all(|a, n| {
+                tx.container_instances(&cluster_arn, Some("ACTIVE"), a, n)
+            })?;
+            for ci in list {
+                let ci = ci.value;
+                let Some(record) = load_record(tx, ci.ec2_instance_id.as_deref().unwrap_or(""))?
+                else {
+                    continue;
+                };
+                if ci.agent_connected {
+                    connected.push(record.instance_id.clone());
+                }
+                if ci.running_tasks_count == 0 && ci.pending_tasks_count == 0 {
+                    idle.push((record.instance_id.clone(), record.capacity_provider.clone()));
+                }
+            }
+            Ok(true)
+        })?;
+        if quiet {
+            self.scale_in(cluster, &idle, now, report)?;
+            self.provision(cluster, BTreeMap::new(), now, report)?;
+            for id in connected {
+                self.push_if_changed(&id)?;
+            }
+            return Ok(());
+        }
+        connected.clear();
+        idle.clear();
         self.ctx.store.write(|tx| {
             let mut tds = TdCache::default();
             let slots = self.slots(tx, &cluster_arn, &mut tds)?;
