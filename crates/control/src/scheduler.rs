@@ -192,6 +192,29 @@ struct Waiting {
     reason: String,
 }
 
+/// How the reason of a task waiting for capacity starts.
+const WAITING: &str = "Waiting for capacity";
+
+/// Shows why a PROVISIONING task waits, in its containers' `reason` (ECS's
+/// free text about a container), when that changed.
+fn set_waiting_reason(
+    tx: &dyn Tx,
+    t: &mut Task,
+    version: i64,
+    why: Option<String>,
+) -> Result<(), EcsError> {
+    let unchanged = t.containers.iter().flatten().all(|c| c.reason == why);
+    if unchanged {
+        return Ok(());
+    }
+    for c in t.containers.iter_mut().flatten() {
+        c.reason = why.clone();
+    }
+    t.version += 1;
+    tx.put_task(t, Expect::Version(version))?;
+    Ok(())
+}
+
 /// The instance planned for a task.
 fn planned_for(planned: &Mutex<BTreeMap<String, String>>, task_arn: &str) -> Option<String> {
     planned.lock().ok()?.get(task_arn).cloned()
@@ -488,6 +511,11 @@ impl Scheduler {
                                 placing::assign_gpus(&mut t, &td, &gpus);
                             }
                         }
+                        for c in t.containers.iter_mut().flatten() {
+                            if c.reason.as_deref().is_some_and(|r| r.starts_with(WAITING)) {
+                                c.reason = None;
+                            }
+                        }
                         t.container_instance_arn = Some(slot.record.container_instance_arn.clone());
                         t.availability_zone = Some(slot.record.availability_zone.clone());
                         t.last_status = Some("PENDING".into());
@@ -513,19 +541,29 @@ impl Scheduler {
                             .filter(|id| {
                                 coming.iter().any(|&k| &slots[k].record.instance_id == id)
                             });
-                        let mut fits = false;
+                        let mut on: Option<usize> = None;
                         if let Some(id) = own {
                             let r = placement::place(&mut later, &[pin(d, &id)], &options);
-                            fits = matches!(r.first(), Some(Placement::Placed { .. }));
+                            on = r.first().and_then(Placement::instance);
                         }
-                        if !fits {
+                        if on.is_none() {
                             let r = placement::place(&mut later, std::slice::from_ref(d), &options);
-                            fits = matches!(r.first(), Some(Placement::Placed { .. }));
+                            on = r.first().and_then(Placement::instance);
                         }
-                        if fits {
+                        if let Some(k) = on {
+                            let r = &slots[coming[k]].record;
+                            let why = format!(
+                                "Waiting for capacity: instance {} ({}) is starting for this task.",
+                                r.instance_id, r.instance_type
+                            );
+                            set_waiting_reason(tx, &mut t, version, Some(why))?;
                             continue;
                         }
                     }
+                    let why = format!(
+                        "Waiting for capacity: no running instance of capacity provider {cp} can take the task ({reason}); berth plans and launches one."
+                    );
+                    set_waiting_reason(tx, &mut t, version, Some(why))?;
                     let td = tds.get(tx, t.task_definition_arn.as_deref())?;
                     waiting.entry(cp.clone()).or_default().push(Waiting {
                         task_arn: t.task_arn.clone().unwrap_or_default(),

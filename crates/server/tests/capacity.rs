@@ -282,6 +282,18 @@ async fn a_mix_of_tasks_launches_the_planned_fleet() {
     arns.extend(run(&h, json!({"taskDefinition": "mem", "count": 10})).await);
     let r = tick(&s);
     assert_eq!(r.waiting, 20);
+    // They wait in PROVISIONING, saying why.
+    let t = &describe(&h, &arns[..1]).await[0];
+    assert_eq!(t["lastStatus"], "PROVISIONING");
+    let why = t["containers"][0]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(why.starts_with("Waiting for capacity"), "{t}");
+    tick(&s);
+    let t = &describe(&h, &arns[..1]).await[0];
+    let why = t["containers"][0]["reason"].as_str().unwrap_or("");
+    assert!(why.contains("is starting for this task"), "{why}");
 
     // The same planner, offline, over the same provider and tasks.
     let req = {
@@ -329,6 +341,12 @@ async fn a_mix_of_tasks_launches_the_planned_fleet() {
     assert_eq!(r.placed, 20, "{r:?}");
     assert!(r.launched.is_empty());
     assert!(homes(&h, &arns).await.iter().all(Option::is_some));
+    for t in describe(&h, &arns).await {
+        assert!(
+            t["containers"][0].get("reason").is_none(),
+            "placed: no waiting reason: {t}"
+        );
+    }
 }
 
 fn group(name: &str, cpu: u32, memory: u64, count: u32) -> berth_scheduler::plan::TaskGroup {
