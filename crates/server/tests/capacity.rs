@@ -149,6 +149,7 @@ async fn strategies_and_constraints_choose_among_running_instances() {
     tick(&s);
     let on: BTreeSet<_> = homes(&h, &a).await.into_iter().collect();
     assert_eq!(on.len(), 1, "binpack packs one instance: {on:?}");
+    let packed = on.into_iter().next().flatten();
 
     // spread on instanceId: three tasks of a new group go to three instances.
     let b = run(
@@ -194,8 +195,13 @@ async fn strategies_and_constraints_choose_among_running_instances() {
         "one more instance for the fourth distinct task"
     );
 
-    // memberOf a custom attribute (PutAttributes) on one instance.
-    let target = placed[0].clone();
+    // memberOf a custom attribute (PutAttributes) on one instance (one with
+    // room for two more: not the one binpack filled).
+    let target = placed
+        .iter()
+        .find(|p| Some(*p) != packed.as_ref())
+        .cloned()
+        .expect("an instance other than the packed one");
     h.ok(
         "PutAttributes",
         json!({"cluster": "c1", "attributes": [{"name": "stack", "value": "prod",
