@@ -98,9 +98,9 @@ def test_body_just_under_one_mib_is_read(raw):
 
 
 def test_unimplemented_operation_is_unsupported_feature_naming_it(raw):
-    r = raw("CreateService", {"serviceName": "web", "taskDefinition": "x"})
+    r = raw("CreateTaskSet", {"service": "web", "cluster": "c", "taskDefinition": "x"})
     b = assert_error(r, 400, "UnsupportedFeatureException")
-    assert "CreateService" in b["message"]
+    assert "CreateTaskSet" in b["message"]
 
 
 def test_unimplemented_operation_through_boto3(ecs):
@@ -108,9 +108,9 @@ def test_unimplemented_operation_through_boto3(ecs):
     import pytest
 
     with pytest.raises(ClientError) as ei:
-        ecs.list_services(cluster="default")
+        ecs.list_services_by_namespace(namespace="default")
     assert ei.value.response["Error"]["Code"] == "UnsupportedFeatureException"
-    assert "ListServices" in ei.value.response["Error"]["Message"]
+    assert "ListServicesByNamespace" in ei.value.response["Error"]["Message"]
 
 
 def test_error_answers_carry_request_id_and_errortype(raw):
@@ -177,7 +177,7 @@ def test_deeply_nested_member_is_not_fatal(raw, server):
 
 
 def test_unsupported_operations_are_all_named(raw):
-    for op in ("CreateService", "UpdateService", "DescribeServices", "StartTask", "RegisterContainerInstance", "ExecuteCommand"):
+    for op in ("CreateTaskSet", "UpdateTaskSet", "DescribeTaskSets", "StartTask", "RegisterContainerInstance", "ExecuteCommand"):
         r = raw(op, {})
         b = assert_error(r, 400, "UnsupportedFeatureException")
         assert op in b["message"], (op, b)
@@ -197,7 +197,7 @@ def test_request_id_on_every_kind_of_answer(raw, server, kind):
     elif kind == "serialization":
         r = raw("ListClusters", "{")
     elif kind == "unsupported":
-        r = raw("DeleteService", {"service": "x"})
+        r = raw("DeleteTaskSet", {"cluster": "c", "service": "x", "taskSet": "t"})
     elif kind == "client-error":
         r = raw("DescribeTaskDefinition", {"taskDefinition": uid("nope")})
     elif kind == "too-large":

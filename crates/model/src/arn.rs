@@ -152,6 +152,34 @@ impl ArnContext {
         )
         .to_string()
     }
+    pub fn service(&self, cluster: &str, name: &str) -> String {
+        Arn::new(
+            self,
+            Resource::Service {
+                cluster: cluster.into(),
+                name: name.into(),
+            },
+        )
+        .to_string()
+    }
+
+    /// `…:service-revision/CLUSTER/SERVICE/ID`: not a taggable resource, so
+    /// not a [`Resource`]; ECS's ids are 19 decimal digits.
+    pub fn service_revision(&self, cluster: &str, service: &str, id: &str) -> String {
+        format!(
+            "arn:aws:ecs:{}:{}:service-revision/{cluster}/{service}/{id}",
+            self.region, self.account
+        )
+    }
+
+    /// `…:service-deployment/CLUSTER/SERVICE/ID`, like [`Self::service_revision`].
+    pub fn service_deployment(&self, cluster: &str, service: &str, id: &str) -> String {
+        format!(
+            "arn:aws:ecs:{}:{}:service-deployment/{cluster}/{service}/{id}",
+            self.region, self.account
+        )
+    }
+
     pub fn container_instance(&self, cluster: &str, id: &str) -> String {
         Arn::new(
             self,

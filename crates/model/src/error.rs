@@ -23,6 +23,7 @@ pub enum ErrorKind {
     ResourceInUse,
     ResourceNotFound,
     Server,
+    ServiceNotActive,
     ServiceNotFound,
     TargetNotConnected,
     TargetNotFound,
@@ -61,6 +62,7 @@ impl ErrorKind {
             Self::ResourceInUse => "ResourceInUseException",
             Self::ResourceNotFound => "ResourceNotFoundException",
             Self::Server => "ServerException",
+            Self::ServiceNotActive => "ServiceNotActiveException",
             Self::ServiceNotFound => "ServiceNotFoundException",
             Self::TargetNotConnected => "TargetNotConnectedException",
             Self::TargetNotFound => "TargetNotFoundException",
@@ -101,6 +103,7 @@ impl ErrorKind {
             | Self::PlatformUnknown
             | Self::ResourceInUse
             | Self::ResourceNotFound
+            | Self::ServiceNotActive
             | Self::ServiceNotFound
             | Self::TargetNotConnected
             | Self::TargetNotFound

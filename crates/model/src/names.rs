@@ -49,6 +49,12 @@ name_type!(
     Family, "Family", 255
 );
 name_type!(
+    /// A service name: up to 255 letters, numbers, hyphens and underscores,
+    /// unique among the non-INACTIVE services of a cluster.
+    ServiceName, "Service", 255
+);
+
+name_type!(
     /// A container name within a task definition.
     ContainerName, "Container", 255
 );

@@ -94,7 +94,12 @@ async fn protocol_errors() {
     );
     let (_, t) = h.err("ListClusters", json!({"maxResults": "ten"})).await;
     assert_eq!(t, "SerializationException");
-    let (_, t) = h.err("CreateService", json!({"serviceName": "x"})).await;
+    let (_, t) = h
+        .err(
+            "CreateTaskSet",
+            json!({"service": "x", "cluster": "c", "taskDefinition": "t"}),
+        )
+        .await;
     assert_eq!(t, "UnsupportedFeatureException");
     // Unknown members are ignored.
     h.ok("ListClusters", json!({"somethingNew": 1})).await;

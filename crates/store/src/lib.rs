@@ -27,8 +27,8 @@
 mod sqlite;
 
 use berth_model::ecs::{
-    Attribute, CapacityProvider, Cluster, ContainerInstance, Setting, Task, TaskDefinition,
-    TaskDefinitionStatus,
+    Attribute, CapacityProvider, Cluster, ContainerInstance, Service, ServiceDeployment,
+    ServiceRevision, Setting, Task, TaskDefinition, TaskDefinitionStatus,
 };
 use std::path::Path;
 
@@ -91,6 +91,21 @@ pub struct TaskDefinitionFilter {
     pub status: Option<TaskDefinitionStatus>,
     /// Newest revision first when true (sort DESC).
     pub descending: bool,
+}
+
+/// Filters of ListServices (and the counts DeleteCluster and DescribeClusters need).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceFilter {
+    pub cluster_arn: String,
+    /// Only services in one of these statuses (`ACTIVE`, `DRAINING`,
+    /// `INACTIVE`); empty means any.
+    pub statuses: Vec<String>,
+    /// Compared with the service's launch type; a service placed by a
+    /// capacity provider strategy (every berth service) has the launch type
+    /// `MANAGED_INSTANCES` here, though its document has none.
+    pub launch_type: Option<String>,
+    /// `REPLICA` or `DAEMON`.
+    pub scheduling_strategy: Option<String>,
 }
 
 /// Filters of ListAttributes.
@@ -182,6 +197,32 @@ pub trait Tx {
     /// How many tasks of a cluster are in each `lastStatus`: `(lastStatus, count)`.
     fn task_counts(&self, cluster_arn: &str) -> Result<Vec<(String, i64)>>;
     fn put_task(&self, task: &Task, expect: Expect) -> Result<i64>;
+
+    // ---- services (keyed by ARN: `service/CLUSTER/NAME`, so a new service
+    // of the name of an INACTIVE one replaces its row) ----
+    fn service(&self, arn: &str) -> Result<Option<Versioned<Service>>>;
+    /// Services of a cluster ordered by ARN; `after` is an ARN.
+    fn services(
+        &self,
+        filter: &ServiceFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Versioned<Service>>>;
+    fn put_service(&self, service: &Service, expect: Expect) -> Result<i64>;
+
+    // ---- service deployments and revisions (keyed by ARN, indexed by service ARN) ----
+    fn service_deployment(&self, arn: &str) -> Result<Option<Versioned<ServiceDeployment>>>;
+    /// Deployments of a service ordered by ARN; `after` is an ARN.
+    fn service_deployments(
+        &self,
+        service_arn: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ServiceDeployment>>>;
+    fn put_service_deployment(&self, deployment: &ServiceDeployment, expect: Expect)
+        -> Result<i64>;
+    fn service_revision(&self, arn: &str) -> Result<Option<Versioned<ServiceRevision>>>;
+    fn put_service_revision(&self, revision: &ServiceRevision, expect: Expect) -> Result<i64>;
 
     // ---- container instances (keyed by ARN) ----
     fn container_instance(&self, arn: &str) -> Result<Option<Versioned<ContainerInstance>>>;

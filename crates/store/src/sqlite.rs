@@ -16,12 +16,13 @@
 mod schema;
 
 use crate::{
-    AttributeFilter, ClientToken, Durability, Expect, Page, Result, StoreError,
+    AttributeFilter, ClientToken, Durability, Expect, Page, Result, ServiceFilter, StoreError,
     TaskDefinitionFilter, TaskFilter, Tx, Versioned,
 };
 use berth_model::ecs::{
-    Attribute, CapacityProvider, Cluster, ContainerInstance, Setting, SettingName, SettingType,
-    TargetType, Task, TaskDefinition, TaskDefinitionStatus,
+    Attribute, CapacityProvider, Cluster, ContainerInstance, LaunchType, Service,
+    ServiceDeployment, ServiceRevision, Setting, SettingName, SettingType, TargetType, Task,
+    TaskDefinition, TaskDefinitionStatus,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{
@@ -344,6 +345,9 @@ const CONTAINER_INSTANCE: &str = "container instance";
 const ATTRIBUTE: &str = "attribute";
 const SETTING: &str = "setting";
 const CLIENT_TOKEN: &str = "client token";
+const SERVICE: &str = "service";
+const SERVICE_DEPLOYMENT: &str = "service deployment";
+const SERVICE_REVISION: &str = "service revision";
 
 impl<'c> SqliteTx<'c> {
     fn stmt(&self, sql: &str) -> Result<CachedStatement<'c>> {
@@ -845,6 +849,184 @@ impl Tx for SqliteTx<'_> {
                 &task.last_status,
                 &doc,
             ],
+        )
+    }
+
+    // ---- services ----
+
+    fn service(&self, arn: &str) -> Result<Option<Versioned<Service>>> {
+        self.get(
+            SERVICE,
+            arn,
+            "SELECT version, doc FROM services WHERE arn = ?1",
+            &[&arn],
+        )
+    }
+
+    fn services(
+        &self,
+        filter: &ServiceFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Versioned<Service>>> {
+        let limit_p = limit_param(limit);
+        let mut sql = String::from("SELECT arn, version, doc FROM services WHERE cluster_arn = ?1");
+        let mut params: Vec<&dyn ToSql> = vec![&filter.cluster_arn];
+        if !filter.statuses.is_empty() {
+            let mut marks = vec![];
+            for status in &filter.statuses {
+                params.push(status);
+                marks.push(format!("?{}", params.len()));
+            }
+            sql.push_str(&format!(" AND status IN ({})", marks.join(", ")));
+        }
+        filter_eq(&mut sql, &mut params, "launch_type", &filter.launch_type);
+        filter_eq(
+            &mut sql,
+            &mut params,
+            "scheduling_strategy",
+            &filter.scheduling_strategy,
+        );
+        if let Some(after) = &after {
+            params.push(after);
+            sql.push_str(&format!(" AND arn > ?{}", params.len()));
+        }
+        params.push(&limit_p);
+        sql.push_str(&format!(" ORDER BY arn LIMIT ?{}", params.len()));
+
+        self.list(&sql, &params, limit, |row| {
+            let arn: String = row.get(0).db()?;
+            let value = Versioned {
+                version: row.get(1).db()?,
+                value: doc(row, 2, SERVICE, &arn)?,
+            };
+            Ok((arn, value))
+        })
+    }
+
+    fn put_service(&self, service: &Service, expect: Expect) -> Result<i64> {
+        let arn = required(service.service_arn.as_deref(), SERVICE, "serviceArn")?;
+        let cluster_arn = required(service.cluster_arn.as_deref(), SERVICE, "clusterArn")?;
+        let name = required(service.service_name.as_deref(), SERVICE, "serviceName")?;
+        let launch_type = service
+            .launch_type
+            .unwrap_or(LaunchType::ManagedInstances)
+            .as_str();
+        let scheduling = service.scheduling_strategy.map(|s| s.as_str());
+        let doc = to_doc(service, SERVICE, arn)?;
+        self.put(
+            SERVICE,
+            arn,
+            expect,
+            "INSERT INTO services (arn, cluster_arn, name, status, launch_type, scheduling_strategy,
+                                   doc, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)",
+            "UPDATE services SET cluster_arn = ?2, name = ?3, status = ?4, launch_type = ?5,
+                                 scheduling_strategy = ?6, doc = ?7, version = ?8
+             WHERE arn = ?1 AND version = ?9",
+            &[
+                &arn,
+                &cluster_arn,
+                &name,
+                &service.status,
+                &launch_type,
+                &scheduling,
+                &doc,
+            ],
+        )
+    }
+
+    fn service_deployment(&self, arn: &str) -> Result<Option<Versioned<ServiceDeployment>>> {
+        self.get(
+            SERVICE_DEPLOYMENT,
+            arn,
+            "SELECT version, doc FROM service_deployments WHERE arn = ?1",
+            &[&arn],
+        )
+    }
+
+    fn service_deployments(
+        &self,
+        service_arn: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Versioned<ServiceDeployment>>> {
+        let limit_p = limit_param(limit);
+        let after = after.unwrap_or("");
+        self.list(
+            "SELECT arn, version, doc FROM service_deployments
+             WHERE service_arn = ?1 AND arn > ?2 ORDER BY arn LIMIT ?3",
+            &[&service_arn, &after, &limit_p],
+            limit,
+            |row| {
+                let arn: String = row.get(0).db()?;
+                let value = Versioned {
+                    version: row.get(1).db()?,
+                    value: doc(row, 2, SERVICE_DEPLOYMENT, &arn)?,
+                };
+                Ok((arn, value))
+            },
+        )
+    }
+
+    fn put_service_deployment(
+        &self,
+        deployment: &ServiceDeployment,
+        expect: Expect,
+    ) -> Result<i64> {
+        let arn = required(
+            deployment.service_deployment_arn.as_deref(),
+            SERVICE_DEPLOYMENT,
+            "serviceDeploymentArn",
+        )?;
+        let service_arn = required(
+            deployment.service_arn.as_deref(),
+            SERVICE_DEPLOYMENT,
+            "serviceArn",
+        )?;
+        let status = deployment.status.map(|s| s.as_str());
+        let doc = to_doc(deployment, SERVICE_DEPLOYMENT, arn)?;
+        self.put(
+            SERVICE_DEPLOYMENT,
+            arn,
+            expect,
+            "INSERT INTO service_deployments (arn, service_arn, status, doc, version)
+             VALUES (?1, ?2, ?3, ?4, 1)",
+            "UPDATE service_deployments SET service_arn = ?2, status = ?3, doc = ?4, version = ?5
+             WHERE arn = ?1 AND version = ?6",
+            &[&arn, &service_arn, &status, &doc],
+        )
+    }
+
+    fn service_revision(&self, arn: &str) -> Result<Option<Versioned<ServiceRevision>>> {
+        self.get(
+            SERVICE_REVISION,
+            arn,
+            "SELECT version, doc FROM service_revisions WHERE arn = ?1",
+            &[&arn],
+        )
+    }
+
+    fn put_service_revision(&self, revision: &ServiceRevision, expect: Expect) -> Result<i64> {
+        let arn = required(
+            revision.service_revision_arn.as_deref(),
+            SERVICE_REVISION,
+            "serviceRevisionArn",
+        )?;
+        let service_arn = required(
+            revision.service_arn.as_deref(),
+            SERVICE_REVISION,
+            "serviceArn",
+        )?;
+        let doc = to_doc(revision, SERVICE_REVISION, arn)?;
+        self.put(
+            SERVICE_REVISION,
+            arn,
+            expect,
+            "INSERT INTO service_revisions (arn, service_arn, doc, version) VALUES (?1, ?2, ?3, 1)",
+            "UPDATE service_revisions SET service_arn = ?2, doc = ?3, version = ?4
+             WHERE arn = ?1 AND version = ?5",
+            &[&arn, &service_arn, &doc],
         )
     }
 

@@ -3,12 +3,13 @@
 #![allow(clippy::unwrap_used)]
 
 use berth_model::ecs::{
-    Attribute, CapacityProvider, CapacityProviderStatus, Cluster, ContainerInstance, Setting,
-    SettingName, SettingType, TargetType, Task, TaskDefinition, TaskDefinitionStatus,
+    Attribute, CapacityProvider, CapacityProviderStatus, Cluster, ContainerInstance,
+    SchedulingStrategy, Service, ServiceDeployment, ServiceDeploymentStatus, ServiceRevision,
+    Setting, SettingName, SettingType, TargetType, Task, TaskDefinition, TaskDefinitionStatus,
 };
 use berth_store::{
-    AttributeFilter, ClientToken, Durability, Expect, Page, SqliteStore, Store, StoreError,
-    TaskDefinitionFilter, TaskFilter, Versioned,
+    AttributeFilter, ClientToken, Durability, Expect, Page, ServiceFilter, SqliteStore, Store,
+    StoreError, TaskDefinitionFilter, TaskFilter, Versioned,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Barrier};
@@ -1653,4 +1654,213 @@ fn throughput() {
         get / N as u32,
         start.elapsed()
     );
+}
+
+// ---------------------------------------------------------------- services
+
+fn service(cluster: &str, name: &str, status: &str) -> Service {
+    Service {
+        service_arn: Some(format!("{ACCOUNT}:service/{cluster}/{name}")),
+        service_name: Some(name.into()),
+        cluster_arn: Some(cluster_arn(cluster)),
+        status: Some(status.into()),
+        desired_count: 2,
+        scheduling_strategy: Some(SchedulingStrategy::Replica),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn service_round_trip_and_compare_and_swap() {
+    let (_dir, _path, store) = file_store();
+    let mut s = service("c1", "web", "ACTIVE");
+    let arn = s.service_arn.clone().unwrap();
+    assert_eq!(
+        store
+            .write(|tx| tx.put_service(&s, Expect::Absent))
+            .unwrap(),
+        1
+    );
+    let err = store
+        .write(|tx| tx.put_service(&s, Expect::Absent))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let got = store.read(|tx| tx.service(&arn)).unwrap().unwrap();
+    assert_eq!(
+        got,
+        Versioned {
+            version: 1,
+            value: s.clone()
+        }
+    );
+    s.status = Some("DRAINING".into());
+    assert_eq!(
+        store
+            .write(|tx| tx.put_service(&s, Expect::Version(1)))
+            .unwrap(),
+        2
+    );
+    let err = store
+        .write(|tx| tx.put_service(&s, Expect::Version(1)))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(store.read(|tx| tx.service(&arn)).unwrap().unwrap().value, s);
+    assert!(store.read(|tx| tx.service("nope")).unwrap().is_none());
+}
+
+#[test]
+fn service_listing_filters_and_pages() {
+    let (_dir, _path, store) = file_store();
+    store
+        .write(|tx| {
+            for i in 0..7 {
+                let status = ["ACTIVE", "DRAINING", "INACTIVE"][i % 3];
+                tx.put_service(&service("c1", &format!("s{i}"), status), Expect::Absent)?;
+            }
+            let mut daemon = service("c1", "d", "ACTIVE");
+            daemon.scheduling_strategy = Some(SchedulingStrategy::Daemon);
+            tx.put_service(&daemon, Expect::Absent)?;
+            tx.put_service(&service("c2", "other", "ACTIVE"), Expect::Absent)
+        })
+        .unwrap();
+    let names = |filter: &ServiceFilter, limit: usize| -> Vec<String> {
+        walk(limit, |after, n| {
+            store.read(|tx| tx.services(filter, after, n)).unwrap()
+        })
+        .into_iter()
+        .map(|s| s.value.service_name.unwrap())
+        .collect()
+    };
+    let all = ServiceFilter {
+        cluster_arn: cluster_arn("c1"),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(&all, 3),
+        ["d", "s0", "s1", "s2", "s3", "s4", "s5", "s6"]
+    );
+    let live = ServiceFilter {
+        statuses: vec!["ACTIVE".into(), "DRAINING".into()],
+        ..all.clone()
+    };
+    assert_eq!(names(&live, 2), ["d", "s0", "s1", "s3", "s4", "s6"]);
+    let replica = ServiceFilter {
+        scheduling_strategy: Some("REPLICA".into()),
+        statuses: vec!["ACTIVE".into()],
+        ..all.clone()
+    };
+    assert_eq!(names(&replica, 10), ["s0", "s3", "s6"]);
+    let managed = ServiceFilter {
+        launch_type: Some("MANAGED_INSTANCES".into()),
+        ..all.clone()
+    };
+    assert_eq!(names(&managed, 100).len(), 8);
+    let fargate = ServiceFilter {
+        launch_type: Some("FARGATE".into()),
+        ..all
+    };
+    assert!(names(&fargate, 100).is_empty());
+}
+
+#[test]
+fn service_deployments_and_revisions_round_trip() {
+    let (_dir, _path, store) = file_store();
+    let svc = format!("{ACCOUNT}:service/c1/web");
+    let deployment = |id: &str| ServiceDeployment {
+        service_deployment_arn: Some(format!("{ACCOUNT}:service-deployment/c1/web/{id}")),
+        service_arn: Some(svc.clone()),
+        cluster_arn: Some(cluster_arn("c1")),
+        status: Some(ServiceDeploymentStatus::InProgress),
+        ..Default::default()
+    };
+    let revision = ServiceRevision {
+        service_revision_arn: Some(format!("{ACCOUNT}:service-revision/c1/web/1")),
+        service_arn: Some(svc.clone()),
+        task_definition: Some(td_arn("web", 1)),
+        ..Default::default()
+    };
+    store
+        .write(|tx| {
+            for id in ["b", "a", "c"] {
+                tx.put_service_deployment(&deployment(id), Expect::Absent)?;
+            }
+            tx.put_service_deployment(
+                &ServiceDeployment {
+                    service_arn: Some("other".into()),
+                    ..deployment("x")
+                },
+                Expect::Absent,
+            )?;
+            tx.put_service_revision(&revision, Expect::Absent)
+        })
+        .unwrap();
+    let listed: Vec<String> = walk(2, |after, n| {
+        store
+            .read(|tx| tx.service_deployments(&svc, after, n))
+            .unwrap()
+    })
+    .into_iter()
+    .map(|d| d.value.service_deployment_arn.unwrap())
+    .collect();
+    assert_eq!(
+        listed,
+        ["a", "b", "c"].map(|id| format!("{ACCOUNT}:service-deployment/c1/web/{id}"))
+    );
+    let arn = format!("{ACCOUNT}:service-deployment/c1/web/a");
+    let mut d = store
+        .read(|tx| tx.service_deployment(&arn))
+        .unwrap()
+        .unwrap();
+    d.value.status = Some(ServiceDeploymentStatus::Stopped);
+    store
+        .write(|tx| tx.put_service_deployment(&d.value, Expect::Version(d.version)))
+        .unwrap();
+    let again = store
+        .read(|tx| tx.service_deployment(&arn))
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.version, again.value), (2, d.value));
+    let rev_arn = revision.service_revision_arn.clone().unwrap();
+    assert_eq!(
+        store
+            .read(|tx| tx.service_revision(&rev_arn))
+            .unwrap()
+            .unwrap()
+            .value,
+        revision
+    );
+    let err = store
+        .write(|tx| tx.put_service_revision(&revision, Expect::Absent))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+}
+
+#[test]
+fn a_version_1_database_gains_the_service_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // What berth before services left: schema version 1 with its data.
+        let store = Store::open_sqlite(&path, Durability::Full).unwrap();
+        store
+            .write(|tx| tx.put_cluster(&cluster("c1"), Expect::Absent))
+            .unwrap();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE services; DROP TABLE service_deployments; DROP TABLE service_revisions;
+             DELETE FROM schema_migrations WHERE version > 1; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = Store::open_sqlite(&path, Durability::Full).unwrap();
+    assert!(store.read(|tx| tx.cluster("c1")).unwrap().is_some());
+    store
+        .write(|tx| tx.put_service(&service("c1", "web", "ACTIVE"), Expect::Absent))
+        .unwrap();
+    drop(store);
+    let (version, applied) = migrations_of(&path);
+    assert_eq!(version, 2);
+    assert_eq!(applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2]);
 }

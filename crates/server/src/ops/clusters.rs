@@ -100,7 +100,7 @@ fn present(tx: &dyn Tx, mut c: Cluster, include: &[ClusterField]) -> OpResult<Cl
             berth_store::all(|a, n| tx.container_instances(&arn, Some(status), a, n))?.len() as i32;
     }
     c.registered_container_instances_count = registered;
-    c.active_services_count = 0;
+    c.active_services_count = super::services::count(tx, &arn, "ACTIVE")?;
     if include.contains(&ClusterField::Statistics) {
         let mut stats = vec![];
         for (k, v) in [
@@ -114,6 +114,14 @@ fn present(tx: &dyn Tx, mut c: Cluster, include: &[ClusterField]) -> OpResult<Cl
             ("drainingFargateServiceCount", 0),
             ("runningManagedInstancesTasksCount", c.running_tasks_count),
             ("pendingManagedInstancesTasksCount", c.pending_tasks_count),
+            (
+                "activeManagedInstancesServiceCount",
+                c.active_services_count,
+            ),
+            (
+                "drainingManagedInstancesServiceCount",
+                super::services::count(tx, &arn, "DRAINING")?,
+            ),
         ] {
             stats.push(KeyValuePair {
                 name: Some(k.into()),
@@ -402,6 +410,14 @@ pub fn delete(ctx: &Ctx, req: DeleteClusterRequest) -> OpResult<DeleteClusterRes
                 ErrorKind::ClusterContainsTasks,
                 "The Cluster cannot be deleted while Tasks are active.",
             ));
+        }
+        for status in ["ACTIVE", "DRAINING"] {
+            if super::services::count(tx, &arn, status)? > 0 {
+                return Err(EcsError::new(
+                    ErrorKind::ClusterContainsServices,
+                    "The Cluster cannot be deleted while Services are active.",
+                ));
+            }
         }
         let providers = berth_store::all(|a, n| tx.capacity_providers(a, n))?;
         if providers.iter().any(|cp| cp.cluster.as_deref() == Some(arn.as_str())) {

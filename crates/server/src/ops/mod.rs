@@ -10,6 +10,7 @@ mod capacity_providers;
 mod clusters;
 mod container_instances;
 mod protection;
+mod services;
 mod settings;
 mod tags;
 mod task_definitions;
@@ -112,32 +113,33 @@ pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) ->
         O::PutAccountSetting => call!(settings::put, principal),
         O::PutAccountSettingDefault => call!(settings::put_default),
         O::DeleteAccountSetting => call!(settings::delete, principal),
+        O::CreateService => call!(services::create),
+        O::UpdateService => call!(services::update),
+        O::DeleteService => call!(services::delete),
+        O::DescribeServices => call!(services::describe),
+        O::ListServices => call!(services::list),
+        O::DescribeServiceDeployments => call!(services::describe_deployments),
+        O::ListServiceDeployments => call!(services::list_deployments),
+        O::DescribeServiceRevisions => call!(services::describe_revisions),
         O::ContinueServiceDeployment
         | O::CreateDaemon
         | O::CreateExpressGatewayService
-        | O::CreateService
         | O::CreateTaskSet
         | O::DeleteDaemon
         | O::DeleteDaemonTaskDefinition
         | O::DeleteExpressGatewayService
-        | O::DeleteService
         | O::DeleteTaskSet
         | O::DescribeDaemon
         | O::DescribeDaemonDeployments
         | O::DescribeDaemonRevisions
         | O::DescribeDaemonTaskDefinition
         | O::DescribeExpressGatewayService
-        | O::DescribeServiceDeployments
-        | O::DescribeServiceRevisions
-        | O::DescribeServices
         | O::DescribeTaskSets
         | O::DiscoverPollEndpoint
         | O::ExecuteCommand
         | O::ListDaemonDeployments
         | O::ListDaemonTaskDefinitions
         | O::ListDaemons
-        | O::ListServiceDeployments
-        | O::ListServices
         | O::ListServicesByNamespace
         | O::RegisterContainerInstance
         | O::RegisterDaemonTaskDefinition
@@ -149,7 +151,6 @@ pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) ->
         | O::UpdateContainerAgent
         | O::UpdateDaemon
         | O::UpdateExpressGatewayService
-        | O::UpdateService
         | O::UpdateServicePrimaryTaskSet
         | O::UpdateTaskSet => Err(EcsError::new(
             ErrorKind::UnsupportedFeature,

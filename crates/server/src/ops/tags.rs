@@ -100,7 +100,21 @@ fn edit(
             }
             Ok(t)
         }
-        Resource::Service { .. } => Err(not_found(arn_text)),
+        Resource::Service { .. } => {
+            let Some(mut svc) = tx
+                .service(arn_text)?
+                .filter(|s| s.value.status.as_deref() != Some("INACTIVE"))
+            else {
+                return Err(not_found(arn_text));
+            };
+            let mut t = svc.value.tags.take().unwrap_or_default();
+            if let Some(f) = change {
+                f(&mut t)?;
+                svc.value.tags = Some(t.clone());
+                tx.put_service(&svc.value, Expect::Version(svc.version))?;
+            }
+            Ok(t)
+        }
     }
 }
 

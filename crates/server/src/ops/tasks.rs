@@ -9,7 +9,7 @@ use berth_model::arn::{Arn, Resource};
 use berth_model::ecs::*;
 use berth_model::resources::{parse_cpu, parse_memory};
 use berth_model::{tags, EcsError, ErrorKind};
-use berth_store::{ClientToken, Expect, TaskFilter, Versioned};
+use berth_store::{ClientToken, Expect, TaskFilter, Tx, Versioned};
 use sha2::Digest as _;
 
 /// Splits `count` tasks over a capacity provider strategy: bases first, then by weight.
@@ -59,7 +59,7 @@ fn digest(req: &RunTaskRequest) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-fn check_network(nc: &Option<NetworkConfiguration>) -> OpResult<()> {
+pub(super) fn check_network(nc: &Option<NetworkConfiguration>) -> OpResult<()> {
     if let Some(vpc) = nc.as_ref().and_then(|n| n.awsvpc_configuration.as_ref()) {
         let subnets = vpc.subnets.as_deref().unwrap_or_default();
         if subnets.is_empty() || subnets.len() > 16 {
@@ -81,6 +81,46 @@ fn check_network(nc: &Option<NetworkConfiguration>) -> OpResult<()> {
         }
     }
     Ok(())
+}
+
+/// The capacity provider strategy a request places by: its own, or the
+/// cluster's default; every item an ACTIVE managed instances provider of the
+/// cluster.
+pub(super) fn resolve_strategy(
+    tx: &dyn Tx,
+    cluster: &Cluster,
+    given: Option<&[CapacityProviderStrategyItem]>,
+) -> OpResult<Vec<CapacityProviderStrategyItem>> {
+    let strategy = match given {
+        Some(s) => s.to_vec(),
+        None => cluster
+            .default_capacity_provider_strategy
+            .clone()
+            .unwrap_or_default(),
+    };
+    if strategy.is_empty() {
+        return Err(EcsError::invalid(
+            "No capacity provider strategy was given and the cluster has no default capacity provider strategy. Pass capacityProviderStrategy naming a managed instances capacity provider of this cluster.",
+        ));
+    }
+    super::clusters::validate_strategy(
+        &strategy,
+        cluster.capacity_providers.as_deref().unwrap_or_default(),
+    )?;
+    for item in &strategy {
+        let name = item.capacity_provider.clone().unwrap_or_default();
+        match tx.capacity_provider(&name)? {
+            Some(cp)
+                if cp.value.r#type == Some(CapacityProviderType::ManagedInstances)
+                    && cp.value.status == Some(CapacityProviderStatus::Active) => {}
+            _ => {
+                return Err(EcsError::invalid(format!(
+                    "The capacity provider {name} is not an active managed instances capacity provider of this cluster."
+                )))
+            }
+        }
+    }
+    Ok(strategy)
 }
 
 /// The task ARN a `task` parameter (ID or ARN) names, within a cluster.
@@ -201,29 +241,7 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
                 "Task definition does not support launch_type MANAGED_INSTANCES.",
             ));
         }
-        let strategy = match &req.capacity_provider_strategy {
-            Some(s) => s.clone(),
-            None => cluster.default_capacity_provider_strategy.clone().unwrap_or_default(),
-        };
-        if strategy.is_empty() {
-            return Err(EcsError::invalid(
-                "No capacity provider strategy was given and the cluster has no default capacity provider strategy. Pass capacityProviderStrategy naming a managed instances capacity provider of this cluster.",
-            ));
-        }
-        super::clusters::validate_strategy(&strategy, cluster.capacity_providers.as_deref().unwrap_or_default())?;
-        for item in &strategy {
-            let name = item.capacity_provider.clone().unwrap_or_default();
-            match tx.capacity_provider(&name)? {
-                Some(cp)
-                    if cp.value.r#type == Some(CapacityProviderType::ManagedInstances)
-                        && cp.value.status == Some(CapacityProviderStatus::Active) => {}
-                _ => {
-                    return Err(EcsError::invalid(format!(
-                        "The capacity provider {name} is not an active managed instances capacity provider of this cluster."
-                    )))
-                }
-            }
-        }
+        let strategy = resolve_strategy(tx, &cluster, req.capacity_provider_strategy.as_deref())?;
         let containers = td.container_definitions.clone().unwrap_or_default();
         let overrides = req.overrides.clone().unwrap_or_default();
         for o in overrides.container_overrides.iter().flatten() {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// Every migration, in order; the schema version of a database is how many of
 /// them it has had.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = "
 CREATE TABLE schema_migrations (
@@ -118,6 +118,40 @@ CREATE TABLE client_tokens (
     task_arns      TEXT NOT NULL,
     PRIMARY KEY (cluster_arn, token)
 ) WITHOUT ROWID;
+";
+
+/// Services, their deployments and revisions.
+const V2: &str = "
+CREATE TABLE services (
+    arn                 TEXT PRIMARY KEY,
+    cluster_arn         TEXT NOT NULL,
+    name                TEXT NOT NULL,
+    status              TEXT,
+    launch_type         TEXT,
+    scheduling_strategy TEXT,
+    version             INTEGER NOT NULL,
+    doc                 TEXT NOT NULL
+);
+CREATE INDEX services_cluster ON services (cluster_arn, arn);
+CREATE INDEX services_cluster_status ON services (cluster_arn, status, arn);
+CREATE INDEX services_cluster_name ON services (cluster_arn, name);
+
+CREATE TABLE service_deployments (
+    arn         TEXT PRIMARY KEY,
+    service_arn TEXT NOT NULL,
+    status      TEXT,
+    version     INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX service_deployments_service ON service_deployments (service_arn, arn);
+
+CREATE TABLE service_revisions (
+    arn         TEXT PRIMARY KEY,
+    service_arn TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX service_revisions_service ON service_revisions (service_arn, arn);
 ";
 
 /// The schema version of the database behind `conn`.
