@@ -12,3 +12,4 @@
 pub mod consolidate;
 pub mod placement;
 pub mod plan;
+pub mod service;
