@@ -317,3 +317,73 @@ fn thousand_tasks_is_fast() {
     assert!(stops > 0);
     assert!(per.as_millis() < 50, "one decision took {per:?}");
 }
+
+#[test]
+fn tasks_of_unknown_deployments_are_replaced() {
+    let mut f = steady(2, 100, 200, NO_BREAKER, "web:1");
+    for t in &mut f.svc.tasks {
+        t.deployment = "ecs-svc/gone".into();
+    }
+    let d = f.step();
+    assert_eq!(d.start[0].count, 2);
+    assert!(d.stop.is_empty(), "start before stop");
+    assert!(f.run_until_steady(20));
+    assert!(f.live().all(|t| t.deployment == "ecs-svc/1"));
+}
+
+#[test]
+fn scale_to_zero_under_failed_deployment() {
+    let breaker = CircuitBreaker {
+        enable: true,
+        rollback: false,
+    };
+    let mut f = steady(3, 100, 200, breaker, "web:1");
+    f.failing.insert("web:2".into());
+    f.deploy("web:2");
+    for _ in 0..10 {
+        f.tick();
+    }
+    assert!(matches!(f.primary().rollout, Rollout::Failed { .. }));
+    f.svc.desired_count = 0;
+    let d = f.step();
+    assert_eq!(d.stop.len(), 3);
+    for _ in 0..3 {
+        f.tick();
+    }
+    assert_eq!(f.live().count(), 0);
+}
+
+#[test]
+fn completion_is_reported_once_and_old_deployment_retired() {
+    let mut f = steady(2, 100, 200, NO_BREAKER, "web:1");
+    f.deploy("web:2");
+    assert!(f.run_until_steady(30));
+    let completed: Vec<String> = f
+        .decisions
+        .iter()
+        .flat_map(|d| &d.events)
+        .filter(|e| matches!(e, Event::DeploymentCompleted { .. }))
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        completed,
+        vec![
+            "(service web) (deployment ecs-svc/1) deployment completed.".to_string(),
+            "(service web) (deployment ecs-svc/2) deployment completed.".to_string(),
+        ]
+    );
+    assert!(f
+        .decisions
+        .iter()
+        .any(|d| d.retire == vec!["ecs-svc/1".to_string()]));
+    assert_eq!(
+        f.decisions
+            .last()
+            .unwrap()
+            .events
+            .last()
+            .unwrap()
+            .to_string(),
+        "(service web) has reached a steady state."
+    );
+}
