@@ -402,3 +402,31 @@ def test_a_server_kill_does_not_stop_running_containers(up, ecs):
     ecs2.stop_task(cluster="up", task=arn, reason="after restart")
     t = wait_status(ecs2, arn, "STOPPED")
     assert t["stoppedReason"] == "after restart"
+
+
+def test_a_service_keeps_its_tasks_running_and_drains_on_delete(ecs):
+    td = register(ecs, "svc-sleeper", ["sleep", "3600"])
+    ecs.create_service(cluster="up", serviceName="keeper", taskDefinition=td, desiredCount=2)
+    ecs.get_waiter("services_stable").wait(cluster="up", services=["keeper"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    svc = ecs.describe_services(cluster="up", services=["keeper"])["services"][0]
+    assert svc["runningCount"] == 2
+    assert svc["deployments"][0]["rolloutState"] == "COMPLETED"
+    arns = ecs.list_tasks(cluster="up", serviceName="keeper", desiredStatus="RUNNING")["taskArns"]
+    assert len(arns) == 2
+    for t in describe(ecs, arns):
+        assert t["lastStatus"] == "RUNNING"
+        assert t["group"] == "service:keeper"
+    # A task stopped from outside is replaced.
+    ecs.stop_task(cluster="up", task=arns[0], reason="chaos")
+    wait_status(ecs, arns[0], "STOPPED")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        now = ecs.list_tasks(cluster="up", serviceName="keeper", desiredStatus="RUNNING")["taskArns"]
+        if len(now) == 2 and arns[0] not in now and all(t["lastStatus"] == "RUNNING" for t in describe(ecs, now)):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the stopped task was not replaced: {now}")
+    ecs.delete_service(cluster="up", service="keeper", force=True)
+    ecs.get_waiter("services_inactive").wait(cluster="up", services=["keeper"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    assert ecs.list_tasks(cluster="up", serviceName="keeper", desiredStatus="RUNNING")["taskArns"] == []

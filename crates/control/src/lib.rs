@@ -25,6 +25,8 @@ pub mod agents;
 pub mod placing;
 pub mod protection;
 pub mod scheduler;
+pub mod services;
+pub mod tasks;
 pub mod usage;
 
 use berth_catalog::Catalog;

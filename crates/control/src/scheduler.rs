@@ -129,6 +129,9 @@ pub struct TickReport {
     pub waiting: usize,
     /// Instances terminated for being idle.
     pub terminated: Vec<String>,
+    /// Tasks the service reconciler started and stopped.
+    pub service_started: usize,
+    pub service_stopped: usize,
     /// Seconds until something is due (a batch to plan, an idle instance to
     /// scale in), when sooner than the next periodic tick should be.
     pub next_tick: Option<f64>,
@@ -363,6 +366,10 @@ impl Scheduler {
     }
 
     fn tick_cluster(&self, cluster: &Cluster, report: &mut TickReport) -> Result<(), EcsError> {
+        // Services first: the tasks they start are placed below, in this tick.
+        let (started, stopped) = crate::services::reconcile_cluster(&self.ctx, cluster)?;
+        report.service_started += started;
+        report.service_stopped += stopped;
         let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
         let now = self.ctx.now();
         let mut dirty: BTreeSet<String> = BTreeSet::new();

@@ -6,8 +6,9 @@
 //! # Differences from ECS
 //!
 //! ECS accepts only tasks that belong to a service and answers `TASK_NOT_VALID`
-//! for a standalone task. berth has no services yet, so every task that is
-//! not stopping or stopped can be protected; a stopping or stopped one is the
+//! for a standalone task. berth is broader: every task that is not stopping
+//! or stopped can be protected (standalone tasks too, which scale-in and
+//! consolidation never stop anyway); a stopping or stopped one is the
 //! `TASK_NOT_VALID` failure. A task that is not in the cluster is `MISSING`,
 //! as in DescribeTasks.
 

@@ -275,87 +275,23 @@ pub fn run(ctx: &Ctx, req: RunTaskRequest) -> OpResult<RunTaskResponse> {
         let now = ctx.now();
         let mut tasks = vec![];
         for provider in providers {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let arn = ctx.arns.task(&cluster_name, &id);
-            let container_overrides: Vec<ContainerOverride> = containers
-                .iter()
-                .map(|c| {
-                    overrides
-                        .container_overrides
-                        .iter()
-                        .flatten()
-                        .find(|o| o.name == c.name)
-                        .cloned()
-                        .unwrap_or(ContainerOverride { name: c.name.clone(), ..Default::default() })
-                })
-                .collect();
-            let task_containers = containers
-                .iter()
-                .map(|c| Container {
-                    container_arn: Some(format!(
-                        "arn:aws:ecs:{}:{}:container/{}/{}/{}",
-                        ctx.arns.region,
-                        ctx.arns.account,
-                        cluster_name,
-                        id,
-                        uuid::Uuid::new_v4()
-                    )),
-                    task_arn: Some(arn.clone()),
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    last_status: Some("PENDING".into()),
-                    network_bindings: Some(vec![]),
-                    network_interfaces: Some(vec![]),
-                    health_status: Some(HealthStatus::Unknown),
-                    cpu: Some(c.cpu.to_string()),
-                    memory: c.memory.map(|m| m.to_string()),
-                    memory_reservation: c.memory_reservation.map(|m| m.to_string()),
-                    ..Default::default()
-                })
-                .collect();
-            let attachments = if td.network_mode == Some(NetworkMode::Awsvpc) {
-                let mut details = vec![];
-                if let Some(vpc) = req.network_configuration.as_ref().and_then(|n| n.awsvpc_configuration.as_ref()) {
-                    if let Some(s) = vpc.subnets.as_ref().and_then(|s| s.first()) {
-                        details.push(KeyValuePair { name: Some("subnetId".into()), value: Some(s.clone()) });
-                    }
-                }
-                vec![Attachment {
-                    id: Some(uuid::Uuid::new_v4().to_string()),
-                    r#type: Some("ElasticNetworkInterface".into()),
-                    status: Some("PRECREATED".into()),
-                    details: Some(details),
-                }]
-            } else {
-                vec![]
-            };
-            let task = Task {
-                attachments: Some(attachments),
-                attributes: Some(vec![]),
-                capacity_provider_name: Some(provider),
-                cluster_arn: Some(cluster_arn.clone()),
-                containers: Some(task_containers),
-                cpu: task_cpu.clone(),
-                created_at: Some(now),
-                desired_status: Some("RUNNING".into()),
-                enable_execute_command: req.enable_execute_command,
-                group: Some(req.group.clone().unwrap_or_else(|| format!("family:{family}"))),
-                health_status: Some(HealthStatus::Unknown),
-                last_status: Some("PROVISIONING".into()),
-                launch_type: Some(LaunchType::ManagedInstances),
-                memory: task_memory.clone(),
-                overrides: Some(TaskOverride {
-                    container_overrides: Some(container_overrides),
-                    inference_accelerator_overrides: Some(vec![]),
-                    ..overrides.clone()
-                }),
+            let task = berth_control::tasks::build(&berth_control::tasks::NewTask {
+                arns: &ctx.arns,
+                cluster_name: &cluster_name,
+                cluster_arn: &cluster_arn,
+                task_definition: &td,
+                overrides: &overrides,
+                network_configuration: req.network_configuration.as_ref(),
+                capacity_provider: provider,
+                group: req.group.clone().unwrap_or_else(|| format!("family:{family}")),
                 started_by: req.started_by.clone(),
-                tags: Some(task_tags.clone()),
-                task_arn: Some(arn.clone()),
-                task_definition_arn: td.task_definition_arn.clone(),
-                version: 1,
-                ..Default::default()
-            };
+                enable_execute_command: req.enable_execute_command,
+                tags: task_tags.clone(),
+                cpu: task_cpu.clone(),
+                memory: task_memory.clone(),
+                now,
+            });
+            let arn = task.task_arn.clone().unwrap_or_default();
             tx.put_task(&task, Expect::Absent)?;
             berth_control::placing::remember(tx, &arn, &requested)?;
             tasks.push(task);

@@ -1,0 +1,458 @@
+//! The service reconciler: for each ACTIVE or DRAINING service of a cluster,
+//! a snapshot of its deployments and tasks goes to
+//! [`berth_scheduler::service::decide`], and the decision is applied in the
+//! same store transaction: new tasks (PROVISIONING, placed by the scheduler's
+//! placement right after), tasks stopped with `ServiceSchedulerInitiated`,
+//! rollout states, rollbacks, retired deployments, events and counts. A
+//! DRAINING service whose tasks are all gone becomes INACTIVE.
+//!
+//! Level-triggered and idempotent: everything it reads is in the store, so
+//! a crash at any line is repaired by the next tick.
+
+use crate::protection;
+use crate::tasks::{build, NewTask};
+use crate::Ctx;
+use berth_model::arn::{Arn, Resource};
+use berth_model::ecs::*;
+use berth_model::EcsError;
+use berth_scheduler::service::{self as decide, CircuitBreaker, Health, Rollout, TaskStatus};
+use berth_store::{Expect, ServiceFilter, TaskFilter, Tx, Versioned};
+use std::collections::BTreeMap;
+
+/// Events kept per service, newest first (ECS keeps the last 100).
+const MAX_EVENTS: usize = 100;
+
+/// Reconciles every ACTIVE or DRAINING service of a cluster. Returns how many
+/// tasks it started and stopped.
+pub fn reconcile_cluster(ctx: &Ctx, cluster: &Cluster) -> Result<(usize, usize), EcsError> {
+    let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
+    let cluster_name = cluster.cluster_name.clone().unwrap_or_default();
+    let services = ctx.store.read(|tx| {
+        let filter = ServiceFilter {
+            cluster_arn: cluster_arn.clone(),
+            statuses: vec!["ACTIVE".into(), "DRAINING".into()],
+            ..Default::default()
+        };
+        Ok::<_, EcsError>(berth_store::all(|a, n| tx.services(&filter, a, n))?)
+    })?;
+    let (mut started, mut stopped) = (0, 0);
+    for s in services {
+        let arn = s.value.service_arn.clone().unwrap_or_default();
+        let (a, b) = ctx
+            .store
+            .write(|tx| reconcile_service(ctx, tx, &cluster_name, &cluster_arn, &arn))?;
+        started += a;
+        stopped += b;
+    }
+    Ok((started, stopped))
+}
+
+fn status_of(t: &Task) -> TaskStatus {
+    match t.last_status.as_deref() {
+        Some("PROVISIONING") => TaskStatus::Provisioning,
+        Some("PENDING") => TaskStatus::Pending,
+        Some("ACTIVATING") => TaskStatus::Activating,
+        Some("RUNNING") => TaskStatus::Running,
+        Some("DEACTIVATING") => TaskStatus::Deactivating,
+        Some("STOPPING") => TaskStatus::Stopping,
+        Some("DEPROVISIONING") => TaskStatus::Deprovisioning,
+        _ => TaskStatus::Stopped,
+    }
+}
+
+fn task_definition(tx: &dyn Tx, arn: &str) -> Result<Option<TaskDefinition>, EcsError> {
+    match Arn::parse(arn) {
+        Ok(Arn {
+            resource: Resource::TaskDefinition { family, revision },
+            ..
+        }) => Ok(tx
+            .task_definition(&family, Some(revision))?
+            .map(|v| v.value)),
+        _ => Ok(None),
+    }
+}
+
+fn has_health_check(td: Option<&TaskDefinition>) -> bool {
+    td.and_then(|d| d.container_definitions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.health_check.is_some()))
+}
+
+fn rollout_of(d: &Deployment) -> Rollout {
+    match d.rollout_state {
+        Some(DeploymentRolloutState::Completed) => Rollout::Completed,
+        Some(DeploymentRolloutState::Failed) => Rollout::Failed {
+            reason: d.rollout_state_reason.clone().unwrap_or_default(),
+        },
+        _ => Rollout::InProgress,
+    }
+}
+
+/// Tasks that stopped on their own (not stopped by the scheduler or a
+/// user), per deployment: what the circuit breaker counts.
+fn failures(
+    tx: &dyn Tx,
+    cluster_arn: &str,
+    group: &str,
+) -> Result<BTreeMap<String, u32>, EcsError> {
+    let filter = TaskFilter {
+        cluster_arn: cluster_arn.to_string(),
+        group: Some(group.to_string()),
+        last_status: Some("STOPPED".into()),
+        ..Default::default()
+    };
+    let mut out = BTreeMap::new();
+    for v in berth_store::all(|a, n| tx.tasks(&filter, a, n))? {
+        let t = v.value;
+        let failed = matches!(
+            t.stop_code,
+            Some(TaskStopCode::TaskFailedToStart) | Some(TaskStopCode::EssentialContainerExited)
+        );
+        if failed {
+            *out.entry(t.started_by.unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn reconcile_service(
+    ctx: &Ctx,
+    tx: &dyn Tx,
+    cluster_name: &str,
+    cluster_arn: &str,
+    service_arn: &str,
+) -> Result<(usize, usize), EcsError> {
+    let Some(Versioned {
+        version,
+        value: mut svc,
+    }) = tx.service(service_arn)?
+    else {
+        return Ok((0, 0));
+    };
+    let name = svc.service_name.clone().unwrap_or_default();
+    let group = format!("service:{name}");
+    let now = ctx.now();
+    let filter = TaskFilter {
+        cluster_arn: cluster_arn.to_string(),
+        group: Some(group.clone()),
+        desired_status: Some("RUNNING".into()),
+        ..Default::default()
+    };
+    let running: Vec<Versioned<Task>> = berth_store::all(|a, n| tx.tasks(&filter, a, n))?;
+    let stopping_filter = TaskFilter {
+        desired_status: Some("STOPPED".into()),
+        ..filter.clone()
+    };
+    let stopping: Vec<Versioned<Task>> = berth_store::all(|a, n| tx.tasks(&stopping_filter, a, n))?
+        .into_iter()
+        .filter(|v| v.value.last_status.as_deref() != Some("STOPPED"))
+        .collect();
+    let draining = svc.status.as_deref() == Some("DRAINING");
+    if draining && running.is_empty() && stopping.is_empty() {
+        svc.status = Some("INACTIVE".into());
+        svc.running_count = 0;
+        svc.pending_count = 0;
+        push_event(
+            &mut svc,
+            now,
+            format!("(service {name}) has stopped: it is INACTIVE."),
+        );
+        tx.put_service(&svc, Expect::Version(version))?;
+        return Ok((0, 0));
+    }
+    let failed = failures(tx, cluster_arn, &group)?;
+    let mut deployments = svc.deployments.clone().unwrap_or_default();
+    // PRIMARY first.
+    deployments.sort_by_key(|d| d.status.as_deref() != Some("PRIMARY"));
+    if deployments.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut tds: BTreeMap<String, Option<TaskDefinition>> = BTreeMap::new();
+    for d in &deployments {
+        let arn = d.task_definition.clone().unwrap_or_default();
+        if let std::collections::btree_map::Entry::Vacant(e) = tds.entry(arn) {
+            let td = task_definition(tx, e.key())?;
+            e.insert(td);
+        }
+    }
+    let config = svc.deployment_configuration.clone().unwrap_or_default();
+    let breaker = config
+        .deployment_circuit_breaker
+        .clone()
+        .unwrap_or_default();
+    let mut zones: Vec<String> = vec![];
+    let mut tasks = vec![];
+    for v in running.iter().chain(&stopping) {
+        let t = &v.value;
+        let arn = t.task_arn.clone().unwrap_or_default();
+        let td = tds
+            .get(t.task_definition_arn.as_deref().unwrap_or(""))
+            .and_then(Option::as_ref);
+        let health = if !has_health_check(td) {
+            Health::NoCheck
+        } else {
+            match t.health_status {
+                Some(HealthStatus::Healthy) => Health::Healthy,
+                Some(HealthStatus::Unhealthy) => Health::Unhealthy,
+                _ => Health::Unknown,
+            }
+        };
+        let zone = t.availability_zone.clone().unwrap_or_default();
+        if !zone.is_empty() && !zones.contains(&zone) {
+            zones.push(zone.clone());
+        }
+        tasks.push(decide::Task {
+            id: arn.clone(),
+            deployment: t.started_by.clone().unwrap_or_default(),
+            last_status: status_of(t),
+            desired_status: if t.desired_status.as_deref() == Some("STOPPED") {
+                decide::DesiredStatus::Stopped
+            } else {
+                decide::DesiredStatus::Running
+            },
+            health,
+            started_at: t.started_at.map(|s| s.max(0.0) as u64),
+            zone,
+            protected: protection::is_protected(tx, &arn, now)?,
+        });
+    }
+    zones.sort();
+    let input = decide::Service {
+        name: name.clone(),
+        desired_count: if draining {
+            0
+        } else {
+            u32::try_from(svc.desired_count).unwrap_or(0)
+        },
+        minimum_healthy_percent: config
+            .minimum_healthy_percent
+            .map_or(100, |v| u32::try_from(v).unwrap_or(100)),
+        maximum_percent: config
+            .maximum_percent
+            .map_or(200, |v| u32::try_from(v).unwrap_or(200)),
+        circuit_breaker: CircuitBreaker {
+            enable: breaker.enable,
+            rollback: breaker.rollback,
+        },
+        health_check_grace_period_secs: svc
+            .health_check_grace_period_seconds
+            .map_or(0, |g| u64::try_from(g).unwrap_or(0)),
+        now: now.max(0.0) as u64,
+        deployments: deployments
+            .iter()
+            .map(|d| decide::Deployment {
+                id: d.id.clone().unwrap_or_default(),
+                task_definition: d.task_definition.clone().unwrap_or_default(),
+                rollout: rollout_of(d),
+                failed_tasks: failed
+                    .get(d.id.as_deref().unwrap_or(""))
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect(),
+        tasks,
+        zones,
+    };
+    let decision = decide::decide(&input).map_err(|e| EcsError::server(e.to_string()))?;
+    // Rollback: the target deployment becomes PRIMARY again.
+    if let Some(rb) = &decision.rollback {
+        for d in deployments.iter_mut() {
+            if d.id.as_deref() == Some(rb.to.as_str()) {
+                d.status = Some("PRIMARY".into());
+                d.rollout_state = Some(DeploymentRolloutState::InProgress);
+                d.rollout_state_reason = Some(format!("ECS deployment {} in progress.", rb.to));
+                d.updated_at = Some(now);
+            } else if d.id.as_deref() == Some(rb.from.as_str()) {
+                d.status = Some("ACTIVE".into());
+            }
+        }
+        deployments.sort_by_key(|d| d.status.as_deref() != Some("PRIMARY"));
+        svc.task_definition = Some(rb.task_definition.clone());
+    }
+    for (id, r) in &decision.rollout {
+        if let Some(d) = deployments
+            .iter_mut()
+            .find(|d| d.id.as_deref() == Some(id.as_str()))
+        {
+            let (state, reason) = match r {
+                Rollout::InProgress => (
+                    DeploymentRolloutState::InProgress,
+                    format!("ECS deployment {id} in progress."),
+                ),
+                Rollout::Completed => (
+                    DeploymentRolloutState::Completed,
+                    format!("ECS deployment {id} completed."),
+                ),
+                Rollout::Failed { reason } => (DeploymentRolloutState::Failed, reason.clone()),
+            };
+            if d.rollout_state != Some(state) {
+                d.rollout_state = Some(state);
+                d.rollout_state_reason = Some(reason);
+                d.updated_at = Some(now);
+            }
+        }
+    }
+    // Stops.
+    let by_arn: BTreeMap<&str, &Versioned<Task>> = running
+        .iter()
+        .chain(&stopping)
+        .map(|v| (v.value.task_arn.as_deref().unwrap_or(""), v))
+        .collect();
+    let mut stopped = 0;
+    for s in &decision.stop {
+        let Some(v) = by_arn.get(s.task.as_str()) else {
+            continue;
+        };
+        let mut t = v.value.clone();
+        if t.desired_status.as_deref() == Some("STOPPED") {
+            continue;
+        }
+        t.desired_status = Some("STOPPED".into());
+        t.stop_code = Some(TaskStopCode::ServiceSchedulerInitiated);
+        t.stopped_reason = Some(s.stopped_reason.clone());
+        t.stopping_at.get_or_insert(now);
+        if t.container_instance_arn.is_none() {
+            // Never placed: nothing runs, it is STOPPED at once.
+            t.last_status = Some("STOPPED".into());
+            t.stopped_at = Some(now);
+            t.execution_stopped_at = Some(now);
+        }
+        t.version += 1;
+        tx.put_task(&t, Expect::Version(v.version))?;
+        stopped += 1;
+    }
+    // Starts.
+    let mut started = 0;
+    for st in &decision.start {
+        let Some(d) = deployments
+            .iter()
+            .find(|d| d.id.as_deref() == Some(st.deployment.as_str()))
+        else {
+            continue;
+        };
+        let td_arn = d.task_definition.clone().unwrap_or_default();
+        let Some(td) = tds.get(&td_arn).cloned().flatten() else {
+            push_event(
+                &mut svc,
+                now,
+                format!("(service {name}) was unable to start tasks: task definition {td_arn} is missing."),
+            );
+            continue;
+        };
+        let strategy = d
+            .capacity_provider_strategy
+            .clone()
+            .or_else(|| svc.capacity_provider_strategy.clone())
+            .unwrap_or_default();
+        let provider = strategy
+            .iter()
+            .find(|i| i.base > 0)
+            .or_else(|| strategy.iter().max_by_key(|i| i.weight))
+            .and_then(|i| i.capacity_provider.clone())
+            .unwrap_or_default();
+        let tags = if svc.propagate_tags == Some(PropagateTags::Service) {
+            svc.tags.clone().unwrap_or_default()
+        } else {
+            vec![]
+        };
+        for _ in 0..st.count {
+            let task = build(&NewTask {
+                arns: &ctx.arns,
+                cluster_name,
+                cluster_arn,
+                task_definition: &td,
+                overrides: &TaskOverride::default(),
+                network_configuration: d
+                    .network_configuration
+                    .as_ref()
+                    .or(svc.network_configuration.as_ref()),
+                capacity_provider: provider.clone(),
+                group: group.clone(),
+                started_by: Some(st.deployment.clone()),
+                enable_execute_command: svc.enable_execute_command,
+                tags: tags.clone(),
+                cpu: td.cpu.clone(),
+                memory: td.memory.clone(),
+                now,
+            });
+            tx.put_task(&task, Expect::Absent)?;
+            crate::placing::remember(
+                tx,
+                task.task_arn.as_deref().unwrap_or(""),
+                &crate::placing::Requested {
+                    constraints: svc.placement_constraints.clone().unwrap_or_default(),
+                    strategy: svc.placement_strategy.clone().unwrap_or_default(),
+                },
+            )?;
+            started += 1;
+        }
+    }
+    deployments.retain(|d| {
+        !decision
+            .retire
+            .iter()
+            .any(|r| d.id.as_deref() == Some(r.as_str()))
+    });
+    // Counts, from the tasks as they are now.
+    let (mut run_total, mut pending_total) = (0, 0);
+    for d in deployments.iter_mut() {
+        let id = d.id.clone().unwrap_or_default();
+        let mine = running
+            .iter()
+            .filter(|v| v.value.started_by.as_deref() == Some(id.as_str()))
+            .filter(|v| {
+                !decision
+                    .stop
+                    .iter()
+                    .any(|s| Some(s.task.as_str()) == v.value.task_arn.as_deref())
+            });
+        let (mut r, mut p) = (0, 0);
+        for v in mine {
+            if v.value.last_status.as_deref() == Some("RUNNING") {
+                r += 1;
+            } else {
+                p += 1;
+            }
+        }
+        p += decision
+            .start
+            .iter()
+            .filter(|s| s.deployment == id)
+            .map(|s| s.count as i32)
+            .sum::<i32>();
+        d.running_count = r;
+        d.pending_count = p;
+        d.failed_tasks = failed.get(&id).copied().unwrap_or(0) as i32;
+        if d.status.as_deref() == Some("PRIMARY") {
+            d.desired_count = if draining { 0 } else { svc.desired_count };
+        } else {
+            d.desired_count = 0;
+        }
+        run_total += r;
+        pending_total += p;
+    }
+    svc.running_count = run_total;
+    svc.pending_count = pending_total;
+    svc.deployments = Some(deployments);
+    for e in &decision.events {
+        push_event(&mut svc, now, e.to_string());
+    }
+    tx.put_service(&svc, Expect::Version(version))?;
+    Ok((started, stopped))
+}
+
+/// Adds an event, newest first, unless it repeats the newest one; keeps 100.
+fn push_event(svc: &mut Service, now: f64, message: String) {
+    let events = svc.events.get_or_insert_with(Vec::new);
+    if events.first().and_then(|e| e.message.as_deref()) == Some(message.as_str()) {
+        return;
+    }
+    events.insert(
+        0,
+        ServiceEvent {
+            id: Some(uuid::Uuid::new_v4().to_string()),
+            created_at: Some(now),
+            message: Some(message),
+        },
+    );
+    events.truncate(MAX_EVENTS);
+}

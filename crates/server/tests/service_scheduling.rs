@@ -1,0 +1,233 @@
+//! The service reconciler through the API and the scheduler: a service keeps
+//! its desired count, replaces what stops, rolls a new revision start before
+//! stop within its percentages, and drains to INACTIVE. Agents are direct
+//! calls that report their tasks RUNNING or STOPPED.
+
+mod common;
+
+use berth_control::agents;
+use berth_control::scheduler::Scheduler;
+use berth_protocol::TaskReport;
+use common::sched::{join_all, scheduler, Recorder};
+use common::{setup, Harness};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn tick(s: &Scheduler) {
+    tokio::task::block_in_place(|| s.tick()).expect("tick");
+}
+
+async fn service(h: &Harness) -> Value {
+    h.ok(
+        "DescribeServices",
+        json!({"cluster": "c1", "services": ["api"]}),
+    )
+    .await["services"][0]
+        .clone()
+}
+
+/// The service's tasks not yet STOPPED.
+async fn tasks(h: &Harness) -> Vec<Value> {
+    let mut out = vec![];
+    for desired in ["RUNNING", "STOPPED"] {
+        let list = h
+            .ok(
+                "ListTasks",
+                json!({"cluster": "c1", "serviceName": "api", "desiredStatus": desired}),
+            )
+            .await;
+        let arns = list["taskArns"].as_array().cloned().unwrap_or_default();
+        if arns.is_empty() {
+            continue;
+        }
+        let d = h
+            .ok("DescribeTasks", json!({"cluster": "c1", "tasks": arns}))
+            .await;
+        out.extend(
+            d["tasks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| t["lastStatus"] != "STOPPED"),
+        );
+    }
+    out
+}
+
+async fn instance_id(h: &Harness, ci: &str) -> String {
+    let r = h
+        .ok(
+            "DescribeContainerInstances",
+            json!({"cluster": "c1", "containerInstances": [ci]}),
+        )
+        .await;
+    r["containerInstances"][0]["ec2InstanceId"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// What the agents do: placed tasks the server wants run, RUNNING; tasks it
+/// wants stopped, STOPPED (exit 143).
+async fn agents_act(h: &Harness) {
+    for t in tasks(h).await {
+        let Some(ci) = t["containerInstanceArn"].as_str() else {
+            continue;
+        };
+        let id = instance_id(h, ci).await;
+        let stop = t["desiredStatus"] == "STOPPED";
+        let report = TaskReport {
+            task_arn: t["taskArn"].as_str().unwrap_or("").into(),
+            last_status: if stop { "STOPPED" } else { "RUNNING" }.into(),
+            started_at: Some(1.0),
+            ..Default::default()
+        };
+        agents::report(&h.state.ctx, &id, &report).expect("report");
+    }
+}
+
+/// Ticks and lets agents act until nothing changes (at most 10 rounds).
+async fn settle(h: &Harness, s: &Scheduler, rec: &Recorder) {
+    for _ in 0..10 {
+        tick(s);
+        join_all(h, rec);
+        tick(s);
+        agents_act(h).await;
+        tick(s);
+    }
+}
+
+fn by_status(tasks: &[Value]) -> (usize, usize) {
+    let running = tasks
+        .iter()
+        .filter(|t| t["lastStatus"] == "RUNNING")
+        .count();
+    (running, tasks.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_keeps_its_count_rolls_revisions_and_drains() {
+    let h = Harness::new();
+    setup(&h).await;
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    h.ok(
+        "CreateService",
+        json!({"cluster": "c1", "serviceName": "api", "taskDefinition": "web", "desiredCount": 3,
+               "capacityProviderStrategy": [{"capacityProvider": "mi", "weight": 1}],
+               "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 200}}),
+    )
+    .await;
+    settle(&h, &s, &rec).await;
+    let svc = service(&h).await;
+    assert_eq!(svc["runningCount"], 3, "{svc}");
+    assert_eq!(svc["deployments"].as_array().map(Vec::len), Some(1));
+    assert_eq!(svc["deployments"][0]["rolloutState"], "COMPLETED", "{svc}");
+    let events: Vec<String> = svc["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect();
+    assert!(
+        events.iter().any(|e| e.contains("steady state")),
+        "{events:?}"
+    );
+    let ts = tasks(&h).await;
+    assert_eq!(by_status(&ts), (3, 3));
+    for t in &ts {
+        assert_eq!(t["group"], "service:api");
+        assert_eq!(t["startedBy"], svc["deployments"][0]["id"]);
+    }
+
+    // Scale out to 5.
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c1", "service": "api", "desiredCount": 5}),
+    )
+    .await;
+    settle(&h, &s, &rec).await;
+    assert_eq!(by_status(&tasks(&h).await), (5, 5));
+
+    // A task that stops on its own is replaced.
+    let victim = tasks(&h).await[0].clone();
+    let id = instance_id(&h, victim["containerInstanceArn"].as_str().unwrap_or("")).await;
+    let report = TaskReport {
+        task_arn: victim["taskArn"].as_str().unwrap_or("").into(),
+        last_status: "STOPPED".into(),
+        stop_code: Some("EssentialContainerExited".into()),
+        stopped_reason: Some("Essential container in task exited".into()),
+        ..Default::default()
+    };
+    agents::report(&h.state.ctx, &id, &report).expect("report");
+    settle(&h, &s, &rec).await;
+    let ts = tasks(&h).await;
+    assert_eq!(by_status(&ts), (5, 5));
+    assert!(ts.iter().all(|t| t["taskArn"] != victim["taskArn"]));
+
+    // A new revision rolls start before stop, within 100 % .. 200 %.
+    h.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "web", "requiresCompatibilities": ["MANAGED_INSTANCES"],
+               "containerDefinitions": [{"name": "app", "image": "busybox:2", "memory": 64}]}),
+    )
+    .await;
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c1", "service": "api", "taskDefinition": "web:2"}),
+    )
+    .await;
+    for _ in 0..10 {
+        tick(&s);
+        join_all(&h, &rec);
+        tick(&s);
+        let ts = tasks(&h).await;
+        let running = ts.iter().filter(|t| t["lastStatus"] == "RUNNING").count();
+        assert!(
+            running >= 5,
+            "below minimumHealthyPercent: {running} running"
+        );
+        assert!(ts.len() <= 10, "above maximumPercent: {} tasks", ts.len());
+        agents_act(&h).await;
+    }
+    settle(&h, &s, &rec).await;
+    let svc = service(&h).await;
+    assert_eq!(
+        svc["deployments"].as_array().map(Vec::len),
+        Some(1),
+        "{svc}"
+    );
+    assert_eq!(svc["deployments"][0]["rolloutState"], "COMPLETED");
+    let ts = tasks(&h).await;
+    assert_eq!(by_status(&ts), (5, 5));
+    assert!(ts.iter().all(|t| t["taskDefinitionArn"]
+        .as_str()
+        .is_some_and(|a| a.ends_with("web:2"))));
+    // The old ones were stopped by the scheduler.
+    let old = h
+        .ok(
+            "ListTasks",
+            json!({"cluster": "c1", "serviceName": "api", "desiredStatus": "STOPPED"}),
+        )
+        .await["taskArns"]
+        .clone();
+    let old = h
+        .ok("DescribeTasks", json!({"cluster": "c1", "tasks": old}))
+        .await;
+    assert!(old["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["stopCode"] == "ServiceSchedulerInitiated"));
+
+    // Delete with force: drained, then INACTIVE.
+    h.ok(
+        "DeleteService",
+        json!({"cluster": "c1", "service": "api", "force": true}),
+    )
+    .await;
+    settle(&h, &s, &rec).await;
+    assert!(tasks(&h).await.is_empty());
+    assert_eq!(service(&h).await["status"], "INACTIVE");
+}
