@@ -87,31 +87,38 @@ fn rollout_of(d: &Deployment) -> Rollout {
     }
 }
 
-/// Tasks that stopped on their own (not stopped by the scheduler or a
-/// user), per deployment: what the circuit breaker counts.
-fn failures(
-    tx: &dyn Tx,
-    cluster_arn: &str,
-    group: &str,
-) -> Result<BTreeMap<String, u32>, EcsError> {
+/// Tasks of a deployment that stopped on their own (failed to start, or an
+/// essential container exited), what the circuit breaker counts; counting
+/// stops at `cap` (the breaker's threshold is at most 200).
+fn failures(tx: &dyn Tx, cluster_arn: &str, deployment: &str, cap: u32) -> Result<u32, EcsError> {
     let filter = TaskFilter {
         cluster_arn: cluster_arn.to_string(),
-        group: Some(group.to_string()),
+        started_by: Some(deployment.to_string()),
         last_status: Some("STOPPED".into()),
         ..Default::default()
     };
-    let mut out = BTreeMap::new();
-    for v in berth_store::all(|a, n| tx.tasks(&filter, a, n))? {
-        let t = v.value;
-        let failed = matches!(
-            t.stop_code,
-            Some(TaskStopCode::TaskFailedToStart) | Some(TaskStopCode::EssentialContainerExited)
-        );
-        if failed {
-            *out.entry(t.started_by.unwrap_or_default()).or_insert(0) += 1;
+    let mut n = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = tx.tasks(&filter, after.as_deref(), 100)?;
+        for v in &page.items {
+            let failed = matches!(
+                v.value.stop_code,
+                Some(TaskStopCode::TaskFailedToStart)
+                    | Some(TaskStopCode::EssentialContainerExited)
+            );
+            if failed {
+                n += 1;
+                if n >= cap {
+                    return Ok(n);
+                }
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(n),
         }
     }
-    Ok(out)
 }
 
 fn reconcile_service(
@@ -159,8 +166,14 @@ fn reconcile_service(
         tx.put_service(&svc, Expect::Version(version))?;
         return Ok((0, 0));
     }
-    let failed = failures(tx, cluster_arn, &group)?;
+    let original = svc.clone();
     let mut deployments = svc.deployments.clone().unwrap_or_default();
+    let mut failed: BTreeMap<String, u32> = BTreeMap::new();
+    for d in &deployments {
+        let id = d.id.clone().unwrap_or_default();
+        let n = failures(tx, cluster_arn, &id, 200)?;
+        failed.insert(id, n);
+    }
     // PRIMARY first.
     deployments.sort_by_key(|d| d.status.as_deref() != Some("PRIMARY"));
     if deployments.is_empty() {
@@ -436,7 +449,10 @@ fn reconcile_service(
     for e in &decision.events {
         push_event(&mut svc, now, e.to_string());
     }
-    tx.put_service(&svc, Expect::Version(version))?;
+    // A steady service is not written again every tick.
+    if svc != original {
+        tx.put_service(&svc, Expect::Version(version))?;
+    }
     Ok((started, stopped))
 }
 

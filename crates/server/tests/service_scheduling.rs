@@ -231,3 +231,110 @@ async fn a_service_keeps_its_count_rolls_revisions_and_drains() {
     assert!(tasks(&h).await.is_empty());
     assert_eq!(service(&h).await["status"], "INACTIVE");
 }
+
+/// Like [`agents_act`], but tasks of `failing` (a task definition ARN suffix)
+/// fail to start.
+async fn agents_act_failing(h: &Harness, failing: &str) {
+    for t in tasks(h).await {
+        let Some(ci) = t["containerInstanceArn"].as_str() else {
+            continue;
+        };
+        let id = instance_id(h, ci).await;
+        let fails = t["taskDefinitionArn"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(failing));
+        let stop = t["desiredStatus"] == "STOPPED";
+        let report = if fails {
+            TaskReport {
+                task_arn: t["taskArn"].as_str().unwrap_or("").into(),
+                last_status: "STOPPED".into(),
+                stop_code: Some("TaskFailedToStart".into()),
+                stopped_reason: Some("CannotPullContainerError: crash".into()),
+                ..Default::default()
+            }
+        } else {
+            TaskReport {
+                task_arn: t["taskArn"].as_str().unwrap_or("").into(),
+                last_status: if stop { "STOPPED" } else { "RUNNING" }.into(),
+                started_at: Some(1.0),
+                ..Default::default()
+            }
+        };
+        agents::report(&h.state.ctx, &id, &report).expect("report");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_fails_to_start_trips_the_circuit_breaker_and_rolls_back() {
+    let h = Harness::new();
+    setup(&h).await;
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    h.ok(
+        "CreateService",
+        json!({"cluster": "c1", "serviceName": "api", "taskDefinition": "web", "desiredCount": 3,
+               "capacityProviderStrategy": [{"capacityProvider": "mi", "weight": 1}],
+               "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 200,
+                   "deploymentCircuitBreaker": {"enable": true, "rollback": true}}}),
+    )
+    .await;
+    settle(&h, &s, &rec).await;
+    assert_eq!(by_status(&tasks(&h).await), (3, 3));
+    h.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "web", "requiresCompatibilities": ["MANAGED_INSTANCES"],
+               "containerDefinitions": [{"name": "app", "image": "crash", "memory": 64}]}),
+    )
+    .await;
+    h.ok(
+        "UpdateService",
+        json!({"cluster": "c1", "service": "api", "taskDefinition": "web:2"}),
+    )
+    .await;
+    for _ in 0..15 {
+        tick(&s);
+        join_all(&h, &rec);
+        tick(&s);
+        let running = tasks(&h)
+            .await
+            .iter()
+            .filter(|t| t["lastStatus"] == "RUNNING")
+            .count();
+        assert!(running >= 3, "the old revision keeps serving: {running}");
+        agents_act_failing(&h, "web:2").await;
+    }
+    settle(&h, &s, &rec).await;
+    let svc = service(&h).await;
+    let deployments = svc["deployments"].as_array().cloned().unwrap_or_default();
+    let primary = deployments
+        .iter()
+        .find(|d| d["status"] == "PRIMARY")
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        primary["taskDefinition"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("web:1")),
+        "rolled back to web:1: {svc}"
+    );
+    assert!(svc["taskDefinition"]
+        .as_str()
+        .is_some_and(|a| a.ends_with("web:1")));
+    let ts = tasks(&h).await;
+    assert_eq!(by_status(&ts), (3, 3));
+    assert!(ts.iter().all(|t| t["taskDefinitionArn"]
+        .as_str()
+        .is_some_and(|a| a.ends_with("web:1"))));
+    let events: Vec<String> = svc["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect();
+    assert!(
+        events.iter().any(|e| e.contains("circuit breaker")
+            || e.contains("rolling back")
+            || e.contains("rolled back")),
+        "{events:?}"
+    );
+}
