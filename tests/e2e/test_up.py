@@ -430,3 +430,77 @@ def test_a_service_keeps_its_tasks_running_and_drains_on_delete(ecs):
     ecs.delete_service(cluster="up", service="keeper", force=True)
     ecs.get_waiter("services_inactive").wait(cluster="up", services=["keeper"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
     assert ecs.list_tasks(cluster="up", serviceName="keeper", desiredStatus="RUNNING")["taskArns"] == []
+
+
+def service_tasks(ecs, name):
+    """The service's tasks not yet STOPPED (desired RUNNING or on their way out)."""
+    out = []
+    for desired in ("RUNNING", "STOPPED"):
+        arns = ecs.list_tasks(cluster="up", serviceName=name, desiredStatus=desired)["taskArns"]
+        for i in range(0, len(arns), 100):
+            out += [t for t in describe(ecs, arns[i : i + 100]) if t["lastStatus"] != "STOPPED"]
+    return out
+
+
+def test_a_service_scales_rolls_within_its_percentages_and_rolls_back_a_crashing_revision(ecs):
+    import threading
+
+    v1 = register(ecs, "roller", ["sleep", "3600"])
+    ecs.create_service(
+        cluster="up",
+        serviceName="roller",
+        taskDefinition=v1,
+        desiredCount=3,
+        deploymentConfiguration={
+            "minimumHealthyPercent": 100,
+            "maximumPercent": 200,
+            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+        },
+    )
+    stable = ecs.get_waiter("services_stable")
+    stable.wait(cluster="up", services=["roller"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    ecs.update_service(cluster="up", service="roller", desiredCount=5)
+    stable.wait(cluster="up", services=["roller"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    assert len([t for t in service_tasks(ecs, "roller") if t["lastStatus"] == "RUNNING"]) == 5
+
+    # A new revision, sampled throughout: never under 100 % running, never over 200 % in all.
+    v2 = register(ecs, "roller", ["sleep", "3601"])
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            ts = service_tasks(ecs, "roller")
+            samples.append((sum(t["lastStatus"] == "RUNNING" for t in ts), len(ts)))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        ecs.update_service(cluster="up", service="roller", taskDefinition=v2)
+        time.sleep(1)
+        stable.wait(cluster="up", services=["roller"], WaiterConfig={"Delay": 1, "MaxAttempts": 180})
+    finally:
+        stop.set()
+        sampler.join()
+    assert samples, "the sampler took no sample"
+    assert min(r for r, _ in samples) >= 5, samples
+    assert max(n for _, n in samples) <= 10, samples
+    ts = service_tasks(ecs, "roller")
+    assert {t["taskDefinitionArn"] for t in ts} == {v2}, ts
+    assert sum(t["lastStatus"] == "RUNNING" for t in ts) == 5
+
+    # A revision that crashes on start trips the circuit breaker and rolls back to v2.
+    v3 = register(ecs, "roller", ["sh", "-c", "exit 1"])
+    ecs.update_service(cluster="up", service="roller", taskDefinition=v3)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        svc = ecs.describe_services(cluster="up", services=["roller"])["services"][0]
+        primary = [d for d in svc["deployments"] if d["status"] == "PRIMARY"][0]
+        if primary["taskDefinition"] == v2 and len(svc["deployments"]) == 1 and svc["runningCount"] == 5:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail(f"no rollback: {svc['deployments']} {[e['message'] for e in svc['events'][:5]]}")
+    assert svc["taskDefinition"] == v2
+    ecs.delete_service(cluster="up", service="roller", force=True)
+    ecs.get_waiter("services_inactive").wait(cluster="up", services=["roller"], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
