@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 
 mod placement;
 mod plan;
+mod services;
 mod tasks;
 
 /// The cluster, capacity provider and task definition family the benchmark uses.
@@ -92,6 +93,9 @@ enum Benchmark {
     /// The provisioning planner against first-fit-decreasing on reference workloads
     /// (offline, no server): time, hourly cost, lower bound and ratios.
     Plan(plan::PlanArgs),
+    /// One reconcile of a large service (in-memory store, no server): create, steady,
+    /// scale-in and deploy, against reading the service's tasks.
+    Services(services::ServicesArgs),
 }
 
 #[derive(clap::Args)]
@@ -838,6 +842,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Benchmark::Tasks(a) => return tasks::run(a).await,
         Benchmark::Placement(a) => return placement::run(a),
         Benchmark::Plan(a) => return plan::run(a),
+        Benchmark::Services(a) => return services::run(a),
     };
     let creds = credentials(&args)?;
     let report = bench_api(&args, creds, true).await?;
