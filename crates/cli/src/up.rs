@@ -62,18 +62,7 @@ impl Launcher for ProviderLauncher {
 
     fn terminate(&self, instance_id: &str) -> Result<(), String> {
         self.0.terminate(instance_id).map_err(|e| e.to_string())?;
-        let (removed, errors) = berth_agent::leftovers::remove(&self.1.join(instance_id));
-        if !removed.containers.is_empty() || !removed.namespaces.is_empty() {
-            tracing::info!(
-                instance_id,
-                containers = removed.containers.len(),
-                namespaces = removed.namespaces.len(),
-                "removed what the instance's agent left"
-            );
-        }
-        for e in errors {
-            tracing::warn!(instance_id, error = e, "cannot remove what the agent left");
-        }
+        remove_leftovers_of(&self.1.join(instance_id), instance_id);
         Ok(())
     }
 }
@@ -87,25 +76,25 @@ fn remove_agent_leftovers(agents_dir: &std::path::Path, keep: &[&str]) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if keep.contains(&name.as_str()) {
-            continue;
+        if !keep.contains(&name.as_str()) {
+            remove_leftovers_of(&entry.path(), &name);
         }
-        let (removed, errors) = berth_agent::leftovers::remove(&entry.path());
-        if !removed.containers.is_empty() || !removed.namespaces.is_empty() {
-            tracing::info!(
-                instance_id = name,
-                containers = removed.containers.len(),
-                namespaces = removed.namespaces.len(),
-                "removed what the instance's agent left"
-            );
-        }
-        for e in errors {
-            tracing::warn!(
-                instance_id = name,
-                error = e,
-                "cannot remove what the agent left"
-            );
-        }
+    }
+}
+
+/// Removes what the agent of one gone instance left, from its state dir, and says so.
+fn remove_leftovers_of(state_dir: &std::path::Path, instance_id: &str) {
+    let (removed, errors) = berth_agent::leftovers::remove(state_dir);
+    if !removed.containers.is_empty() || !removed.namespaces.is_empty() {
+        tracing::info!(
+            instance_id,
+            containers = removed.containers.len(),
+            namespaces = removed.namespaces.len(),
+            "removed what the instance's agent left"
+        );
+    }
+    for e in errors {
+        tracing::warn!(instance_id, error = e, "cannot remove what the agent left");
     }
 }
 

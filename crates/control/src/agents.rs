@@ -576,30 +576,19 @@ fn instance_tasks_wanted(
 /// than growing with tasks winding down.
 pub fn desired(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<TaskSpec>, EcsError> {
     let mut specs = vec![];
-    let mut tds: std::collections::BTreeMap<String, Option<TaskDefinition>> =
-        std::collections::BTreeMap::new();
+    let mut tds = TdCache::default();
     for t in instance_tasks_wanted(tx, r, &["RUNNING"])? {
-        let arn = t.task_definition_arn.clone().unwrap_or_default();
-        let td = match tds.get(&arn) {
-            Some(td) => td.clone(),
-            None => {
-                let td = load_task_definition(tx, &arn)?;
-                tds.insert(arn, td.clone());
-                td
+        if let Some(td) = tds.get(tx, t.task_definition_arn.as_deref())? {
+            if let Some(spec) = spec_with(tx, &t, td)? {
+                specs.push(spec);
             }
-        };
-        if let Some(spec) = td
-            .and_then(|td| spec_with(tx, &t, td).transpose())
-            .transpose()?
-        {
-            specs.push(spec);
         }
     }
     Ok(specs)
 }
 
 /// The task definition of an ARN, if it parses and exists.
-fn load_task_definition(tx: &dyn Tx, td_arn: &str) -> Result<Option<TaskDefinition>, EcsError> {
+pub fn load_task_definition(tx: &dyn Tx, td_arn: &str) -> Result<Option<TaskDefinition>, EcsError> {
     let Ok(Arn {
         resource: ArnResource::TaskDefinition { family, revision },
         ..
@@ -610,6 +599,29 @@ fn load_task_definition(tx: &dyn Tx, td_arn: &str) -> Result<Option<TaskDefiniti
     Ok(tx
         .task_definition(&family, Some(revision))?
         .map(|v| v.value))
+}
+
+/// Task definitions by ARN, each read once (for one pass over many tasks).
+#[derive(Default)]
+pub struct TdCache(std::collections::BTreeMap<String, Option<TaskDefinition>>);
+
+impl TdCache {
+    /// The task definition of `arn` (`None` when absent or not found).
+    pub fn get(
+        &mut self,
+        tx: &dyn Tx,
+        arn: Option<&str>,
+    ) -> Result<Option<TaskDefinition>, EcsError> {
+        let Some(arn) = arn else {
+            return Ok(None);
+        };
+        if let Some(td) = self.0.get(arn) {
+            return Ok(td.clone());
+        }
+        let td = load_task_definition(tx, arn)?;
+        self.0.insert(arn.to_string(), td.clone());
+        Ok(td)
+    }
 }
 
 /// The spec of one task: its definition's containers with the overrides applied.

@@ -2,7 +2,7 @@
 //! launches instances for what does not fit, and pushes each instance its
 //! desired set when it changed.
 
-use crate::agents::{self, load_record, save_record, InstanceRecord};
+use crate::agents::{self, load_record, save_record, InstanceRecord, TdCache};
 use crate::placing;
 use crate::usage::{registered, task_needs};
 use crate::{new_secret, AgentLink, Ctx};
@@ -190,9 +190,6 @@ struct Waiting {
     task_arn: String,
     demand: Demand,
     architecture: CPUArchitecture,
-    /// Why placement refused it (ECS's reason).
-    #[allow(dead_code)]
-    reason: String,
 }
 
 /// How the reason of a task waiting for capacity starts.
@@ -237,32 +234,6 @@ struct Batch {
     first: f64,
     grew: f64,
     arns: BTreeSet<String>,
-}
-
-/// Task definitions by ARN, read once per tick.
-#[derive(Default)]
-struct TdCache(BTreeMap<String, Option<TaskDefinition>>);
-
-impl TdCache {
-    fn get(&mut self, tx: &dyn Tx, arn: Option<&str>) -> Result<Option<TaskDefinition>, EcsError> {
-        let Some(arn) = arn else {
-            return Ok(None);
-        };
-        if let Some(td) = self.0.get(arn) {
-            return Ok(td.clone());
-        }
-        let td = match berth_model::arn::Arn::parse(arn) {
-            Ok(berth_model::arn::Arn {
-                resource: berth_model::arn::Resource::TaskDefinition { family, revision },
-                ..
-            }) => tx
-                .task_definition(&family, Some(revision))?
-                .map(|v| v.value),
-            _ => None,
-        };
-        self.0.insert(arn.to_string(), td.clone());
-        Ok(td)
-    }
 }
 
 /// The facts of an instance not launched yet, for `memberOf` expressions: its
@@ -580,7 +551,6 @@ impl Scheduler {
                             .and_then(|d| d.runtime_platform.as_ref())
                             .and_then(|p| p.cpu_architecture)
                             .unwrap_or(CPUArchitecture::X8664),
-                        reason,
                     });
                 }
             }

@@ -9,10 +9,10 @@
 //! Level-triggered and idempotent: everything it reads is in the store, so
 //! a crash at any line is repaired by the next tick.
 
+use crate::agents::TdCache;
 use crate::protection;
 use crate::tasks::{build, NewTask};
 use crate::Ctx;
-use berth_model::arn::{Arn, Resource};
 use berth_model::ecs::*;
 use berth_model::EcsError;
 use berth_scheduler::service::{self as decide, CircuitBreaker, Health, Rollout, TaskStatus};
@@ -57,18 +57,6 @@ fn status_of(t: &Task) -> TaskStatus {
         Some("STOPPING") => TaskStatus::Stopping,
         Some("DEPROVISIONING") => TaskStatus::Deprovisioning,
         _ => TaskStatus::Stopped,
-    }
-}
-
-fn task_definition(tx: &dyn Tx, arn: &str) -> Result<Option<TaskDefinition>, EcsError> {
-    match Arn::parse(arn) {
-        Ok(Arn {
-            resource: Resource::TaskDefinition { family, revision },
-            ..
-        }) => Ok(tx
-            .task_definition(&family, Some(revision))?
-            .map(|v| v.value)),
-        _ => Ok(None),
     }
 }
 
@@ -179,14 +167,7 @@ fn reconcile_service(
     if deployments.is_empty() {
         return Ok((0, 0));
     }
-    let mut tds: BTreeMap<String, Option<TaskDefinition>> = BTreeMap::new();
-    for d in &deployments {
-        let arn = d.task_definition.clone().unwrap_or_default();
-        if let std::collections::btree_map::Entry::Vacant(e) = tds.entry(arn) {
-            let td = task_definition(tx, e.key())?;
-            e.insert(td);
-        }
-    }
+    let mut tds = TdCache::default();
     let config = svc.deployment_configuration.clone().unwrap_or_default();
     let breaker = config
         .deployment_circuit_breaker
@@ -197,10 +178,8 @@ fn reconcile_service(
     for v in running.iter().chain(&stopping) {
         let t = &v.value;
         let arn = t.task_arn.clone().unwrap_or_default();
-        let td = tds
-            .get(t.task_definition_arn.as_deref().unwrap_or(""))
-            .and_then(Option::as_ref);
-        let health = if !has_health_check(td) {
+        let td = tds.get(tx, t.task_definition_arn.as_deref())?;
+        let health = if !has_health_check(td.as_ref()) {
             Health::NoCheck
         } else {
             match t.health_status {
@@ -343,7 +322,7 @@ fn reconcile_service(
             continue;
         };
         let td_arn = d.task_definition.clone().unwrap_or_default();
-        let Some(td) = tds.get(&td_arn).cloned().flatten() else {
+        let Some(td) = tds.get(tx, Some(td_arn.as_str()))? else {
             push_event(
                 &mut svc,
                 now,
