@@ -61,6 +61,21 @@ def busybox_rootfs(root: Path) -> Path:
     return root
 
 
+def import_busybox(srv, base: Path) -> None:
+    """Builds the busybox root file system under `base` and imports it into `srv` as busybox:latest."""
+    rootfs = busybox_rootfs(base / "rootfs")
+    env = clean_env()
+    env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = srv.keys
+    out = subprocess.run(
+        [berth_bin(), "image", "import", "--rootfs", str(rootfs), "--tag", "busybox:latest", "--endpoint", srv.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, f"image import failed:\n{out.stdout}\n{out.stderr}"
+
+
 def netns_list() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
 
@@ -76,17 +91,7 @@ def up(tmp_root):
         extra_args=["--bridge", BRIDGE, "--address-range", RANGE, "--cgroup-root", CGROUP_ROOT],
     )
     srv.start()
-    rootfs = busybox_rootfs(base / "rootfs")
-    env = clean_env()
-    env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = srv.keys
-    out = subprocess.run(
-        [berth_bin(), "image", "import", "--rootfs", str(rootfs), "--tag", "busybox:latest", "--endpoint", srv.url],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert out.returncode == 0, f"image import failed:\n{out.stdout}\n{out.stderr}"
+    import_busybox(srv, base)
     ecs = srv.client()
     ecs.create_cluster(clusterName="up")
     ecs.create_capacity_provider(

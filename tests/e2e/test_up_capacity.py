@@ -22,8 +22,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from helpers import BerthServer, berth_bin, clean_env, new_keys  # noqa: E402
-from test_up import PROFILE, REASON, ROLE, busybox_rootfs, netns_list  # noqa: E402
+from helpers import BerthServer, berth_bin, new_keys  # noqa: E402
+from test_up import PROFILE, REASON, ROLE, import_busybox, netns_list  # noqa: E402
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"real containers need root, runc and busybox: {REASON}")
 
@@ -50,17 +50,7 @@ def up(tmp_root):
         extra_args=["--bridge", BRIDGE, "--address-range", RANGE, "--cgroup-root", CGROUP_ROOT],
     )
     srv.start()
-    env = clean_env()
-    env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = srv.keys
-    rootfs = busybox_rootfs(base / "rootfs")
-    out = subprocess.run(
-        [berth_bin(), "image", "import", "--rootfs", str(rootfs), "--tag", "busybox:latest", "--endpoint", srv.url],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert out.returncode == 0, f"image import failed:\n{out.stdout}\n{out.stderr}"
+    import_busybox(srv, base)
     ecs = srv.client()
     ecs.create_cluster(clusterName="cap")
     ecs.create_capacity_provider(

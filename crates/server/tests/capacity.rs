@@ -303,21 +303,10 @@ async fn a_mix_of_tasks_launches_the_planned_fleet() {
 
     // The same planner, offline, over the same provider and tasks.
     let req = {
-        let mut r = berth_scheduler::plan::PlanRequest::new(
-            "us-east-1",
-            berth_model::ecs::InstanceRequirementsRequest {
-                v_cpu_count: Some(berth_model::ecs::VCpuCountRangeRequest {
-                    min: Some(2),
-                    max: Some(8),
-                }),
-                memory_mib: Some(berth_model::ecs::MemoryMiBRequest {
-                    min: Some(4096),
-                    max: None,
-                }),
-                ..Default::default()
-            },
-            vec![group("g0", 2048, 1024, 10), group("g1", 256, 6144, 10)],
-        );
+        let mut r = offline_request(vec![
+            group("g0", 2048, 1024, 10),
+            group("g1", 256, 6144, 10),
+        ]);
         r.availability_zones = vec![
             "us-east-1a".into(),
             "us-east-1b".into(),
@@ -353,6 +342,28 @@ async fn a_mix_of_tasks_launches_the_planned_fleet() {
             "placed: no waiting reason: {t}"
         );
     }
+}
+
+/// The planner's request for `groups` under the provider `cluster` creates
+/// (2–8 vCPUs, at least 4 GiB), as the scheduler makes it.
+fn offline_request(
+    groups: Vec<berth_scheduler::plan::TaskGroup>,
+) -> berth_scheduler::plan::PlanRequest {
+    berth_scheduler::plan::PlanRequest::new(
+        "us-east-1",
+        berth_model::ecs::InstanceRequirementsRequest {
+            v_cpu_count: Some(berth_model::ecs::VCpuCountRangeRequest {
+                min: Some(2),
+                max: Some(8),
+            }),
+            memory_mib: Some(berth_model::ecs::MemoryMiBRequest {
+                min: Some(4096),
+                max: None,
+            }),
+            ..Default::default()
+        },
+        groups,
+    )
 }
 
 fn group(name: &str, cpu: u32, memory: u64, count: u32) -> berth_scheduler::plan::TaskGroup {
@@ -416,21 +427,7 @@ async fn a_failed_launch_takes_the_type_out_for_a_while() {
     let h = Harness::new();
     cluster(&h, None).await;
     // What the planner picks for one small task, offline.
-    let mut req = berth_scheduler::plan::PlanRequest::new(
-        "us-east-1",
-        berth_model::ecs::InstanceRequirementsRequest {
-            v_cpu_count: Some(berth_model::ecs::VCpuCountRangeRequest {
-                min: Some(2),
-                max: Some(8),
-            }),
-            memory_mib: Some(berth_model::ecs::MemoryMiBRequest {
-                min: Some(4096),
-                max: None,
-            }),
-            ..Default::default()
-        },
-        vec![group("g0", 256, 512, 1)],
-    );
+    let mut req = offline_request(vec![group("g0", 256, 512, 1)]);
     let first = berth_scheduler::plan::plan(berth_catalog::Catalog::embedded(), &req)
         .expect("plan")
         .instances[0]
@@ -612,21 +609,7 @@ async fn spot_plans_with_spot_capable_types_and_avoids_an_interrupted_offering()
     .await;
     td(&h, "small", 256, 512, json!([])).await;
     // What the planner picks for spot, offline.
-    let mut req = berth_scheduler::plan::PlanRequest::new(
-        "us-east-1",
-        berth_model::ecs::InstanceRequirementsRequest {
-            v_cpu_count: Some(berth_model::ecs::VCpuCountRangeRequest {
-                min: Some(2),
-                max: Some(8),
-            }),
-            memory_mib: Some(berth_model::ecs::MemoryMiBRequest {
-                min: Some(4096),
-                max: None,
-            }),
-            ..Default::default()
-        },
-        vec![group("g0", 256, 512, 1)],
-    );
+    let mut req = offline_request(vec![group("g0", 256, 512, 1)]);
     req.capacity = berth_scheduler::plan::CapacityOption::Spot;
     let first = berth_scheduler::plan::plan(berth_catalog::Catalog::embedded(), &req)
         .expect("plan")

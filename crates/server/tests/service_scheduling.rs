@@ -71,17 +71,38 @@ async fn instance_id(h: &Harness, ci: &str) -> String {
 /// What the agents do: placed tasks the server wants run, RUNNING; tasks it
 /// wants stopped, STOPPED (exit 143).
 async fn agents_act(h: &Harness) {
+    agents_act_failing(h, None).await
+}
+
+/// Like [`agents_act`], but tasks of `failing` (a task definition ARN suffix)
+/// fail to start.
+async fn agents_act_failing(h: &Harness, failing: Option<&str>) {
     for t in tasks(h).await {
         let Some(ci) = t["containerInstanceArn"].as_str() else {
             continue;
         };
         let id = instance_id(h, ci).await;
+        let fails = failing.is_some_and(|f| {
+            t["taskDefinitionArn"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(f))
+        });
         let stop = t["desiredStatus"] == "STOPPED";
-        let report = TaskReport {
-            task_arn: t["taskArn"].as_str().unwrap_or("").into(),
-            last_status: if stop { "STOPPED" } else { "RUNNING" }.into(),
-            started_at: Some(1.0),
-            ..Default::default()
+        let report = if fails {
+            TaskReport {
+                task_arn: t["taskArn"].as_str().unwrap_or("").into(),
+                last_status: "STOPPED".into(),
+                stop_code: Some("TaskFailedToStart".into()),
+                stopped_reason: Some("CannotPullContainerError: crash".into()),
+                ..Default::default()
+            }
+        } else {
+            TaskReport {
+                task_arn: t["taskArn"].as_str().unwrap_or("").into(),
+                last_status: if stop { "STOPPED" } else { "RUNNING" }.into(),
+                started_at: Some(1.0),
+                ..Default::default()
+            }
         };
         agents::report(&h.state.ctx, &id, &report).expect("report");
     }
@@ -232,38 +253,6 @@ async fn a_service_keeps_its_count_rolls_revisions_and_drains() {
     assert_eq!(service(&h).await["status"], "INACTIVE");
 }
 
-/// Like [`agents_act`], but tasks of `failing` (a task definition ARN suffix)
-/// fail to start.
-async fn agents_act_failing(h: &Harness, failing: &str) {
-    for t in tasks(h).await {
-        let Some(ci) = t["containerInstanceArn"].as_str() else {
-            continue;
-        };
-        let id = instance_id(h, ci).await;
-        let fails = t["taskDefinitionArn"]
-            .as_str()
-            .is_some_and(|a| a.ends_with(failing));
-        let stop = t["desiredStatus"] == "STOPPED";
-        let report = if fails {
-            TaskReport {
-                task_arn: t["taskArn"].as_str().unwrap_or("").into(),
-                last_status: "STOPPED".into(),
-                stop_code: Some("TaskFailedToStart".into()),
-                stopped_reason: Some("CannotPullContainerError: crash".into()),
-                ..Default::default()
-            }
-        } else {
-            TaskReport {
-                task_arn: t["taskArn"].as_str().unwrap_or("").into(),
-                last_status: if stop { "STOPPED" } else { "RUNNING" }.into(),
-                started_at: Some(1.0),
-                ..Default::default()
-            }
-        };
-        agents::report(&h.state.ctx, &id, &report).expect("report");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revision_that_fails_to_start_trips_the_circuit_breaker_and_rolls_back() {
     let h = Harness::new();
@@ -301,7 +290,7 @@ async fn a_revision_that_fails_to_start_trips_the_circuit_breaker_and_rolls_back
             .filter(|t| t["lastStatus"] == "RUNNING")
             .count();
         assert!(running >= 3, "the old revision keeps serving: {running}");
-        agents_act_failing(&h, "web:2").await;
+        agents_act_failing(&h, Some("web:2")).await;
     }
     settle(&h, &s, &rec).await;
     let svc = service(&h).await;
