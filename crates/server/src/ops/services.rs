@@ -442,28 +442,24 @@ pub fn create(ctx: &Ctx, req: CreateServiceRequest) -> OpResult<CreateServiceRes
             "The launch type {lt} is not supported: berth runs tasks on managed instances. Omit launchType and use a capacityProviderStrategy naming a managed instances capacity provider (or the cluster's default strategy)."
         )));
     }
-    if let Some(c) = &req.deployment_controller {
-        if c.r#type.is_some_and(|t| t != DeploymentControllerType::Ecs) {
-            return Err(EcsError::invalid(
-                "berth services support only the ECS deployment controller.",
-            ));
-        }
-    }
-    refuse_unsupported(&[
-        ("loadBalancers", nonempty(&req.load_balancers)),
-        ("serviceRegistries", nonempty(&req.service_registries)),
-        (
-            "serviceConnectConfiguration",
-            req.service_connect_configuration
-                .as_ref()
-                .is_some_and(|c| c.enabled),
-        ),
-        ("volumeConfigurations", nonempty(&req.volume_configurations)),
-        (
-            "vpcLatticeConfigurations",
-            nonempty(&req.vpc_lattice_configurations),
-        ),
-    ])?;
+    refuse_unsupported_members(
+        req.deployment_controller.as_ref(),
+        &[
+            ("loadBalancers", nonempty(&req.load_balancers)),
+            ("serviceRegistries", nonempty(&req.service_registries)),
+            (
+                "serviceConnectConfiguration",
+                req.service_connect_configuration
+                    .as_ref()
+                    .is_some_and(|c| c.enabled),
+            ),
+            ("volumeConfigurations", nonempty(&req.volume_configurations)),
+            (
+                "vpcLatticeConfigurations",
+                nonempty(&req.vpc_lattice_configurations),
+            ),
+        ],
+    )?;
     if req
         .client_token
         .as_deref()
@@ -562,6 +558,20 @@ pub fn create(ctx: &Ctx, req: CreateServiceRequest) -> OpResult<CreateServiceRes
     })
 }
 
+/// The members CreateService and UpdateService share that berth does not
+/// support: a deployment controller other than ECS, and `members` that are set.
+fn refuse_unsupported_members(
+    controller: Option<&DeploymentController>,
+    members: &[(&str, bool)],
+) -> OpResult<()> {
+    if controller.is_some_and(|c| c.r#type.is_some_and(|t| t != DeploymentControllerType::Ecs)) {
+        return Err(EcsError::invalid(
+            "berth services support only the ECS deployment controller.",
+        ));
+    }
+    refuse_unsupported(members)
+}
+
 pub fn update(ctx: &Ctx, req: UpdateServiceRequest) -> OpResult<UpdateServiceResponse> {
     let Some(given) = req.service.clone() else {
         return Err(EcsError::invalid(
@@ -571,28 +581,24 @@ pub fn update(ctx: &Ctx, req: UpdateServiceRequest) -> OpResult<UpdateServiceRes
     check_desired(req.desired_count)?;
     check_grace_period(req.health_check_grace_period_seconds)?;
     check_network(&req.network_configuration)?;
-    if let Some(c) = &req.deployment_controller {
-        if c.r#type.is_some_and(|t| t != DeploymentControllerType::Ecs) {
-            return Err(EcsError::invalid(
-                "berth services support only the ECS deployment controller.",
-            ));
-        }
-    }
-    refuse_unsupported(&[
-        ("loadBalancers", nonempty(&req.load_balancers)),
-        ("serviceRegistries", nonempty(&req.service_registries)),
-        (
-            "serviceConnectConfiguration",
-            req.service_connect_configuration
-                .as_ref()
-                .is_some_and(|c| c.enabled),
-        ),
-        ("volumeConfigurations", nonempty(&req.volume_configurations)),
-        (
-            "vpcLatticeConfigurations",
-            nonempty(&req.vpc_lattice_configurations),
-        ),
-    ])?;
+    refuse_unsupported_members(
+        req.deployment_controller.as_ref(),
+        &[
+            ("loadBalancers", nonempty(&req.load_balancers)),
+            ("serviceRegistries", nonempty(&req.service_registries)),
+            (
+                "serviceConnectConfiguration",
+                req.service_connect_configuration
+                    .as_ref()
+                    .is_some_and(|c| c.enabled),
+            ),
+            ("volumeConfigurations", nonempty(&req.volume_configurations)),
+            (
+                "vpcLatticeConfigurations",
+                nonempty(&req.vpc_lattice_configurations),
+            ),
+        ],
+    )?;
     berth_control::placing::check(
         &[],
         req.placement_constraints.as_deref().unwrap_or_default(),
