@@ -88,11 +88,10 @@
 //!
 //! `O(T log T + Z log Z + S log Z)` for `T` tasks, `Z` zones and `S` starts:
 //! one pass classifies the tasks, the stop candidates are sorted once, and
-//! zones are picked from binary heaps. A 1,000-task service in mid
-//! deployment (two revisions, unhealthy and protected tasks, three zones)
-//! took 0.65 ms per decision in an unoptimised debug build on a loaded
-//! 2-core machine; `service_cases::thousand_tasks_is_fast` asserts under
-//! 50 ms in debug builds (release builds were not measured).
+//! zones are picked from binary heaps. What a whole reconcile of a
+//! 1,000-task service costs (this decision included) is measured by
+//! `berth bench services` (BENCHMARKS.md); `service_cases::thousand_tasks_is_fast`
+//! only guards against a gross regression.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};

@@ -303,7 +303,7 @@ fn deterministic_under_input_order() {
     assert!(!a.stop.is_empty());
 }
 
-/// A loose bound for debug builds (0.65 ms measured there; see the module docs).
+/// A loose guard against a gross regression; the figures are `berth bench services`'.
 #[test]
 fn thousand_tasks_is_fast() {
     let s = big_service(1_000);
