@@ -4,7 +4,6 @@
 //! catalog, and a 1,000-instance fleet.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use berth_catalog::Catalog;
@@ -15,6 +14,9 @@ use berth_scheduler::consolidate::{
     ReplacementType, Resources, Task, DEFAULT_SCALE_IN_AFTER_SECS,
 };
 use berth_scheduler::plan::{permissive_requirements, Reservation};
+
+mod consolidate_common;
+use consolidate_common::apply;
 
 const NOW: u64 = 100_000;
 const X86: CPUArchitecture = CPUArchitecture::X8664;
@@ -104,46 +106,6 @@ fn two_half_empty() -> Vec<Instance> {
     ]
 }
 
-/// The fleet after `actions`, with changed instances stable since `now`.
-fn apply(instances: &[Instance], actions: &[Action], now: u64) -> Vec<Instance> {
-    let retired: BTreeSet<&str> = actions.iter().flat_map(|a| a.retired()).collect();
-    let tasks: BTreeMap<&str, &Task> = instances
-        .iter()
-        .flat_map(|i| i.tasks.iter().map(|t| (t.id.as_str(), t)))
-        .collect();
-    let mut out: Vec<Instance> = instances
-        .iter()
-        .filter(|i| !retired.contains(i.id.as_str()))
-        .cloned()
-        .collect();
-    for (ai, a) in actions.iter().enumerate() {
-        for (k, n) in a.launches().iter().enumerate() {
-            out.push(Instance {
-                id: format!("new-{ai}-{k}"),
-                instance_type: n.instance_type.clone(),
-                hourly_cost: n.hourly_cost,
-                allocatable: n.allocatable,
-                availability_zone: n.availability_zone.clone(),
-                architecture: n.architecture,
-                launched_at: now,
-                stable_since: now,
-                disrupting: false,
-                tasks: Vec::new(),
-            });
-        }
-        for m in a.moves() {
-            let id = match &m.to {
-                Destination::Instance(id) => id.clone(),
-                Destination::New(k) => format!("new-{ai}-{k}"),
-            };
-            let inst = out.iter_mut().find(|i| i.id == id).unwrap();
-            inst.tasks.push(tasks[m.task.as_str()].clone());
-            inst.stable_since = now;
-        }
-    }
-    out
-}
-
 #[test]
 fn two_half_empty_instances_become_one() {
     let r = req(two_half_empty(), vec![]);
@@ -175,7 +137,7 @@ fn applying_the_actions_then_running_again_does_nothing() {
     );
     let actions = consolidate(&r).unwrap();
     assert_eq!(actions.len(), 1);
-    let after = apply(&r.instances, &actions, NOW);
+    let after = apply(&r.instances, &actions, NOW, "case");
     assert_eq!(after.len(), 1);
     // At once: the target just changed.
     let mut again = req(after.clone(), r.replacement_types.clone());
@@ -513,7 +475,7 @@ fn the_budget_limits_how_many_go_at_once() {
     let all = unlimited(req(fleet, vec![]));
     let actions = consolidate(&all).unwrap();
     assert_eq!(actions.len(), 9, "{actions:?}");
-    let after = apply(&all.instances, &actions, NOW);
+    let after = apply(&all.instances, &actions, NOW, "case");
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].tasks.len(), 10);
 }
