@@ -438,12 +438,17 @@ def test_a_service_keeps_its_tasks_running_and_drains_on_delete(ecs):
 
 
 def service_tasks(ecs, name):
-    """The service's tasks not yet STOPPED (desired RUNNING or on their way out)."""
-    out = []
+    """The service's tasks not yet STOPPED (desired RUNNING or on their way out).
+
+    The two listings are not one snapshot: a task the scheduler stops between
+    them is in both, so tasks are counted once, by ARN."""
+    arns = []
     for desired in ("RUNNING", "STOPPED"):
-        arns = ecs.list_tasks(cluster="up", serviceName=name, desiredStatus=desired)["taskArns"]
-        for i in range(0, len(arns), 100):
-            out += [t for t in describe(ecs, arns[i : i + 100]) if t["lastStatus"] != "STOPPED"]
+        arns += ecs.list_tasks(cluster="up", serviceName=name, desiredStatus=desired)["taskArns"]
+    arns = list(dict.fromkeys(arns))
+    out = []
+    for i in range(0, len(arns), 100):
+        out += [t for t in describe(ecs, arns[i : i + 100]) if t["lastStatus"] != "STOPPED"]
     return out
 
 
