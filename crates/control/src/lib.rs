@@ -22,6 +22,7 @@
 //! cost-optimal planner and ECS placement strategies come later.
 
 pub mod agents;
+pub mod daemons;
 pub mod placing;
 pub mod protection;
 pub mod scheduler;

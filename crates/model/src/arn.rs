@@ -25,6 +25,8 @@ pub enum Resource {
     Task { cluster: String, id: String },
     ContainerInstance { cluster: String, id: String },
     Service { cluster: String, name: String },
+    Daemon { cluster: String, name: String },
+    DaemonTaskDefinition { family: String, revision: i32 },
 }
 
 /// A parsed ECS ARN.
@@ -66,15 +68,17 @@ impl Arn {
             ("capacity-provider", [name]) => Resource::CapacityProvider {
                 name: name.to_string(),
             },
-            ("task-definition", [fr]) => {
+            ("task-definition", [fr]) | ("daemon-task-definition", [fr]) => {
                 let (family, rev) = fr.rsplit_once(':').ok_or_else(bad)?;
                 let revision = rev.parse::<i32>().map_err(|_| bad())?;
                 if family.is_empty() || revision < 1 {
                     return Err(bad());
                 }
-                Resource::TaskDefinition {
-                    family: family.to_string(),
-                    revision,
+                let family = family.to_string();
+                if kind == "task-definition" {
+                    Resource::TaskDefinition { family, revision }
+                } else {
+                    Resource::DaemonTaskDefinition { family, revision }
                 }
             }
             ("task", [cluster, id]) => Resource::Task {
@@ -86,6 +90,10 @@ impl Arn {
                 id: id.to_string(),
             },
             ("service", [cluster, name]) => Resource::Service {
+                cluster: cluster.to_string(),
+                name: name.to_string(),
+            },
+            ("daemon", [cluster, name]) => Resource::Daemon {
                 cluster: cluster.to_string(),
                 name: name.to_string(),
             },
@@ -121,6 +129,10 @@ impl fmt::Display for Arn {
                 write!(f, "container-instance/{cluster}/{id}")
             }
             Resource::Service { cluster, name } => write!(f, "service/{cluster}/{name}"),
+            Resource::Daemon { cluster, name } => write!(f, "daemon/{cluster}/{name}"),
+            Resource::DaemonTaskDefinition { family, revision } => {
+                write!(f, "daemon-task-definition/{family}:{revision}")
+            }
         }
     }
 }
@@ -176,6 +188,44 @@ impl ArnContext {
     pub fn service_deployment(&self, cluster: &str, service: &str, id: &str) -> String {
         format!(
             "arn:aws:ecs:{}:{}:service-deployment/{cluster}/{service}/{id}",
+            self.region, self.account
+        )
+    }
+
+    pub fn daemon(&self, cluster: &str, name: &str) -> String {
+        Arn::new(
+            self,
+            Resource::Daemon {
+                cluster: cluster.into(),
+                name: name.into(),
+            },
+        )
+        .to_string()
+    }
+
+    pub fn daemon_task_definition(&self, family: &str, revision: i32) -> String {
+        Arn::new(
+            self,
+            Resource::DaemonTaskDefinition {
+                family: family.into(),
+                revision,
+            },
+        )
+        .to_string()
+    }
+
+    /// `…:daemon-revision/CLUSTER/DAEMON/ID`, like [`Self::service_revision`].
+    pub fn daemon_revision(&self, cluster: &str, daemon: &str, id: &str) -> String {
+        format!(
+            "arn:aws:ecs:{}:{}:daemon-revision/{cluster}/{daemon}/{id}",
+            self.region, self.account
+        )
+    }
+
+    /// `…:daemon-deployment/CLUSTER/DAEMON/ID`, like [`Self::service_revision`].
+    pub fn daemon_deployment(&self, cluster: &str, daemon: &str, id: &str) -> String {
+        format!(
+            "arn:aws:ecs:{}:{}:daemon-deployment/{cluster}/{daemon}/{id}",
             self.region, self.account
         )
     }
@@ -253,6 +303,8 @@ mod tests {
             c.task("default", "0123456789abcdef0123456789abcdef"),
             c.container_instance("prod", "abc"),
             "arn:aws:ecs:eu-west-1:123456789012:service/prod/web".to_string(),
+            c.daemon("prod", "logs"),
+            c.daemon_task_definition("shipper", 3),
         ] {
             let a = Arn::parse(&s).expect("parses");
             assert_eq!(a.to_string(), s);

@@ -16,6 +16,8 @@ pub enum ErrorKind {
     ClusterContainsTasks,
     ClusterNotFound,
     Conflict,
+    DaemonNotActive,
+    DaemonNotFound,
     InvalidParameter,
     LimitExceeded,
     PlatformTaskDefinitionIncompatibility,
@@ -53,6 +55,8 @@ impl ErrorKind {
             Self::ClusterContainsTasks => "ClusterContainsTasksException",
             Self::ClusterNotFound => "ClusterNotFoundException",
             Self::Conflict => "ConflictException",
+            Self::DaemonNotActive => "DaemonNotActiveException",
+            Self::DaemonNotFound => "DaemonNotFoundException",
             Self::InvalidParameter => "InvalidParameterException",
             Self::LimitExceeded => "LimitExceededException",
             Self::PlatformTaskDefinitionIncompatibility => {
@@ -97,6 +101,8 @@ impl ErrorKind {
             | Self::ClusterContainsTasks
             | Self::ClusterNotFound
             | Self::Conflict
+            | Self::DaemonNotActive
+            | Self::DaemonNotFound
             | Self::InvalidParameter
             | Self::LimitExceeded
             | Self::PlatformTaskDefinitionIncompatibility

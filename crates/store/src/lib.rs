@@ -268,9 +268,112 @@ pub trait Tx {
     fn client_token(&self, cluster_arn: &str, token: &str) -> Result<Option<ClientToken>>;
     fn put_client_token(&self, cluster_arn: &str, token: &str, value: &ClientToken) -> Result<()>;
 
+    // ---- documents of the smaller kinds (keyed by kind + key, listed by parent) ----
+    /// The raw JSON of one document; see [`docs`] for the typed calls.
+    fn document(&self, kind: &str, key: &str) -> Result<Option<Versioned<String>>>;
+    /// Documents of a kind ordered by key, only those under `parent` when
+    /// given; `after` is a key. Items are `(key, document)`.
+    fn documents(
+        &self,
+        kind: &str,
+        parent: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, Versioned<String>)>>;
+    fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        parent: &str,
+        doc: &str,
+        expect: Expect,
+    ) -> Result<i64>;
+    fn delete_document(&self, kind: &str, key: &str, version: i64) -> Result<()>;
+
     // ---- small key/value state (server identity, counters) ----
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn put_meta(&self, key: &str, value: &str) -> Result<()>;
+}
+
+/// Typed access to [`Tx::document`] and friends: a document is any
+/// serialisable shape, stored as JSON under a kind.
+pub mod docs {
+    use super::{Expect, Page, Result, StoreError, Tx, Versioned};
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    fn parse<T: DeserializeOwned>(kind: &str, key: &str, raw: &str) -> Result<T> {
+        serde_json::from_str(raw).map_err(|e| StoreError::Corrupt {
+            key: format!("{kind} {key}"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The document `key` of `kind`.
+    pub fn get<T: DeserializeOwned>(
+        tx: &dyn Tx,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>> {
+        match tx.document(kind, key)? {
+            None => Ok(None),
+            Some(v) => Ok(Some(Versioned {
+                version: v.version,
+                value: parse(kind, key, &v.value)?,
+            })),
+        }
+    }
+
+    /// One page of the documents of `kind` (under `parent`), by key.
+    pub fn list<T: DeserializeOwned>(
+        tx: &dyn Tx,
+        kind: &str,
+        parent: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, Versioned<T>)>> {
+        let page = tx.documents(kind, parent, after, limit)?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for (key, v) in page.items {
+            let value = parse(kind, &key, &v.value)?;
+            items.push((
+                key,
+                Versioned {
+                    version: v.version,
+                    value,
+                },
+            ));
+        }
+        Ok(Page {
+            items,
+            next: page.next,
+        })
+    }
+
+    /// Every document of `kind` (under `parent`), by key.
+    pub fn all<T: DeserializeOwned>(
+        tx: &dyn Tx,
+        kind: &str,
+        parent: Option<&str>,
+    ) -> Result<Vec<(String, Versioned<T>)>> {
+        super::all(|a, n| list(tx, kind, parent, a, n))
+    }
+
+    /// Writes a document (compare-and-swap on `expect`); returns its new version.
+    pub fn put<T: Serialize>(
+        tx: &dyn Tx,
+        kind: &str,
+        key: &str,
+        parent: &str,
+        value: &T,
+        expect: Expect,
+    ) -> Result<i64> {
+        let doc = serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+            key: format!("{kind} {key}"),
+            reason: e.to_string(),
+        })?;
+        tx.put_document(kind, key, parent, &doc, expect)
+    }
 }
 
 /// The backends, chosen by configuration.

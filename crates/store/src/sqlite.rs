@@ -1273,6 +1273,83 @@ impl Tx for SqliteTx<'_> {
         )
     }
 
+    // ---- documents ----
+
+    fn document(&self, kind: &str, key: &str) -> Result<Option<Versioned<String>>> {
+        let mut stmt = self.stmt("SELECT version, doc FROM documents WHERE kind = ?1 AND key = ?2")?;
+        let mut rows = stmt.query([kind, key]).db()?;
+        match rows.next().db()? {
+            None => Ok(None),
+            Some(row) => Ok(Some(Versioned {
+                version: row.get(0).db()?,
+                value: row.get(1).db()?,
+            })),
+        }
+    }
+
+    fn documents(
+        &self,
+        kind: &str,
+        parent: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, Versioned<String>)>> {
+        let limit_p = limit_param(limit);
+        let after = after.unwrap_or("");
+        let item = |row: &Row<'_>| {
+            let key: String = row.get(0).db()?;
+            let value = Versioned {
+                version: row.get(1).db()?,
+                value: row.get(2).db()?,
+            };
+            Ok((key.clone(), (key, value)))
+        };
+        match parent {
+            Some(parent) => self.list(
+                "SELECT key, version, doc FROM documents
+                 WHERE kind = ?1 AND parent = ?2 AND key > ?3 ORDER BY key LIMIT ?4",
+                &[&kind, &parent, &after, &limit_p],
+                limit,
+                item,
+            ),
+            None => self.list(
+                "SELECT key, version, doc FROM documents
+                 WHERE kind = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+                &[&kind, &after, &limit_p],
+                limit,
+                item,
+            ),
+        }
+    }
+
+    fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        parent: &str,
+        doc: &str,
+        expect: Expect,
+    ) -> Result<i64> {
+        self.put(
+            kind,
+            key,
+            expect,
+            "INSERT INTO documents (kind, key, parent, doc, version) VALUES (?1, ?2, ?3, ?4, 1)",
+            "UPDATE documents SET parent = ?3, doc = ?4, version = ?5
+             WHERE kind = ?1 AND key = ?2 AND version = ?6",
+            &[&kind, &key, &parent, &doc],
+        )
+    }
+
+    fn delete_document(&self, kind: &str, key: &str, version: i64) -> Result<()> {
+        self.delete(
+            kind,
+            key,
+            "DELETE FROM documents WHERE kind = ?1 AND key = ?2 AND version = ?3",
+            &[&kind, &key, &version],
+        )
+    }
+
     // ---- meta ----
 
     fn meta(&self, key: &str) -> Result<Option<String>> {

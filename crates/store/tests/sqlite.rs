@@ -1850,6 +1850,7 @@ fn a_version_1_database_gains_the_service_tables() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE services; DROP TABLE service_deployments; DROP TABLE service_revisions;
+             DROP TABLE documents;
              DELETE FROM schema_migrations WHERE version > 1; PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -1861,6 +1862,93 @@ fn a_version_1_database_gains_the_service_tables() {
         .unwrap();
     drop(store);
     let (version, applied) = migrations_of(&path);
-    assert_eq!(version, 2);
-    assert_eq!(applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(version, 3);
+    assert_eq!(applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2, 3]);
+}
+
+#[test]
+fn documents_round_trip_page_by_parent_and_survive_a_reopen() {
+    use berth_store::docs;
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Doc {
+        name: String,
+        n: u32,
+    }
+    let (_dir, path, store) = file_store();
+    store
+        .write(|tx| {
+            for (key, parent, n) in [("a/1", "a", 1), ("a/2", "a", 2), ("b/1", "b", 3)] {
+                let d = Doc {
+                    name: key.into(),
+                    n,
+                };
+                assert_eq!(docs::put(tx, "thing", key, parent, &d, Expect::Absent)?, 1);
+            }
+            // Another kind under the same key is another document.
+            docs::put(tx, "other", "a/1", "a", &7u32, Expect::Absent)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    // Inserting twice, or updating at a stale version, is a conflict; nothing changes.
+    let err = store
+        .write(|tx| {
+            let d = Doc {
+                name: "x".into(),
+                n: 0,
+            };
+            docs::put(tx, "thing", "a/1", "a", &d, Expect::Absent)
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let err = store
+        .write(|tx| {
+            let d = Doc {
+                name: "x".into(),
+                n: 0,
+            };
+            docs::put(tx, "thing", "a/1", "a", &d, Expect::Version(9))
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    drop(store);
+
+    let store = Store::open_sqlite(&path, Durability::Full).unwrap();
+    store
+        .read(|tx| {
+            let one: Versioned<Doc> = docs::get(tx, "thing", "a/1")?.unwrap();
+            assert_eq!((one.version, one.value.n), (1, 1));
+            assert!(docs::get::<Doc>(tx, "thing", "c/1")?.is_none());
+            let under_a: Vec<String> = docs::all::<Doc>(tx, "thing", Some("a"))?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(under_a, ["a/1", "a/2"]);
+            let page = docs::list::<Doc>(tx, "thing", None, None, 2)?;
+            assert_eq!(page.items.len(), 2);
+            assert_eq!(page.next.as_deref(), Some("a/2"));
+            let rest = docs::list::<Doc>(tx, "thing", None, Some("a/2"), 2)?;
+            assert_eq!(rest.items[0].0, "b/1");
+            assert_eq!(rest.next, None);
+            assert_eq!(docs::get::<u32>(tx, "other", "a/1")?.unwrap().value, 7);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    store
+        .write(|tx| {
+            let v = docs::get::<Doc>(tx, "thing", "a/2")?.unwrap();
+            let mut d = v.value;
+            d.n = 20;
+            assert_eq!(docs::put(tx, "thing", "a/2", "a", &d, Expect::Version(1))?, 2);
+            assert!(tx.delete_document("thing", "b/1", 5).is_err());
+            tx.delete_document("thing", "b/1", 1)?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    store
+        .read(|tx| {
+            assert_eq!(docs::get::<Doc>(tx, "thing", "a/2")?.unwrap().value.n, 20);
+            assert!(docs::get::<Doc>(tx, "thing", "b/1")?.is_none());
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
 }

@@ -5,7 +5,8 @@ use super::{Ctx, OpResult};
 use berth_model::arn::{Arn, Resource};
 use berth_model::ecs::*;
 use berth_model::{tags, EcsError, ErrorKind};
-use berth_store::{Expect, Tx};
+use berth_control::daemons;
+use berth_store::{docs, Expect, Tx};
 
 fn not_found(arn: &str) -> EcsError {
     EcsError::new(
@@ -114,6 +115,40 @@ fn edit(
                 tx.put_service(&svc.value, Expect::Version(svc.version))?;
             }
             Ok(t)
+        }
+        Resource::Daemon { .. } => {
+            let Some(mut d) = daemons::load_daemon(tx, arn_text)? else {
+                return Err(not_found(arn_text));
+            };
+            if let Some(f) = change {
+                f(&mut d.value.tags)?;
+                docs::put(
+                    tx,
+                    daemons::DAEMON,
+                    arn_text,
+                    d.value.detail.cluster_arn.as_deref().unwrap_or(""),
+                    &d.value,
+                    Expect::Version(d.version),
+                )?;
+            }
+            Ok(d.value.tags)
+        }
+        Resource::DaemonTaskDefinition { family, revision } => {
+            let Some(mut d) = daemons::load_td(tx, arn_text)? else {
+                return Err(not_found(arn_text));
+            };
+            if let Some(f) = change {
+                f(&mut d.value.tags)?;
+                docs::put(
+                    tx,
+                    daemons::DAEMON_TD,
+                    &daemons::td_key(&family, revision),
+                    &family,
+                    &d.value,
+                    Expect::Version(d.version),
+                )?;
+            }
+            Ok(d.value.tags)
         }
     }
 }

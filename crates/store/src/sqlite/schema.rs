@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// Every migration, in order; the schema version of a database is how many of
 /// them it has had.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 const V1: &str = "
 CREATE TABLE schema_migrations (
@@ -152,6 +152,21 @@ CREATE TABLE service_revisions (
     doc         TEXT NOT NULL
 );
 CREATE INDEX service_revisions_service ON service_revisions (service_arn, arn);
+";
+
+/// Documents of the kinds that need no columns of their own (daemons, their
+/// task definitions, deployments and revisions): a kind, a key ordered within
+/// the kind, and the parent the kind is listed under.
+const V3: &str = "
+CREATE TABLE documents (
+    kind    TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    parent  TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE INDEX documents_parent ON documents (kind, parent, key);
 ";
 
 /// The schema version of the database behind `conn`.
