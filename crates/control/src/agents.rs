@@ -587,18 +587,24 @@ pub fn desired(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<TaskSpec>, EcsErro
     Ok(specs)
 }
 
-/// The task definition of an ARN, if it parses and exists.
+/// The task definition of an ARN, if it parses and exists: a task
+/// definition, or a daemon task definition as the task definition its
+/// tasks run ([`crate::daemons::as_task_definition`]).
 pub fn load_task_definition(tx: &dyn Tx, td_arn: &str) -> Result<Option<TaskDefinition>, EcsError> {
-    let Ok(Arn {
-        resource: ArnResource::TaskDefinition { family, revision },
-        ..
-    }) = Arn::parse(td_arn)
-    else {
-        return Ok(None);
-    };
-    Ok(tx
-        .task_definition(&family, Some(revision))?
-        .map(|v| v.value))
+    match Arn::parse(td_arn) {
+        Ok(Arn {
+            resource: ArnResource::TaskDefinition { family, revision },
+            ..
+        }) => Ok(tx
+            .task_definition(&family, Some(revision))?
+            .map(|v| v.value)),
+        Ok(Arn {
+            resource: ArnResource::DaemonTaskDefinition { .. },
+            ..
+        }) => Ok(crate::daemons::load_td(tx, td_arn)?
+            .map(|v| crate::daemons::as_task_definition(&v.value.definition))),
+        _ => Ok(None),
+    }
 }
 
 /// Task definitions by ARN, each read once (for one pass over many tasks).

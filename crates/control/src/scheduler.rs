@@ -3,6 +3,7 @@
 //! desired set when it changed.
 
 use crate::agents::{self, load_record, save_record, InstanceRecord, TdCache};
+use crate::daemons::DaemonView;
 use crate::placing;
 use crate::usage::{registered, task_needs};
 use crate::{new_secret, AgentLink, Ctx};
@@ -132,6 +133,9 @@ pub struct TickReport {
     /// Tasks the service reconciler started and stopped.
     pub service_started: usize,
     pub service_stopped: usize,
+    /// Tasks the daemon reconciler started and stopped.
+    pub daemon_started: usize,
+    pub daemon_stopped: usize,
     /// Seconds until something is due (a batch to plan, an idle instance to
     /// scale in), when sooner than the next periodic tick should be.
     pub next_tick: Option<f64>,
@@ -179,7 +183,7 @@ struct Slot {
     record: InstanceRecord,
     connected: bool,
     active: bool,
-    /// Tasks on it not yet STOPPED.
+    /// Application (not daemon) tasks on it not yet STOPPED.
     tasks: usize,
     /// What placement sees: remaining resources, attributes, ports, groups, GPUs.
     spec: InstanceSpec,
@@ -337,7 +341,14 @@ impl Scheduler {
     }
 
     fn tick_cluster(&self, cluster: &Cluster, report: &mut TickReport) -> Result<(), EcsError> {
-        // Services first: the tasks they start are placed below, in this tick.
+        // Daemons first: their tasks go on each instance before anything else.
+        let daemons = crate::daemons::reconcile_cluster(&self.ctx, cluster)?;
+        report.daemon_started += daemons.started;
+        report.daemon_stopped += daemons.stopped;
+        if let Some(n) = daemons.next_tick {
+            report.next_tick = Some(report.next_tick.map_or(n, |m: f64| m.min(n)));
+        }
+        // Services next: the tasks they start are placed below, in this tick.
         let (started, stopped) = crate::services::reconcile_cluster(&self.ctx, cluster)?;
         report.service_started += started;
         report.service_stopped += stopped;
@@ -366,7 +377,11 @@ impl Scheduler {
                 if ci.agent_connected {
                     connected.push(record.instance_id.clone());
                 }
-                if ci.running_tasks_count == 0 && ci.pending_tasks_count == 0 {
+                // Only daemons on it: idle (they stop with it).
+                let arn = ci.container_instance_arn.as_deref().unwrap_or("");
+                let daemon_tasks = daemons.tasks_on.get(arn).copied().unwrap_or(0);
+                let tasks = ci.running_tasks_count + ci.pending_tasks_count;
+                if usize::try_from(tasks).unwrap_or(usize::MAX) <= daemon_tasks {
                     idle.push((record.instance_id.clone(), record.capacity_provider.clone()));
                 }
             }
@@ -374,7 +389,7 @@ impl Scheduler {
         })?;
         if quiet {
             self.scale_in(cluster, &idle, now, report)?;
-            self.provision(cluster, BTreeMap::new(), now, report)?;
+            self.provision(cluster, BTreeMap::new(), &daemons.reserve, now, report)?;
             for id in connected {
                 self.push_if_changed(&id)?;
             }
@@ -384,7 +399,7 @@ impl Scheduler {
         idle.clear();
         self.ctx.store.write(|tx| {
             let mut tds = TdCache::default();
-            let slots = self.slots(tx, &cluster_arn, &mut tds)?;
+            let slots = self.slots(tx, &cluster_arn, &mut tds, &daemons)?;
             let pending = pending_tasks(tx, &cluster_arn)?;
             let mut by_cp: BTreeMap<String, Vec<Versioned<Task>>> = BTreeMap::new();
             for v in pending {
@@ -571,18 +586,23 @@ impl Scheduler {
             Ok::<_, EcsError>(())
         })?;
         self.scale_in(cluster, &idle, now, report)?;
-        self.provision(cluster, waiting, now, report)?;
+        self.provision(cluster, waiting, &daemons.reserve, now, report)?;
         for id in connected {
             self.push_if_changed(&id)?;
         }
         Ok(())
     }
 
+    /// Every ACTIVE and REGISTERING instance as placement sees it. An ACTIVE
+    /// instance where a daemon task is starting is taken as coming capacity
+    /// (application tasks wait for its daemons); a REGISTERING one has what
+    /// its type offers less what its daemons will take.
     fn slots(
         &self,
         tx: &dyn Tx,
         cluster_arn: &str,
         tds: &mut TdCache,
+        daemons: &DaemonView,
     ) -> Result<Vec<Slot>, EcsError> {
         let custom = berth_store::all(|a, n| {
             tx.attributes(
@@ -607,12 +627,24 @@ impl Scheduler {
                     continue;
                 };
                 let (reg_cpu, reg_mem) = match registered(&ci) {
-                    (0, 0) => self.planned_capacity(&record),
+                    (0, 0) => {
+                        let (c, m) = self.planned_capacity(&record);
+                        let (dc, dm) = daemons
+                            .reserve
+                            .get(&record.capacity_provider)
+                            .copied()
+                            .unwrap_or((0, 0));
+                        (c - i64::from(dc), m - dm as i64)
+                    }
                     other => other,
                 };
                 let mut on = vec![];
+                let mut app_tasks = 0;
                 let (mut used_cpu, mut used_mem) = (0i64, 0i64);
                 for t in agents::instance_tasks(tx, &record)? {
+                    if !crate::daemons::is_daemon_task(&t) {
+                        app_tasks += 1;
+                    }
                     let (c, m) = task_needs(&t);
                     used_cpu += i64::from(c);
                     used_mem += m as i64;
@@ -638,8 +670,8 @@ impl Scheduler {
                 }
                 out.push(Slot {
                     connected: ci.agent_connected,
-                    active: status == "ACTIVE",
-                    tasks: on.len(),
+                    active: status == "ACTIVE" && !daemons.starting.contains(&arn),
+                    tasks: app_tasks,
                     spec,
                     record,
                 });
@@ -700,7 +732,10 @@ impl Scheduler {
                 let Some(r) = load_record(tx, &id)? else {
                     return Ok::<_, EcsError>(false);
                 };
-                if !agents::instance_tasks(tx, &r)?.is_empty() {
+                if !agents::instance_tasks(tx, &r)?
+                    .iter()
+                    .all(crate::daemons::is_daemon_task)
+                {
                     return Ok(false);
                 }
                 let Some(Versioned {
@@ -796,6 +831,7 @@ impl Scheduler {
         &self,
         cluster: &Cluster,
         waiting: BTreeMap<String, Vec<Waiting>>,
+        reserve: &BTreeMap<String, (u32, u64)>,
         now: f64,
         report: &mut TickReport,
     ) -> Result<(), EcsError> {
@@ -829,7 +865,8 @@ impl Scheduler {
             }
         }
         for (cp, tasks) in due {
-            for id in self.launch_for(cluster, &cp, &tasks, now)? {
+            let daemons = reserve.get(&cp).copied().unwrap_or((0, 0));
+            for id in self.launch_for(cluster, &cp, &tasks, daemons, now)? {
                 report.launched.push(id);
             }
         }
@@ -846,6 +883,7 @@ impl Scheduler {
         cluster: &Cluster,
         cp_name: &str,
         tasks: &[Waiting],
+        (daemon_cpu, daemon_mem): (u32, u64),
         now: f64,
     ) -> Result<Vec<String>, EcsError> {
         let cp = self
@@ -1014,7 +1052,11 @@ impl Scheduler {
                 let groups_of_round = groups.clone();
                 let mut request = PlanRequest::new(region.clone(), requirements.clone(), groups);
                 request.capacity = capacity;
-                request.reservation = Reservation::MemoryMib(self.config.reserved_memory_mib);
+                // What the instance keeps for itself and for its daemons.
+                request.reservation = Reservation::Fixed {
+                    cpu_units: daemon_cpu,
+                    memory_mib: self.config.reserved_memory_mib + daemon_mem,
+                };
                 request.unavailable = excluded.clone();
                 request.availability_zones = class_zones.iter().map(|(z, _)| z.clone()).collect();
                 let plan = match berth_scheduler::plan::plan(self.ctx.catalog, &request) {

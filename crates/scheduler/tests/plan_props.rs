@@ -73,6 +73,14 @@ fn arch(a: CPUArchitecture) -> Architecture {
 fn reserved(req: &PlanRequest) -> u64 {
     match req.reservation {
         Reservation::MemoryMib(m) => m,
+        Reservation::Fixed { memory_mib, .. } => memory_mib,
+    }
+}
+
+fn reserved_cpu(req: &PlanRequest) -> u32 {
+    match req.reservation {
+        Reservation::MemoryMib(_) => 0,
+        Reservation::Fixed { cpu_units, .. } => cpu_units,
     }
 }
 
@@ -102,7 +110,7 @@ fn check_feasible(catalog: &Catalog, req: &PlanRequest, plan: &Plan) {
         assert!((inst.hourly_fee - fee).abs() < 1e-6);
         sum += inst.hourly_price + inst.hourly_fee;
         let cap = (
-            u64::from(t.cpu_units()),
+            u64::from(t.cpu_units().saturating_sub(reserved_cpu(req))),
             t.memory_mib.saturating_sub(reserved(req)),
             u64::from(t.whole_gpus()),
         );
@@ -183,7 +191,7 @@ fn brute_force(catalog: &Catalog, req: &PlanRequest) -> f64 {
             };
             Some(T {
                 cap: [
-                    u64::from(t.cpu_units()),
+                    u64::from(t.cpu_units().saturating_sub(reserved_cpu(req))),
                     t.memory_mib.saturating_sub(res),
                     u64::from(t.whole_gpus()),
                 ],
@@ -299,10 +307,15 @@ proptest! {
         prices in prop::collection::vec(0.05f64..1.0, TYPES.len()),
         groups in prop::collection::vec(group_strategy(4, true), 1..=3),
         spot in any::<bool>(),
+        daemons in prop::option::of((prop::sample::select(vec![128u32, 256]), prop::sample::select(vec![128u64, 512, 1024]))),
     ) {
         let catalog = small_catalog(&prices);
         let capacity = if spot { CapacityOption::Spot } else { CapacityOption::OnDemand };
         let mut req = small_request(groups, capacity);
+        // Daemons hold back CPU and memory on every instance.
+        if let Some((cpu, mem)) = daemons {
+            req.reservation = Reservation::Fixed { cpu_units: cpu, memory_mib: 256 + mem };
+        }
         // The spot diversity cap may cost more than the unconstrained
         // optimum; it is tested on its own.
         req.options.spot_max_type_share = 1.0;

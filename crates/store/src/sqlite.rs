@@ -1276,7 +1276,8 @@ impl Tx for SqliteTx<'_> {
     // ---- documents ----
 
     fn document(&self, kind: &str, key: &str) -> Result<Option<Versioned<String>>> {
-        let mut stmt = self.stmt("SELECT version, doc FROM documents WHERE kind = ?1 AND key = ?2")?;
+        let mut stmt =
+            self.stmt("SELECT version, doc FROM documents WHERE kind = ?1 AND key = ?2")?;
         let mut rows = stmt.query([kind, key]).db()?;
         match rows.next().db()? {
             None => Ok(None),

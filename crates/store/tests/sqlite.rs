@@ -1863,7 +1863,10 @@ fn a_version_1_database_gains_the_service_tables() {
     drop(store);
     let (version, applied) = migrations_of(&path);
     assert_eq!(version, 3);
-    assert_eq!(applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
 }
 
 #[test]
@@ -1938,7 +1941,10 @@ fn documents_round_trip_page_by_parent_and_survive_a_reopen() {
             let v = docs::get::<Doc>(tx, "thing", "a/2")?.unwrap();
             let mut d = v.value;
             d.n = 20;
-            assert_eq!(docs::put(tx, "thing", "a/2", "a", &d, Expect::Version(1))?, 2);
+            assert_eq!(
+                docs::put(tx, "thing", "a/2", "a", &d, Expect::Version(1))?,
+                2
+            );
             assert!(tx.delete_document("thing", "b/1", 5).is_err());
             tx.delete_document("thing", "b/1", 1)?;
             Ok::<_, StoreError>(())

@@ -130,6 +130,9 @@ pub enum CapacityOption {
 pub enum Reservation {
     /// This many MiB of memory per instance, whatever its size.
     MemoryMib(u64),
+    /// This much CPU and memory per instance (the system's share plus what
+    /// the daemons of the capacity provider take), whatever its size.
+    Fixed { cpu_units: u32, memory_mib: u64 },
 }
 
 impl Default for Reservation {
@@ -144,6 +147,15 @@ impl Reservation {
     pub fn memory_mib(&self, _instance_memory_mib: u64) -> u64 {
         match self {
             Reservation::MemoryMib(m) => *m,
+            Reservation::Fixed { memory_mib, .. } => *memory_mib,
+        }
+    }
+
+    /// The CPU units reserved on each instance.
+    pub fn cpu_units(&self) -> u32 {
+        match self {
+            Reservation::MemoryMib(_) => 0,
+            Reservation::Fixed { cpu_units, .. } => *cpu_units,
         }
     }
 }

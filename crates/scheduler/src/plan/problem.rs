@@ -177,14 +177,17 @@ impl Problem {
             let price = round6(price);
             let fee = round6(catalog.management_fee(region, name).unwrap_or(0.0));
             let memory = t.memory_mib.saturating_sub(reserved_for(t.memory_mib));
-            if memory == 0 {
+            let cpu = t
+                .cpu_units()
+                .saturating_sub(request.reservation.cpu_units());
+            if memory == 0 || cpu == 0 {
                 continue;
             }
             let gpu = u64::from(t.whole_gpus());
             cands.push(Cand {
                 name: t.name.clone(),
                 vcpus: t.vcpus,
-                cap: [u64::from(t.cpu_units()), memory, gpu],
+                cap: [u64::from(cpu), memory, gpu],
                 price,
                 fee,
                 cost: price + fee,

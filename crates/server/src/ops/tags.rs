@@ -2,10 +2,10 @@
 
 use super::task_definitions::{load_tags, save_tags};
 use super::{Ctx, OpResult};
+use berth_control::daemons;
 use berth_model::arn::{Arn, Resource};
 use berth_model::ecs::*;
 use berth_model::{tags, EcsError, ErrorKind};
-use berth_control::daemons;
 use berth_store::{docs, Expect, Tx};
 
 fn not_found(arn: &str) -> EcsError {
