@@ -17,7 +17,11 @@ use berth_model::ecs::*;
 use berth_model::EcsError;
 use berth_scheduler::service::{self as decide, CircuitBreaker, Health, Rollout, TaskStatus};
 use berth_store::{Expect, ServiceFilter, TaskFilter, Tx, Versioned};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Marks the deployment of a task on a DRAINING instance, so the service
+/// decision replaces it as it replaces older deployments' tasks.
+const DRAINING_SUFFIX: &str = "@draining";
 
 /// Events kept per service, newest first (ECS keeps the last 100).
 const MAX_EVENTS: usize = 100;
@@ -33,14 +37,24 @@ pub fn reconcile_cluster(ctx: &Ctx, cluster: &Cluster) -> Result<(usize, usize),
             statuses: vec!["ACTIVE".into(), "DRAINING".into()],
             ..Default::default()
         };
-        Ok::<_, EcsError>(berth_store::all(|a, n| tx.services(&filter, a, n))?)
+        let services = berth_store::all(|a, n| tx.services(&filter, a, n))?;
+        let draining: BTreeSet<String> = if services.is_empty() {
+            BTreeSet::new()
+        } else {
+            berth_store::all(|a, n| tx.container_instances(&cluster_arn, Some("DRAINING"), a, n))?
+                .into_iter()
+                .filter_map(|ci| ci.value.container_instance_arn)
+                .collect()
+        };
+        Ok::<_, EcsError>((services, draining))
     })?;
+    let (services, draining) = services;
     let (mut started, mut stopped) = (0, 0);
     for s in services {
         let arn = s.value.service_arn.clone().unwrap_or_default();
         let (a, b) = ctx
             .store
-            .write(|tx| reconcile_service(ctx, tx, &cluster_name, &cluster_arn, &arn))?;
+            .write(|tx| reconcile_service(ctx, tx, &cluster_name, &cluster_arn, &arn, &draining))?;
         started += a;
         stopped += b;
     }
@@ -115,6 +129,7 @@ fn reconcile_service(
     cluster_name: &str,
     cluster_arn: &str,
     service_arn: &str,
+    draining_instances: &BTreeSet<String>,
 ) -> Result<(usize, usize), EcsError> {
     let Some(Versioned {
         version,
@@ -192,9 +207,21 @@ fn reconcile_service(
         if !zone.is_empty() && !zones.contains(&zone) {
             zones.push(zone.clone());
         }
+        // A task on a draining instance is replaced like a task of an older
+        // deployment: its replacement starts within maximumPercent and it
+        // stops within minimumHealthyPercent.
+        let deployment = t.started_by.clone().unwrap_or_default();
+        let on_draining = t
+            .container_instance_arn
+            .as_ref()
+            .is_some_and(|ci| draining_instances.contains(ci));
         tasks.push(decide::Task {
             id: arn.clone(),
-            deployment: t.started_by.clone().unwrap_or_default(),
+            deployment: if on_draining {
+                format!("{deployment}{DRAINING_SUFFIX}")
+            } else {
+                deployment
+            },
             last_status: status_of(t),
             desired_status: if t.desired_status.as_deref() == Some("STOPPED") {
                 decide::DesiredStatus::Stopped

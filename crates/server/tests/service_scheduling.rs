@@ -327,3 +327,57 @@ async fn a_revision_that_fails_to_start_trips_the_circuit_breaker_and_rolls_back
         "{events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_hands_its_service_tasks_over_start_before_stop() {
+    let h = Harness::new();
+    setup(&h).await;
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    h.ok(
+        "CreateService",
+        json!({"cluster": "c1", "serviceName": "api", "taskDefinition": "web", "desiredCount": 3,
+               "capacityProviderStrategy": [{"capacityProvider": "mi", "weight": 1}],
+               "placementConstraints": [{"type": "distinctInstance"}],
+               "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 150}}),
+    )
+    .await;
+    settle(&h, &s, &rec).await;
+    let ts = tasks(&h).await;
+    assert_eq!(by_status(&ts), (3, 3));
+    let ci = ts[0]["containerInstanceArn"].clone();
+    h.ok(
+        "UpdateContainerInstancesState",
+        json!({"cluster": "c1", "containerInstances": [ci], "status": "DRAINING"}),
+    )
+    .await;
+    // Never fewer than 3 running, never more than 4 tasks (150 %).
+    for _ in 0..10 {
+        tick(&s);
+        join_all(&h, &rec);
+        tick(&s);
+        let ts = tasks(&h).await;
+        let running = ts.iter().filter(|t| t["lastStatus"] == "RUNNING").count();
+        assert!(running >= 3, "below minimumHealthyPercent: {running}");
+        assert!(ts.len() <= 4, "above maximumPercent: {}", ts.len());
+        agents_act(&h).await;
+    }
+    settle(&h, &s, &rec).await;
+    let ts = tasks(&h).await;
+    assert_eq!(by_status(&ts), (3, 3));
+    assert!(ts.iter().all(|t| t["containerInstanceArn"] != ci), "{ts:?}");
+    // ACTIVE again: nothing moves back, nothing else changes.
+    h.ok(
+        "UpdateContainerInstancesState",
+        json!({"cluster": "c1", "containerInstances": [ci], "status": "ACTIVE"}),
+    )
+    .await;
+    settle(&h, &s, &rec).await;
+    assert_eq!(by_status(&tasks(&h).await), (3, 3));
+    let svc = service(&h).await;
+    assert_eq!(
+        svc["deployments"].as_array().map(Vec::len),
+        Some(1),
+        "{svc}"
+    );
+}
