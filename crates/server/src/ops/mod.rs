@@ -9,6 +9,7 @@ mod attributes;
 mod capacity_providers;
 mod clusters;
 mod container_instances;
+mod daemons;
 mod protection;
 mod services;
 mod settings;
@@ -121,35 +122,35 @@ pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) ->
         O::DescribeServiceDeployments => call!(services::describe_deployments),
         O::ListServiceDeployments => call!(services::list_deployments),
         O::DescribeServiceRevisions => call!(services::describe_revisions),
+        O::RegisterDaemonTaskDefinition => call!(daemons::register_task_definition),
+        O::DescribeDaemonTaskDefinition => call!(daemons::describe_task_definition),
+        O::ListDaemonTaskDefinitions => call!(daemons::list_task_definitions),
+        O::DeleteDaemonTaskDefinition => call!(daemons::delete_task_definition),
+        O::CreateDaemon => call!(daemons::create),
+        O::UpdateDaemon => call!(daemons::update),
+        O::DeleteDaemon => call!(daemons::delete),
+        O::DescribeDaemon => call!(daemons::describe),
+        O::ListDaemons => call!(daemons::list),
+        O::DescribeDaemonDeployments => call!(daemons::describe_deployments),
+        O::ListDaemonDeployments => call!(daemons::list_deployments),
+        O::DescribeDaemonRevisions => call!(daemons::describe_revisions),
         O::ContinueServiceDeployment
-        | O::CreateDaemon
         | O::CreateExpressGatewayService
         | O::CreateTaskSet
-        | O::DeleteDaemon
-        | O::DeleteDaemonTaskDefinition
         | O::DeleteExpressGatewayService
         | O::DeleteTaskSet
-        | O::DescribeDaemon
-        | O::DescribeDaemonDeployments
-        | O::DescribeDaemonRevisions
-        | O::DescribeDaemonTaskDefinition
         | O::DescribeExpressGatewayService
         | O::DescribeTaskSets
         | O::DiscoverPollEndpoint
         | O::ExecuteCommand
-        | O::ListDaemonDeployments
-        | O::ListDaemonTaskDefinitions
-        | O::ListDaemons
         | O::ListServicesByNamespace
         | O::RegisterContainerInstance
-        | O::RegisterDaemonTaskDefinition
         | O::StartTask
         | O::StopServiceDeployment
         | O::SubmitAttachmentStateChanges
         | O::SubmitContainerStateChange
         | O::SubmitTaskStateChange
         | O::UpdateContainerAgent
-        | O::UpdateDaemon
         | O::UpdateExpressGatewayService
         | O::UpdateServicePrimaryTaskSet
         | O::UpdateTaskSet => Err(EcsError::new(
