@@ -232,7 +232,8 @@ fn reconcile_daemon(
         .unwrap_or(DEFAULT_DRAIN_PERCENT)
         .clamp(0.0, 100.0);
     let budget = ((targets as f64 * drain_percent / 100.0).floor() as usize).max(1);
-    // Instances replacing their daemon task now.
+    // Instances replacing their daemon task now: the old one stopping, or
+    // the new one not yet RUNNING.
     let mut in_flight = instances
         .iter()
         .filter(|i| in_scope(i))
@@ -240,8 +241,12 @@ fn reconcile_daemon(
             let tasks = on.get(i.record.container_instance_arn.as_str());
             tasks.is_some_and(|ts| {
                 ts.iter().any(|v| {
-                    v.value.started_by.as_deref() != Some(rev_id.as_str())
-                        && v.value.desired_status.as_deref() == Some("STOPPED")
+                    let current = v.value.started_by.as_deref() == Some(rev_id.as_str());
+                    let stopping = v.value.desired_status.as_deref() == Some("STOPPED");
+                    (!current && stopping)
+                        || (current
+                            && !stopping
+                            && v.value.last_status.as_deref() != Some("RUNNING"))
                 })
             })
         })
@@ -387,6 +392,7 @@ fn reconcile_daemon(
         task.availability_zone = Some(inst.record.availability_zone.clone());
         task.last_status = Some("PENDING".into());
         tx.put_task(&task, Expect::Absent)?;
+        in_flight += 1;
         view.started += 1;
         *view.tasks_on.entry(ci_arn.to_string()).or_insert(0) += 1;
         view.starting.insert(ci_arn.to_string());
@@ -504,16 +510,21 @@ fn advance(
             target.capacity_providers = Some(cps);
         }
     }
+    // The circuit breaker watches the rollout (a rollback keeps what tripped it).
     let threshold = ((targets as u32).div_ceil(2)).clamp(3, 200);
-    let since = dep.started_at.unwrap_or(0.0);
-    let failures = revision_failures(tx, cluster_arn, &daemon.group(), rev_id, since, threshold)?;
-    let breaker = dep.circuit_breaker.get_or_insert_with(Default::default);
-    breaker.threshold = threshold as i32;
-    breaker.failure_count = failures as i32;
-    if breaker.status.is_none() {
-        breaker.status = Some(DaemonDeploymentRollbackMonitorsStatus::Monitoring);
+    let mut failures = 0;
+    if status == S::InProgress {
+        let since = dep.started_at.unwrap_or(0.0);
+        failures = revision_failures(tx, cluster_arn, &daemon.group(), rev_id, since, threshold)?;
+        let breaker = dep.circuit_breaker.get_or_insert_with(Default::default);
+        breaker.threshold = threshold as i32;
+        breaker.failure_count = failures as i32;
+        if breaker.status.is_none() {
+            breaker.status = Some(DaemonDeploymentRollbackMonitorsStatus::Monitoring);
+        }
     }
     if status == S::InProgress && failures >= threshold {
+        let breaker = dep.circuit_breaker.get_or_insert_with(Default::default);
         breaker.status = Some(DaemonDeploymentRollbackMonitorsStatus::Triggered);
         let reason = format!(
             "Daemon deployment circuit breaker: {failures} tasks of the revision failed to run (threshold {threshold})."
@@ -545,8 +556,10 @@ fn advance(
         }
     }
     if done == targets {
-        breaker.status = Some(DaemonDeploymentRollbackMonitorsStatus::MonitoringComplete);
         if status == S::InProgress {
+            if let Some(b) = dep.circuit_breaker.as_mut() {
+                b.status = Some(DaemonDeploymentRollbackMonitorsStatus::MonitoringComplete);
+            }
             dep.status = Some(S::Successful);
             dep.status_reason = Some(format!(
                 "Every instance ({targets}) runs the daemon's revision."
