@@ -6,3 +6,4 @@ pub mod leftovers;
 pub mod network;
 pub mod runtime;
 pub mod supervisor;
+pub mod volumes;

@@ -18,7 +18,7 @@
 //! next task, so a new task never waits for a pass over many others.
 
 use crate::images::ImageSource;
-use crate::runtime::{ContainerLaunch, ContainerStatus, Network, Runtime};
+use crate::runtime::{BindMount, ContainerLaunch, ContainerStatus, Network, Runtime};
 use berth_model::ecs::ContainerDefinition;
 use berth_protocol::{ContainerReport, DesiredStatus, LogBatch, LogLine, TaskReport, TaskSpec};
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,9 @@ pub struct LocalContainer {
     /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN`, when the container has a health check.
     #[serde(default)]
     pub health: Option<String>,
+    /// The task's volumes this container mounts, resolved when the task started.
+    #[serde(default)]
+    pub mounts: Vec<BindMount>,
 }
 
 /// A health check in progress or scheduled, per container runtime id.
@@ -202,11 +205,28 @@ impl Supervisor {
                 .join(format!("{}.json", task_id(arn)));
             let _ = std::fs::remove_file(path);
             let _ = std::fs::remove_dir_all(self.log_dir(arn));
+            // Its private volumes.
+            let dir = self.task_dir(arn);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the task's directory");
+                }
+            }
         }
     }
 
     fn log_dir(&self, arn: &str) -> PathBuf {
         self.config.state_dir.join("logs").join(task_id(arn))
+    }
+
+    /// The task's own directory (its private volumes), next to its record; never `tasks/`
+    /// itself, whatever the ARN.
+    fn task_dir(&self, arn: &str) -> PathBuf {
+        let id = match task_id(arn) {
+            id @ ("" | "." | "..") => format!("_{id}"),
+            id => id.to_string(),
+        };
+        self.config.state_dir.join("tasks").join(id)
     }
 
     /// One converging pass. Returns the reports that changed and new output.
@@ -374,6 +394,19 @@ impl Supervisor {
             }
         }
         t.report.pull_stopped_at = Some((self.clock)());
+        // The task's volumes: host paths and private directories the containers mount.
+        match crate::volumes::resolve(
+            &spec.volumes,
+            &spec.containers,
+            &self.task_dir(&spec.task_arn),
+        ) {
+            Ok(mut mounts) => {
+                for lc in t.containers.iter_mut() {
+                    lc.mounts = mounts.remove(&lc.name).unwrap_or_default();
+                }
+            }
+            Err(e) => return self.failed_to_start(t, now, e.0),
+        }
         // `awsvpc`: the task's own namespace, with its own address on the instance's network.
         if let (true, Some(a)) = (spec.network_mode == "awsvpc", spec.address) {
             let addr = crate::network::TaskAddress {
@@ -473,7 +506,8 @@ impl Supervisor {
                     config: c.image.clone().unwrap_or_default(),
                     digest: String::new(),
                 };
-                let launch = self.launch_for(t.netns.as_deref(), &t.spec, &def, image);
+                let mut launch = self.launch_for(t.netns.as_deref(), &t.spec, &def, image);
+                launch.mounts = c.mounts.clone();
                 if let Err(e) = self.runtime.start(&launch) {
                     let msg = format!("CannotStartContainerError: {}: {e}", c.name);
                     for started in t.containers.iter().filter(|x| x.started) {
@@ -541,6 +575,7 @@ impl Supervisor {
             log_dir: self.log_dir(&spec.task_arn).join(&name),
             extra_env: vec![],
             gpu_ids: spec.gpu_ids.get(&name).cloned().unwrap_or_default(),
+            mounts: vec![],
         }
     }
 
@@ -827,6 +862,7 @@ mod tests {
         started: Mutex<Vec<String>>,
         signals: Mutex<Vec<(String, i32)>>,
         state: Mutex<BTreeMap<String, ContainerStatus>>,
+        mounts: Mutex<BTreeMap<String, Vec<BindMount>>>,
     }
 
     impl Fake {
@@ -852,6 +888,10 @@ mod tests {
                 return Err(RuntimeError::InvalidConfig("broken image".into()));
             }
             self.started.lock().expect("lock").push(launch.id.clone());
+            self.mounts
+                .lock()
+                .expect("lock")
+                .insert(launch.id.clone(), launch.mounts.clone());
             self.state.lock().expect("lock").insert(
                 launch.id.clone(),
                 ContainerStatus::Running {
@@ -951,6 +991,7 @@ mod tests {
             containers,
             gpu_ids: Default::default(),
             address: None,
+            volumes: vec![],
         }
     }
 
@@ -1277,5 +1318,107 @@ mod tests {
             .stopped_reason
             .as_deref()
             .is_some_and(|m| m.contains("CannotStartContainerError")));
+    }
+
+    #[test]
+    fn volumes_reach_the_containers_and_the_task_directory_goes_with_the_task() {
+        use berth_model::ecs::{HostVolumeProperties, MountPoint, Volume, VolumeFrom};
+        let rig = Rig::new();
+        let mut s = rig.open();
+        let host = rig.dir.path().join("host-logs");
+        let mut app = container("app", true, &[]);
+        app.mount_points = Some(vec![
+            MountPoint {
+                source_volume: Some("logs".into()),
+                container_path: Some("/var/log/app".into()),
+                read_only: None,
+            },
+            MountPoint {
+                source_volume: Some("scratch".into()),
+                container_path: Some("/scratch".into()),
+                read_only: Some(false),
+            },
+        ]);
+        let mut shipper = container("shipper", false, &[]);
+        shipper.volumes_from = Some(vec![VolumeFrom {
+            source_container: Some("app".into()),
+            read_only: Some(true),
+        }]);
+        let mut t = spec("arn:t/v1", vec![app, shipper]);
+        t.volumes = vec![
+            Volume {
+                name: Some("logs".into()),
+                host: Some(HostVolumeProperties {
+                    source_path: Some(host.to_string_lossy().into_owned()),
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: Some("scratch".into()),
+                ..Default::default()
+            },
+        ];
+        s.set_desired(vec![t.clone()]);
+        let (r, _) = s.converge();
+        assert_eq!(last(&r, "arn:t/v1").last_status, "RUNNING");
+        let scratch = rig.dir.path().join("tasks/v1/volumes/scratch");
+        let mounts = rig.runtime.mounts.lock().expect("lock").clone();
+        let m = |src: &Path, dest: &str, ro: bool| BindMount {
+            source: src.to_path_buf(),
+            destination: dest.into(),
+            read_only: ro,
+        };
+        assert_eq!(
+            mounts["v1-app"],
+            vec![
+                m(&host, "/var/log/app", false),
+                m(&scratch, "/scratch", false)
+            ]
+        );
+        assert_eq!(
+            mounts["v1-shipper"],
+            vec![
+                m(&host, "/var/log/app", true),
+                m(&scratch, "/scratch", true)
+            ]
+        );
+        assert!(host.is_dir(), "the missing host directory was created");
+        assert!(scratch.is_dir());
+        // Stopped and dropped by the server: the private volume goes, the host path stays.
+        rig.runtime.exit("v1-app", 0);
+        rig.runtime.exit("v1-shipper", 0);
+        let (r, _) = s.converge();
+        assert_eq!(last(&r, "arn:t/v1").last_status, "STOPPED");
+        assert!(
+            scratch.is_dir(),
+            "kept while the server still lists the task"
+        );
+        s.set_desired(vec![]);
+        s.converge();
+        assert!(!rig.dir.path().join("tasks/v1").exists());
+        assert!(host.is_dir());
+    }
+
+    #[test]
+    fn a_mount_point_of_an_undeclared_volume_fails_the_task_start() {
+        use berth_model::ecs::MountPoint;
+        let rig = Rig::new();
+        let mut s = rig.open();
+        let mut app = container("app", true, &[]);
+        app.mount_points = Some(vec![MountPoint {
+            source_volume: Some("data".into()),
+            container_path: Some("/data".into()),
+            read_only: None,
+        }]);
+        s.set_desired(vec![spec("arn:t/v2", vec![app])]);
+        let (r, _) = s.converge();
+        let rep = last(&r, "arn:t/v2");
+        assert_eq!(rep.last_status, "STOPPED");
+        assert_eq!(rep.stop_code.as_deref(), Some("TaskFailedToStart"));
+        assert_eq!(
+            rep.stopped_reason.as_deref(),
+            Some("CannotCreateContainerError: app: mount point names volume \"data\", which the task does not declare")
+        );
+        assert!(rig.runtime.started.lock().expect("lock").is_empty());
     }
 }

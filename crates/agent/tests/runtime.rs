@@ -118,6 +118,7 @@ impl World {
             log_dir: self.tmp.path().join("logs").join(suffix),
             extra_env: vec![],
             gpu_ids: vec![],
+            mounts: vec![],
         }
     }
 

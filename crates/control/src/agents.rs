@@ -704,6 +704,7 @@ fn spec_with(tx: &dyn Tx, t: &Task, td: TaskDefinition) -> Result<Option<TaskSpe
             .filter(|(_, ids)| !ids.is_empty())
             .collect(),
         address: task_address(tx, t.task_arn.as_deref().unwrap_or(""))?.map(|(_, a)| a),
+        volumes: td.volumes.unwrap_or_default(),
     }))
 }
 

@@ -20,7 +20,7 @@
 //! from then on. Both go in the `Authorization: Bearer …` header of the
 //! WebSocket upgrade, never in a message.
 
-use berth_model::ecs::ContainerDefinition;
+use berth_model::ecs::{ContainerDefinition, Volume};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -124,6 +124,10 @@ pub struct TaskSpec {
     /// For `awsvpc`: the task's own address on the instance's network.
     #[serde(default)]
     pub address: Option<TaskAddress>,
+    /// The task definition's `volumes`, which the containers' `mountPoints`
+    /// name (empty from a server that does not send them).
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
 }
 
 /// An `awsvpc` task's own address (its ENI's private IP), given by the server.
@@ -208,16 +212,32 @@ mod tests {
                 }],
                 gpu_ids: BTreeMap::new(),
                 address: None,
+                volumes: vec![Volume {
+                    name: Some("logs".into()),
+                    host: Some(berth_model::ecs::HostVolumeProperties {
+                        source_path: Some("/var/log".into()),
+                    }),
+                    ..Default::default()
+                }],
             }],
         };
         let text = serde_json::to_string(&m).expect("serialise");
         assert!(text.contains("\"type\":\"desired\""));
         assert!(text.contains("\"desiredStatus\":\"RUNNING\""));
+        assert!(text.contains(r#""volumes":[{"name":"logs","host":{"sourcePath":"/var/log"}}]"#));
         let back: ServerMessage = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, m);
         let hb: AgentMessage =
             serde_json::from_str(r#"{"type":"heartbeat","generation":3}"#).expect("parse");
         assert_eq!(hb, AgentMessage::Heartbeat { generation: 3 });
         assert!(serde_json::from_str::<AgentMessage>(r#"{"type":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn a_spec_without_volumes_from_an_older_server_parses() {
+        let text = r#"{"taskArn":"arn:t","family":"web","revision":1,"networkMode":"host",
+            "desiredStatus":"RUNNING","cpu":null,"memoryMib":null,"containers":[]}"#;
+        let spec: TaskSpec = serde_json::from_str(text).expect("parse");
+        assert!(spec.volumes.is_empty());
     }
 }

@@ -282,3 +282,86 @@ async fn task_definition_revisions_and_deregistration() {
         .await;
     assert_eq!(t, "ClientException");
 }
+
+#[tokio::test]
+async fn task_definition_volumes_and_mount_points_are_checked() {
+    let h = Harness::new();
+    let td = |volumes: Value, containers: Value| {
+        json!({"family": "vols", "memory": "512",
+               "volumes": volumes, "containerDefinitions": containers})
+    };
+    let app = |mounts: Value| json!({"name": "app", "image": "busybox", "mountPoints": mounts});
+    let ok = h
+        .ok(
+            "RegisterTaskDefinition",
+            td(
+                json!([{"name": "logs", "host": {"sourcePath": "/var/log"}}, {"name": "scratch"}]),
+                json!([
+                    app(json!([{"sourceVolume": "logs", "containerPath": "/logs", "readOnly": true},
+                               {"sourceVolume": "scratch", "containerPath": "/scratch"}])),
+                    {"name": "shipper", "image": "busybox", "essential": false,
+                     "volumesFrom": [{"sourceContainer": "app", "readOnly": true}]}
+                ]),
+            ),
+        )
+        .await;
+    assert_eq!(ok["taskDefinition"]["volumes"][1]["name"], "scratch");
+    assert_eq!(
+        ok["taskDefinition"]["containerDefinitions"][1]["volumesFrom"][0]["sourceContainer"],
+        "app"
+    );
+    let refused = |volumes: Value, containers: Value, says: &'static [&'static str]| {
+        let h = &h;
+        let body = td(volumes, containers);
+        async move {
+            let (status, v) = h.call("RegisterTaskDefinition", body).await;
+            assert_eq!(
+                (status, v["__type"].as_str()),
+                (400, Some("ClientException")),
+                "{v}"
+            );
+            let message = v["message"].as_str().unwrap_or_default();
+            for s in says {
+                assert!(message.contains(s), "{message:?} should say {s:?}");
+            }
+        }
+    };
+    let mp = |v: &str, p: &str| json!([{"sourceVolume": v, "containerPath": p}]);
+    refused(
+        json!([{"name": "logs"}]),
+        json!([app(mp("data", "/data"))]),
+        &["container 'app'", "'data' is not declared"],
+    )
+    .await;
+    refused(
+        json!([{"name": "logs"}]),
+        json!([app(mp("logs", "logs"))]),
+        &["container 'app'", "'logs' is not an absolute path"],
+    )
+    .await;
+    refused(
+        json!([{"name": "logs", "host": {"sourcePath": "var/log"}}]),
+        json!([app(json!([]))]),
+        &["host.sourcePath", "volume 'logs'"],
+    )
+    .await;
+    refused(
+        json!([{"name": "logs"}, {"name": "logs"}]),
+        json!([app(json!([]))]),
+        &["Duplicate volume name 'logs'"],
+    )
+    .await;
+    refused(
+        json!([{"name": "../etc"}]),
+        json!([app(json!([]))]),
+        &["Invalid volume name '../etc'"],
+    )
+    .await;
+    refused(
+        json!([]),
+        json!([{"name": "app", "image": "busybox",
+                "volumesFrom": [{"sourceContainer": "nope"}]}]),
+        &["container 'app'", "'nope'"],
+    )
+    .await;
+}

@@ -528,6 +528,58 @@ async fn gpu_tasks_get_whole_gpus_by_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desired_set_carries_a_tasks_volumes_to_the_agent() {
+    let h = Harness::new();
+    cluster(&h, None).await;
+    h.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "shipper", "requiresCompatibilities": ["MANAGED_INSTANCES"],
+               "volumes": [{"name": "logs", "host": {"sourcePath": "/var/log"}}, {"name": "scratch"}],
+               "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 64,
+                   "mountPoints": [{"sourceVolume": "logs", "containerPath": "/logs", "readOnly": true}]}]}),
+    )
+    .await;
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    run(&h, json!({"taskDefinition": "shipper", "count": 1})).await;
+    tick(&s);
+    join_all(&h, &rec);
+    tick(&s);
+    let sent = rec.sent.lock().expect("lock").clone();
+    let spec = sent
+        .iter()
+        .filter_map(|(_, m)| match m {
+            ServerMessage::Desired { tasks, .. } => Some(tasks),
+            _ => None,
+        })
+        .flatten()
+        .find(|t| t.family == "shipper")
+        .cloned()
+        .expect("the task reached its agent");
+    let volumes: Vec<(Option<String>, Option<String>)> = spec
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                v.name.clone(),
+                v.host.as_ref().and_then(|h| h.source_path.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        volumes,
+        vec![
+            (Some("logs".into()), Some("/var/log".into())),
+            (Some("scratch".into()), None)
+        ]
+    );
+    assert_eq!(
+        spec.containers[0].mount_points.as_ref().map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_instances_scale_in_after_scale_in_after() {
     let h = Harness::new();
     cluster(&h, Some(60)).await;

@@ -8,6 +8,10 @@
 //! * `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`: written into the bundle and
 //!   bind-mounted, from `dnsServers`, `dnsSearchDomains`, `extraHosts` and the hostname.
 //! * `config.json`: built with `oci-spec`'s builders by [`build_spec`], Docker's semantics.
+//! * The task's volumes ([`ContainerLaunch::mounts`]): bind mounts (`rbind`, `rprivate` as
+//!   Docker's default propagation, `ro` when read-only), parents before children; runc creates
+//!   a missing destination inside the root file system. A volume mounted on `/etc/hosts`,
+//!   `/etc/resolv.conf` or `/etc/hostname` replaces the agent's file, as in Docker.
 //! * `initProcessEnabled`: a static init from the host is bind-mounted read-only under
 //!   `/dev/berth-init/` and prefixed to the command: a tini-compatible binary (`tini-static`,
 //!   `docker-init`, `catatonit`, or the one configured) when found, else the host's static
@@ -30,7 +34,7 @@ use oci_spec::runtime::{
 };
 
 use super::config::{self, ResolvedUser};
-use super::{ContainerLaunch, Network, RuntimeError};
+use super::{BindMount, ContainerLaunch, Network, RuntimeError};
 
 fn oci(e: oci_spec::OciSpecError) -> RuntimeError {
     RuntimeError::InvalidConfig(format!("building config.json: {e}"))
@@ -671,6 +675,37 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount,
         .map_err(oci)
 }
 
+/// The OCI mounts of the task's volumes: bind mounts, parents before children (fewest path
+/// components first, else in the given order).
+pub fn volume_mounts(binds: &[BindMount]) -> Result<Vec<Mount>, RuntimeError> {
+    let mut sorted: Vec<&BindMount> = binds.iter().collect();
+    sorted.sort_by_key(|b| Path::new(&b.destination).components().count());
+    let mut out = Vec::with_capacity(sorted.len());
+    for b in sorted {
+        let dest = Path::new(&b.destination);
+        if !dest.is_absolute() || dest.parent().is_none() {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "mount point {:?}: the container path must be absolute and not /",
+                b.destination
+            )));
+        }
+        let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+        if b.read_only {
+            options.push("ro".into());
+        }
+        out.push(
+            MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(b.source.clone())
+                .options(options)
+                .build()
+                .map_err(oci)?,
+        );
+    }
+    Ok(out)
+}
+
 /// The container's cgroup: `<cgroup_parent>/<id>`, absolute.
 pub fn cgroups_path(cgroup_parent: &str, id: &str) -> String {
     let parent = cgroup_parent.trim_matches('/');
@@ -819,6 +854,7 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, RuntimeError> {
         opts.push(&size);
         mounts.push(mount(dest, "tmpfs", "tmpfs", &opts)?);
     }
+    mounts.extend(volume_mounts(&launch.mounts)?);
     if let Some(etc) = &input.etc {
         let mut opts = vec!["rbind", "rprivate"];
         if readonly {
@@ -829,6 +865,13 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec, RuntimeError> {
             ("/etc/resolv.conf", &etc.resolv_conf),
             ("/etc/hostname", &etc.hostname),
         ] {
+            if launch
+                .mounts
+                .iter()
+                .any(|m| Path::new(&m.destination) == Path::new(dest))
+            {
+                continue;
+            }
             mounts.push(mount(dest, "bind", &src.to_string_lossy(), &opts)?);
         }
     }
@@ -1018,6 +1061,7 @@ mod tests {
             log_dir: PathBuf::from("/tmp"),
             extra_env: vec![],
             gpu_ids: vec![],
+            mounts: vec![],
         }
     }
 
@@ -1197,6 +1241,59 @@ mod tests {
             build_spec(&inputs(&l)),
             Err(RuntimeError::InvalidConfig(_))
         ));
+    }
+
+    #[test]
+    fn spec_bind_mounts_the_task_volumes() {
+        let mut l = launch(ContainerDefinition::default());
+        let bind = |src: &str, dest: &str, ro: bool| BindMount {
+            source: PathBuf::from(src),
+            destination: dest.into(),
+            read_only: ro,
+        };
+        l.mounts = vec![
+            bind("/var/log/app", "/logs/app", true),
+            bind("/srv/data", "/logs", false),
+            bind("/srv/hosts", "/etc/hosts", true),
+        ];
+        let mut i = inputs(&l);
+        i.etc = Some(EtcFiles {
+            hosts: PathBuf::from("/b/hosts"),
+            resolv_conf: PathBuf::from("/b/resolv.conf"),
+            hostname: PathBuf::from("/b/hostname"),
+        });
+        let json = serde_json::to_value(build_spec(&i).unwrap()).unwrap();
+        let mounts = json["mounts"].as_array().unwrap();
+        let at = |d: &str| -> Vec<&serde_json::Value> {
+            mounts.iter().filter(|m| m["destination"] == d).collect()
+        };
+        let pos = |d: &str| mounts.iter().position(|m| m["destination"] == d).unwrap();
+        assert_eq!(at("/logs")[0]["source"], "/srv/data");
+        assert_eq!(at("/logs")[0]["type"], "bind");
+        assert_eq!(
+            at("/logs")[0]["options"],
+            serde_json::json!(["rbind", "rprivate"])
+        );
+        assert_eq!(
+            at("/logs/app")[0]["options"],
+            serde_json::json!(["rbind", "rprivate", "ro"])
+        );
+        assert!(pos("/logs") < pos("/logs/app"), "parents first");
+        assert!(
+            pos("/sys/fs/cgroup") < pos("/logs"),
+            "after the system mounts"
+        );
+        // A volume on /etc/hosts replaces the agent's file; the others stay.
+        assert_eq!(at("/etc/hosts").len(), 1);
+        assert_eq!(at("/etc/hosts")[0]["source"], "/srv/hosts");
+        assert_eq!(at("/etc/resolv.conf")[0]["source"], "/b/resolv.conf");
+        for bad in ["logs", "/", ""] {
+            l.mounts = vec![bind("/srv/data", bad, false)];
+            assert!(
+                matches!(build_spec(&inputs(&l)), Err(RuntimeError::InvalidConfig(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

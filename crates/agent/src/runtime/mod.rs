@@ -35,9 +35,11 @@
 //!
 //! # Limits
 //!
-//! * Volumes (`mountPoints`, `volumesFrom`), `environmentFiles`, `secrets`, health checks, log
-//!   drivers and port mappings are not handled here: the agent resolves them (e.g. into
-//!   `extra_env`) or handles them elsewhere.
+//! * Volumes (`mountPoints`, `volumesFrom`) arrive resolved: the supervisor turns them into
+//!   host directories ([`ContainerLaunch::mounts`]), which runc bind-mounts (the process
+//!   runtime cannot, and ignores them with a warning).
+//! * `environmentFiles`, `secrets`, health checks, log drivers and port mappings are not
+//!   handled here: the agent resolves them (e.g. into `extra_env`) or handles them elsewhere.
 //! * No seccomp profile is applied (Docker applies its default profile) and no AppArmor/SELinux.
 //! * `exec` into a container is not implemented yet.
 //! * GPUs: device nodes and `NVIDIA_VISIBLE_DEVICES` only; the NVIDIA user-space libraries are
@@ -122,6 +124,21 @@ pub struct ContainerLaunch {
     pub extra_env: Vec<(String, String)>,
     /// GPU ids (`NVIDIA_VISIBLE_DEVICES` when non-empty).
     pub gpu_ids: Vec<String>,
+    /// Host paths bind-mounted into the container (the task's volumes, resolved).
+    pub mounts: Vec<BindMount>,
+}
+
+/// A host path bind-mounted into a container: one of its `mountPoints` (or one it got through
+/// `volumesFrom`), resolved to a path on the host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BindMount {
+    /// The path on the host (a directory, or a file).
+    pub source: PathBuf,
+    /// The absolute path inside the container; created by runc when missing.
+    pub destination: String,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 /// What a runtime knows about a container.

@@ -9,8 +9,9 @@
 //! Limits — there is **no isolation and no limit**:
 //! * the process runs on the host: host file system, network, pid space, hostname; `cpu`,
 //!   `memory`, `memoryReservation`, `ulimits`, capabilities, `privileged`,
-//!   `readonlyRootFilesystem`, tmpfs, devices, `dnsServers`/`extraHosts` and the hostname are
-//!   ignored, and OOM kills are not detected (`oom_killed` is always false);
+//!   `readonlyRootFilesystem`, tmpfs, devices, `dnsServers`/`extraHosts`, the hostname and the
+//!   task's volumes ([`ContainerLaunch::mounts`], with a warning) are ignored, and OOM kills
+//!   are not detected (`oom_killed` is always false);
 //! * the image layers are only used to *find the program*: a command given by path (or found
 //!   through the container's `PATH`) is looked up in the layers, newest first, following
 //!   symbolic links inside the layers; the program then runs from the layer directory — which
@@ -112,6 +113,9 @@ impl ProcessRuntime {
     fn prepare(&self, launch: &ContainerLaunch, dir: &Path) -> Result<(), RuntimeError> {
         let def = &launch.definition;
         let args = config::resolve_args(&launch.image, def)?;
+        for m in &launch.mounts {
+            tracing::warn!(id = %launch.id, "the process runtime cannot mount {} at {}: the process sees the host's file system instead", m.source.display(), m.destination);
+        }
         let hostname = launch
             .hostname
             .clone()

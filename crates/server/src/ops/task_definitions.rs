@@ -180,6 +180,67 @@ fn validate_containers(
     Ok((cpu, memory))
 }
 
+/// Checks `volumes` and the containers' `mountPoints` and `volumesFrom` against them: volume
+/// names are ECS's (1 to 255 letters, digits, `-`, `_`) and unique, `host.sourcePath` is an
+/// absolute path, every `sourceVolume` is declared, every `containerPath` is absolute, every
+/// `sourceContainer` is another container of the task.
+fn validate_volumes(volumes: &[Volume], defs: &[ContainerDefinition]) -> OpResult<()> {
+    let mut names = std::collections::BTreeSet::new();
+    for v in volumes {
+        let Some(name) = v.name.as_deref() else {
+            continue;
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 255
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(EcsError::client(format!(
+                "Invalid volume name '{name}'. Up to 255 letters (uppercase and lowercase), numbers, hyphens and underscores are allowed."
+            )));
+        }
+        if !names.insert(name) {
+            return Err(EcsError::client(format!(
+                "Duplicate volume name '{name}' in the task definition."
+            )));
+        }
+        if let Some(path) = v.host.as_ref().and_then(|h| h.source_path.as_deref()) {
+            if !path.starts_with('/') {
+                return Err(EcsError::client(format!(
+                    "Invalid 'host.sourcePath' setting for volume '{name}'. '{path}' is not an absolute path."
+                )));
+            }
+        }
+    }
+    for c in defs {
+        let cname = c.name.as_deref().unwrap_or("");
+        for mp in c.mount_points.iter().flatten() {
+            let source = mp.source_volume.as_deref().unwrap_or("");
+            if !names.contains(source) {
+                return Err(EcsError::client(format!(
+                    "Invalid 'mountPoints' setting for container '{cname}'. The source volume '{source}' is not declared in the task definition's volumes."
+                )));
+            }
+            let path = mp.container_path.as_deref().unwrap_or("");
+            if !path.starts_with('/') {
+                return Err(EcsError::client(format!(
+                    "Invalid 'mountPoints' setting for container '{cname}'. The container path '{path}' of volume '{source}' is not an absolute path."
+                )));
+            }
+        }
+        for vf in c.volumes_from.iter().flatten() {
+            let source = vf.source_container.as_deref().unwrap_or("");
+            if source == cname || !defs.iter().any(|d| d.name.as_deref() == Some(source)) {
+                return Err(EcsError::client(format!(
+                    "Invalid 'volumesFrom' setting for container '{cname}'. '{source}' is not another container of the task definition."
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Why a task definition cannot run on managed instances, if it cannot.
 fn managed_instances_problem(req: &RegisterTaskDefinitionRequest) -> Option<String> {
     if req.network_mode == Some(NetworkMode::Bridge) {
@@ -251,6 +312,7 @@ pub fn register(
     }
     let mut containers = req.container_definitions.clone().unwrap_or_default();
     let (sum_cpu, sum_memory) = validate_containers(&mut containers, mi_required)?;
+    validate_volumes(req.volumes.as_deref().unwrap_or_default(), &containers)?;
     let task_cpu = req.cpu.as_deref().map(parse_cpu).transpose()?;
     let task_memory = req.memory.as_deref().map(parse_memory).transpose()?;
     if task_memory.is_none() {
