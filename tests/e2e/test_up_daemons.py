@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, WaiterError
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -107,12 +107,23 @@ def register_daemon(ecs, up, tag):
                 "name": "ship",
                 "image": "busybox",
                 "privileged": True,
-                "command": ["sh", "-c", f"echo {tag} > /out/{tag}-$(cat /proc/sys/kernel/random/uuid); exec sleep 3600"],
+                "command": ["sh", "-c", f"echo {tag} > /out/{tag}-$(cat /proc/sys/kernel/random/uuid); trap 'exit 0' TERM; sleep 3600 & wait"],
                 "mountPoints": [{"sourceVolume": "out", "containerPath": "/out"}],
             }
         ],
         volumes=[{"name": "out", "host": {"sourcePath": str(up.host_dir)}}],
     )["daemonTaskDefinitionArn"]
+
+
+def wait_running(up, ecs, arns):
+    try:
+        ecs.get_waiter("tasks_running").wait(cluster="dmn", tasks=arns, WaiterConfig=WAIT)
+    except WaiterError:
+        state = [
+            (t["taskArn"][-8:], t.get("group"), t["lastStatus"], t.get("stoppedReason"), [c.get("reason") for c in t["containers"]])
+            for t in live(ecs) + ecs.describe_tasks(cluster="dmn", tasks=arns)["tasks"]
+        ]
+        pytest.fail(f"tasks not RUNNING: {state}\n{up.log()[-3000:]}")
 
 
 def wait_for(pred, timeout=90, what="condition"):
@@ -157,12 +168,12 @@ def test_a_daemon_runs_once_on_every_instance_first_rolls_and_stops(up):
         family="app",
         requiresCompatibilities=["MANAGED_INSTANCES"],
         networkMode="host",
-        containerDefinitions=[{"name": "main", "image": "busybox", "memory": 3000, "command": ["sleep", "3600"]}],
+        containerDefinitions=[{"name": "main", "image": "busybox", "memory": 3000, "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]}],
     )["taskDefinition"]["taskDefinitionArn"]
     r = ecs.run_task(cluster="dmn", taskDefinition=app, count=2)
     assert r["failures"] == [], r
     apps = [t["taskArn"] for t in r["tasks"]]
-    ecs.get_waiter("tasks_running").wait(cluster="dmn", tasks=apps, WaiterConfig=WAIT)
+    wait_running(up, ecs, apps)
     per, insts = wait_for(lambda: one_daemon_per_instance(ecs, "shipper:1"), what="one daemon per instance")
     assert len(insts) == 2
     # The daemon started before the application on each instance.
@@ -178,7 +189,7 @@ def test_a_daemon_runs_once_on_every_instance_first_rolls_and_stops(up):
     # An instance launched later gets the daemon too.
     r = ecs.run_task(cluster="dmn", taskDefinition=app, count=1)
     apps += [t["taskArn"] for t in r["tasks"]]
-    ecs.get_waiter("tasks_running").wait(cluster="dmn", tasks=apps, WaiterConfig=WAIT)
+    wait_running(up, ecs, apps)
     per, insts = wait_for(lambda: one_daemon_per_instance(ecs, "shipper:1"), what="daemon on the new instance")
     assert len(insts) == 3
     d = ecs.describe_daemon(daemonArn=daemon)["daemon"]

@@ -28,6 +28,18 @@ pub struct InstanceRecord {
     /// The generation of the last desired set sent.
     pub generation: u64,
     pub launched_at: f64,
+    /// The OS image version it was launched with.
+    #[serde(default)]
+    pub image_version: Option<String>,
+    /// Draining, and why (none for an instance the user drained).
+    #[serde(default)]
+    pub drain: Option<crate::lifecycle::DrainState>,
+    /// When its agent went away, while it is away.
+    #[serde(default)]
+    pub disconnected_at: Option<f64>,
+    /// When a spot interruption notice came for it.
+    #[serde(default)]
+    pub interrupted_at: Option<f64>,
 }
 
 /// Whether a task has its own network namespace and address.
@@ -251,6 +263,16 @@ pub fn hello(ctx: &Ctx, hello: &Hello) -> Result<(String, u64, Vec<TaskSpec>), E
                 ..Default::default()
             })
             .collect();
+        attrs.retain(|a| a.name.as_deref() != Some(crate::lifecycle::IMAGE_VERSION_ATTRIBUTE));
+        attrs.push(Attribute {
+            name: Some(crate::lifecycle::IMAGE_VERSION_ATTRIBUTE.into()),
+            value: Some(
+                r.image_version
+                    .clone()
+                    .unwrap_or_else(|| crate::lifecycle::DEFAULT_IMAGE_VERSION.into()),
+            ),
+            ..Default::default()
+        });
         attrs.sort_by(|a, b| a.name.cmp(&b.name));
         ci.attributes = Some(attrs);
         ci.version += 1;
@@ -260,6 +282,7 @@ pub fn hello(ctx: &Ctx, hello: &Hello) -> Result<(String, u64, Vec<TaskSpec>), E
             apply_report(ctx, tx, &r, report)?;
         }
         r.generation += 1;
+        r.disconnected_at = None;
         save_record(tx, &r)?;
         refresh_counts(tx, &r)?;
         let tasks = desired(tx, &r)?;
@@ -267,12 +290,18 @@ pub fn hello(ctx: &Ctx, hello: &Hello) -> Result<(String, u64, Vec<TaskSpec>), E
     })
 }
 
-/// The agent went away: the instance stays, marked disconnected.
+/// The agent went away: the instance stays, marked disconnected (and
+/// presumed lost once away for the lifecycle's agent timeout).
 pub fn disconnected(ctx: &Ctx, instance_id: &str) -> Result<(), EcsError> {
+    let now = ctx.now();
     ctx.store.write(|tx| {
-        let Some(r) = load_record(tx, instance_id)? else {
+        let Some(mut r) = load_record(tx, instance_id)? else {
             return Ok(());
         };
+        if r.disconnected_at.is_none() {
+            r.disconnected_at = Some(now);
+            save_record(tx, &r)?;
+        }
         if let Some(Versioned {
             version,
             value: mut ci,

@@ -23,6 +23,7 @@
 
 pub mod agents;
 pub mod daemons;
+pub mod lifecycle;
 pub mod placing;
 pub mod protection;
 pub mod scheduler;

@@ -46,6 +46,8 @@ pub struct SchedulerConfig {
     /// capacity provider's `scaleInAfter` is null (ECS publishes no figure;
     /// berth's default is [`DEFAULT_SCALE_IN_AFTER`]).
     pub default_scale_in_after: Duration,
+    /// Drain age, maximum lifetime and the agent timeout.
+    pub lifecycle: crate::lifecycle::LifecycleConfig,
 }
 
 /// berth's batching window for pending tasks: 1 s idle, at most 10 s (as
@@ -73,6 +75,7 @@ impl SchedulerConfig {
             batch_max: DEFAULT_BATCH_MAX,
             unavailable_for: DEFAULT_UNAVAILABLE_FOR,
             default_scale_in_after: DEFAULT_SCALE_IN_AFTER,
+            lifecycle: crate::lifecycle::LifecycleConfig::default(),
         }
     }
 }
@@ -136,6 +139,11 @@ pub struct TickReport {
     /// Tasks the daemon reconciler started and stopped.
     pub daemon_started: usize,
     pub daemon_stopped: usize,
+    /// Instances that started draining, and why.
+    pub drained: Vec<(String, crate::lifecycle::DrainKind)>,
+    /// Instances terminated by the lifecycle (drained, expired, lost,
+    /// interrupted), with the reason.
+    pub retired: Vec<(String, String)>,
     /// Seconds until something is due (a batch to plan, an idle instance to
     /// scale in), when sooner than the next periodic tick should be.
     pub next_tick: Option<f64>,
@@ -182,7 +190,10 @@ pub struct Scheduler {
 struct Slot {
     record: InstanceRecord,
     connected: bool,
+    /// Takes tasks now: ACTIVE, and no daemon task starting there.
     active: bool,
+    /// ACTIVE (its agent gets desired sets).
+    registered: bool,
     /// Application (not daemon) tasks on it not yet STOPPED.
     tasks: usize,
     /// What placement sees: remaining resources, attributes, ports, groups, GPUs.
@@ -341,7 +352,9 @@ impl Scheduler {
     }
 
     fn tick_cluster(&self, cluster: &Cluster, report: &mut TickReport) -> Result<(), EcsError> {
-        // Daemons first: their tasks go on each instance before anything else.
+        // The lifecycle first: what drains now is replaced in this tick.
+        self.lifecycle(cluster, report)?;
+        // Daemons next: their tasks go on each instance before anything else.
         let daemons = crate::daemons::reconcile_cluster(&self.ctx, cluster)?;
         report.daemon_started += daemons.started;
         report.daemon_stopped += daemons.stopped;
@@ -573,10 +586,10 @@ impl Scheduler {
                 if dirty.contains(&s.record.instance_id) {
                     agents::refresh_counts(tx, &s.record)?;
                 }
-                if s.connected && s.active {
+                if s.connected && s.registered {
                     connected.push(s.record.instance_id.clone());
                 }
-                if s.active && s.tasks == 0 && !dirty.contains(&s.record.instance_id) {
+                if s.registered && s.tasks == 0 && !dirty.contains(&s.record.instance_id) {
                     idle.push((
                         s.record.instance_id.clone(),
                         s.record.capacity_provider.clone(),
@@ -671,6 +684,7 @@ impl Scheduler {
                 out.push(Slot {
                     connected: ci.agent_connected,
                     active: status == "ACTIVE" && !daemons.starting.contains(&arn),
+                    registered: status == "ACTIVE",
                     tasks: app_tasks,
                     spec,
                     record,
@@ -803,6 +817,264 @@ impl Scheduler {
             }
         }
         Ok(())
+    }
+
+    /// The lifecycle pass: drains due instances (lifetime, image, repair,
+    /// spot) within each provider's budget and windows, and terminates the
+    /// drained, the expired, the lost and the interrupted
+    /// ([`crate::lifecycle`]).
+    fn lifecycle(&self, cluster: &Cluster, report: &mut TickReport) -> Result<(), EcsError> {
+        use crate::lifecycle::{self as lc, DrainKind};
+        use berth_scheduler::lifecycle as pure;
+        let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
+        let now = self.ctx.now();
+        let config = &self.config.lifecycle;
+        // Per capacity provider: its instances, their records, and whether empty.
+        type Member = (ContainerInstance, InstanceRecord, bool);
+        let (fleets, current) = self.ctx.store.read(|tx| {
+            let mut fleets: BTreeMap<String, Vec<Member>> = BTreeMap::new();
+            for status in ["ACTIVE", "DRAINING"] {
+                let list = berth_store::all(|a, n| {
+                    tx.container_instances(&cluster_arn, Some(status), a, n)
+                })?;
+                for ci in list {
+                    let Some(r) =
+                        load_record(tx, ci.value.ec2_instance_id.as_deref().unwrap_or(""))?
+                    else {
+                        continue;
+                    };
+                    let empty = agents::instance_tasks(tx, &r)?.is_empty();
+                    fleets
+                        .entry(r.capacity_provider.clone())
+                        .or_default()
+                        .push((ci.value, r, empty));
+                }
+            }
+            Ok::<_, EcsError>((fleets, lc::image_version(tx)?))
+        })?;
+        for (cp_name, members) in fleets {
+            let cp = self
+                .ctx
+                .store
+                .read(|tx| Ok::<_, EcsError>(tx.capacity_provider(&cp_name)?))?;
+            let policy = match cp.map(|v| lc::policy_for(&v.value, config)) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    tracing::warn!(
+                        capacity_provider = cp_name,
+                        error = e,
+                        "lifecycle tags ignored"
+                    );
+                    pure::Policy::new(config.drain_age, config.max_lifetime)
+                }
+                None => pure::Policy::new(config.drain_age, config.max_lifetime),
+            };
+            let mut fleet = vec![];
+            let mut retire: Vec<(String, String)> = vec![];
+            for (ci, r, empty) in &members {
+                let draining = ci.status.as_deref() == Some("DRAINING");
+                let kind = match (&r.drain, draining) {
+                    (Some(d), true) => Some(d.kind),
+                    (None, true) => Some(DrainKind::User),
+                    (_, false) => None,
+                };
+                // Lost: the agent has been away past the timeout.
+                if r.disconnected_at
+                    .is_some_and(|at| now - at >= config.agent_timeout)
+                    && !ci.agent_connected
+                {
+                    retire.push((
+                        r.instance_id.clone(),
+                        format!(
+                            "Instance presumed lost: its agent has been unreachable for {:.0} s.",
+                            config.agent_timeout
+                        ),
+                    ));
+                    continue;
+                }
+                match kind {
+                    Some(DrainKind::User) | None => {}
+                    Some(DrainKind::Spot) => {
+                        let notice_over = r
+                            .interrupted_at
+                            .is_some_and(|at| now - at >= lc::SPOT_NOTICE);
+                        if *empty || notice_over {
+                            retire.push((
+                                r.instance_id.clone(),
+                                "Spot interruption: the capacity was taken back.".into(),
+                            ));
+                            continue;
+                        }
+                    }
+                    Some(k) if *empty => {
+                        retire.push((
+                            r.instance_id.clone(),
+                            format!("Replaced: drained ({}).", k.as_str()),
+                        ));
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+                let agent_lost = !ci.agent_connected && r.disconnected_at.is_some();
+                fleet.push(pure::Instance {
+                    id: r.instance_id.clone(),
+                    launched_at: r.launched_at,
+                    draining: kind,
+                    outdated_image: lc::outdated(r, &current),
+                    impaired: lc::impaired(ci) || agent_lost,
+                    interrupted: r.interrupted_at.is_some(),
+                });
+            }
+            let d = pure::decide(&policy, &fleet, now);
+            if let Some(n) = d.next_in {
+                report.next_tick = Some(report.next_tick.map_or(n, |m: f64| m.min(n)));
+            }
+            for id in &d.expire {
+                retire.push((
+                    id.clone(),
+                    format!(
+                        "Maximum lifetime reached ({:.0} s): the instance is terminated.",
+                        policy.max_lifetime
+                    ),
+                ));
+            }
+            for (id, kind) in &d.drain {
+                self.start_drain(id, *kind, now)?;
+                report.drained.push((id.clone(), *kind));
+                tracing::info!(instance_id = id, kind = kind.as_str(), "draining");
+            }
+            for (id, why) in retire {
+                if self.retire(&id, &why)? {
+                    report.retired.push((id, why));
+                }
+            }
+            // ACTIVE again: whatever drain there was is cancelled.
+            let cancelled: Vec<String> = members
+                .iter()
+                .filter(|(ci, r, _)| ci.status.as_deref() == Some("ACTIVE") && r.drain.is_some())
+                .map(|(_, r, _)| r.instance_id.clone())
+                .collect();
+            for id in cancelled {
+                self.ctx.store.write(|tx| {
+                    if let Some(mut r) = load_record(tx, &id)? {
+                        r.drain = None;
+                        save_record(tx, &r)?;
+                    }
+                    Ok::<_, EcsError>(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets an instance DRAINING for `kind`. A spot drain also stops every
+    /// task on it at once (stop code `SpotInterruption`): the capacity goes
+    /// within the notice, and services start replacements elsewhere.
+    fn start_drain(
+        &self,
+        instance_id: &str,
+        kind: crate::lifecycle::DrainKind,
+        now: f64,
+    ) -> Result<(), EcsError> {
+        use crate::lifecycle::{self as lc, DrainKind, DrainState};
+        self.ctx.store.write(|tx| {
+            let Some(mut r) = load_record(tx, instance_id)? else {
+                return Ok::<_, EcsError>(());
+            };
+            let Some(Versioned {
+                version,
+                value: mut ci,
+            }) = tx.container_instance(&r.container_instance_arn)?
+            else {
+                return Ok(());
+            };
+            ci.status = Some("DRAINING".into());
+            ci.status_reason = Some(lc::reason(kind).into());
+            ci.version += 1;
+            tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
+            r.drain = Some(DrainState { kind, since: now });
+            save_record(tx, &r)?;
+            if kind == DrainKind::Spot {
+                for t in agents::instance_tasks(tx, &r)? {
+                    let Some(current) = tx.task(t.task_arn.as_deref().unwrap_or(""))? else {
+                        continue;
+                    };
+                    let mut t = current.value;
+                    if t.desired_status.as_deref() == Some("STOPPED") {
+                        continue;
+                    }
+                    t.desired_status = Some("STOPPED".into());
+                    t.stop_code = Some(TaskStopCode::SpotInterruption);
+                    t.stopped_reason = Some(
+                        "Spot interruption: the instance's capacity is being taken back.".into(),
+                    );
+                    t.stopping_at.get_or_insert(now);
+                    t.version += 1;
+                    tx.put_task(&t, Expect::Version(current.version))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// A provider's spot interruption notice for an instance: it drains at
+    /// once, its tasks stop (`SpotInterruption`) and replacements are placed
+    /// elsewhere; it is terminated when empty or when the notice runs out.
+    pub fn spot_interruption(&self, instance_id: &str) -> Result<(), EcsError> {
+        let now = self.ctx.now();
+        self.ctx.store.write(|tx| {
+            if let Some(mut r) = load_record(tx, instance_id)? {
+                if r.interrupted_at.is_none() {
+                    r.interrupted_at = Some(now);
+                    save_record(tx, &r)?;
+                }
+            }
+            Ok::<_, EcsError>(())
+        })?;
+        if let Ok(Some(r)) = self.ctx.store.read(|tx| load_record(tx, instance_id)) {
+            if let Ok(mut u) = self.unavailable.lock() {
+                u.insert(
+                    r.instance_type.clone(),
+                    now + self.config.unavailable_for.as_secs_f64(),
+                );
+            }
+        }
+        self.start_drain(instance_id, crate::lifecycle::DrainKind::Spot, now)
+    }
+
+    /// Deregisters and terminates an instance for the lifecycle; whatever
+    /// still runs there is STOPPED with `TerminationNotice`. False when it
+    /// was already gone.
+    fn retire(&self, instance_id: &str, why: &str) -> Result<bool, EcsError> {
+        let deregistering = self.ctx.store.write(|tx| {
+            let Some(r) = load_record(tx, instance_id)? else {
+                return Ok::<_, EcsError>(false);
+            };
+            let Some(Versioned {
+                version,
+                value: mut ci,
+            }) = tx.container_instance(&r.container_instance_arn)?
+            else {
+                return Ok(false);
+            };
+            if !matches!(ci.status.as_deref(), Some("ACTIVE") | Some("DRAINING")) {
+                return Ok(false);
+            }
+            ci.status = Some("DEREGISTERING".into());
+            ci.status_reason = Some(why.to_string());
+            ci.version += 1;
+            tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
+            Ok(true)
+        })?;
+        if !deregistering {
+            return Ok(false);
+        }
+        if let Err(e) = self.provider.terminate(instance_id) {
+            tracing::warn!(instance_id, error = e, "cannot terminate an instance");
+        }
+        agents::terminated(&self.ctx, instance_id, why)?;
+        tracing::info!(instance_id, why, "instance retired");
+        Ok(true)
     }
 
     /// A capacity provider's `scaleInAfter` in seconds; `None` when scale-in is off (-1).
@@ -1197,6 +1469,10 @@ impl Scheduler {
         let az = self.provider.availability_zone(subnet);
         let join_token = new_secret();
         let now = self.ctx.now();
+        let image_version = self
+            .ctx
+            .store
+            .read(|tx| crate::lifecycle::image_version(tx))?;
         let record = InstanceRecord {
             instance_id: instance_id.clone(),
             cluster_arn: cluster_arn.clone(),
@@ -1208,6 +1484,10 @@ impl Scheduler {
             credential_digest: None,
             generation: 0,
             launched_at: now,
+            image_version: Some(image_version.clone()),
+            drain: None,
+            disconnected_at: None,
+            interrupted_at: None,
         };
         let ci = ContainerInstance {
             container_instance_arn: Some(ci_arn),
@@ -1225,6 +1505,11 @@ impl Scheduler {
                 Attribute {
                     name: Some("ecs.availability-zone".into()),
                     value: Some(az.clone()),
+                    ..Default::default()
+                },
+                Attribute {
+                    name: Some(crate::lifecycle::IMAGE_VERSION_ATTRIBUTE.into()),
+                    value: Some(image_version.clone()),
                     ..Default::default()
                 },
             ]),

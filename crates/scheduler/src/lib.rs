@@ -10,6 +10,7 @@
 //! plan` and `berth bench` call them directly.
 
 pub mod consolidate;
+pub mod lifecycle;
 pub mod placement;
 pub mod plan;
 pub mod service;

@@ -1,0 +1,187 @@
+//! The instance lifecycle in the control plane: maximum lifetime, image
+//! rollouts, repairs, spot interruptions and user drains, over
+//! [`berth_scheduler::lifecycle`]'s decisions.
+//!
+//! A drain sets the container instance DRAINING and records why in the
+//! instance's record ([`InstanceRecord::drain`]). Then the other
+//! reconcilers do the work: services replace their tasks there start before
+//! stop within their percentages, daemons stop last, placement sends nothing
+//! there and provisioning launches the replacement capacity. A drained
+//! instance (no task left) is deregistered and terminated, unless the user
+//! drained it; at the hard deadline whatever still runs is stopped with
+//! `TerminationNotice` and the instance is terminated.
+//!
+//! Settings: the server's [`LifecycleConfig`], overridden per capacity
+//! provider by the tags `berth:drain-age`, `berth:max-lifetime` (durations
+//! such as `14d`, `36h`, `90m`, `30s`) and `berth:maintenance-window`
+//! (see [`berth_scheduler::lifecycle::Window::parse`]). The fleet's OS image
+//! version is the store's meta key [`IMAGE_VERSION_KEY`]; each instance
+//! carries the version it was launched with as attribute
+//! `berth:image-version`.
+
+use crate::agents::InstanceRecord;
+use crate::Ctx;
+use berth_model::ecs::*;
+use berth_model::EcsError;
+use berth_scheduler::lifecycle::{Policy, Window, DEFAULT_DRAIN_AGE, DEFAULT_MAX_LIFETIME};
+use berth_store::Tx;
+use serde::{Deserialize, Serialize};
+
+pub use berth_scheduler::lifecycle::DrainKind;
+
+pub const DRAIN_AGE_TAG: &str = "berth:drain-age";
+pub const MAX_LIFETIME_TAG: &str = "berth:max-lifetime";
+pub const WINDOW_TAG: &str = "berth:maintenance-window";
+pub const IMAGE_VERSION_ATTRIBUTE: &str = "berth:image-version";
+pub const IMAGE_VERSION_KEY: &str = "fleet/image-version";
+/// The image version of a fleet nobody published one for.
+pub const DEFAULT_IMAGE_VERSION: &str = "1";
+/// A spot interruption notice gives this long before the capacity goes.
+pub const SPOT_NOTICE: f64 = 120.0;
+
+/// The server's lifecycle settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifecycleConfig {
+    /// Seconds from launch when an instance starts draining.
+    pub drain_age: f64,
+    /// Seconds from launch when an instance is terminated.
+    pub max_lifetime: f64,
+    /// An instance whose agent has been away this long is presumed lost.
+    pub agent_timeout: f64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            drain_age: DEFAULT_DRAIN_AGE,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            agent_timeout: 600.0,
+        }
+    }
+}
+
+/// Why and since when an instance drains.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainState {
+    pub kind: DrainKind,
+    pub since: f64,
+}
+
+/// Parses a duration: `14d`, `36h`, `90m`, `30s` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let bad = || {
+        format!("invalid duration '{s}': expected a number with d, h, m or s, such as 14d, 36h, 90m or 30s")
+    };
+    let (num, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(bad());
+    }
+    let mult = match unit {
+        'd' => 86_400.0,
+        'h' => 3600.0,
+        'm' => 60.0,
+        's' => 1.0,
+        _ => return Err(bad()),
+    };
+    Ok(n * mult)
+}
+
+/// A capacity provider's policy: the server's settings with its tags applied.
+pub fn policy_for(cp: &CapacityProvider, config: &LifecycleConfig) -> Result<Policy, String> {
+    let tag = |key: &str| {
+        cp.tags
+            .iter()
+            .flatten()
+            .find(|t| t.key.as_deref() == Some(key))
+            .and_then(|t| t.value.clone())
+    };
+    let drain_age = match tag(DRAIN_AGE_TAG) {
+        Some(v) => parse_duration(&v).map_err(|e| format!("tag {DRAIN_AGE_TAG}: {e}"))?,
+        None => config.drain_age,
+    };
+    let max_lifetime = match tag(MAX_LIFETIME_TAG) {
+        Some(v) => parse_duration(&v).map_err(|e| format!("tag {MAX_LIFETIME_TAG}: {e}"))?,
+        None => config.max_lifetime.max(drain_age),
+    };
+    if max_lifetime < drain_age {
+        return Err(format!(
+            "{MAX_LIFETIME_TAG} ({max_lifetime} s) is shorter than {DRAIN_AGE_TAG} ({drain_age} s)"
+        ));
+    }
+    let mut policy = Policy::new(drain_age, max_lifetime);
+    if let Some(w) = tag(WINDOW_TAG) {
+        policy.window = Some(Window::parse(&w).map_err(|e| format!("tag {WINDOW_TAG}: {e}"))?);
+    }
+    Ok(policy)
+}
+
+/// Checks a capacity provider's lifecycle tags (for the API to refuse bad ones).
+pub fn check_tags(tags: &[Tag]) -> Result<(), EcsError> {
+    let cp = CapacityProvider {
+        tags: Some(tags.to_vec()),
+        ..Default::default()
+    };
+    policy_for(&cp, &LifecycleConfig::default())
+        .map(|_| ())
+        .map_err(|e| EcsError::invalid(format!("Invalid lifecycle tag: {e}.")))
+}
+
+/// The fleet's current OS image version.
+pub fn image_version(tx: &dyn Tx) -> Result<String, EcsError> {
+    Ok(tx
+        .meta(IMAGE_VERSION_KEY)?
+        .unwrap_or_else(|| DEFAULT_IMAGE_VERSION.to_string()))
+}
+
+/// Publishes a new OS image version: every fleet rolls to it within its
+/// budgets and windows.
+pub fn set_image_version(ctx: &Ctx, version: &str) -> Result<(), EcsError> {
+    let v = version.trim();
+    if v.is_empty()
+        || v.len() > 128
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(EcsError::invalid(format!(
+            "Invalid image version '{version}': use 1 to 128 letters, digits, '.', '_' or '-'."
+        )));
+    }
+    ctx.store.write(|tx| tx.put_meta(IMAGE_VERSION_KEY, v))?;
+    Ok(())
+}
+
+/// Whether an instance runs an image older than the fleet's.
+pub fn outdated(r: &InstanceRecord, current: &str) -> bool {
+    r.image_version.as_deref().unwrap_or(DEFAULT_IMAGE_VERSION) != current
+}
+
+/// Whether a container instance is IMPAIRED by any health check.
+pub fn impaired(ci: &ContainerInstance) -> bool {
+    ci.health_status
+        .as_ref()
+        .and_then(|h| h.overall_status)
+        .is_some_and(|s| s == InstanceHealthCheckState::Impaired)
+}
+
+/// The status reason a drain shows on the container instance.
+pub fn reason(kind: DrainKind) -> &'static str {
+    match kind {
+        DrainKind::Lifetime => {
+            "Draining: the instance reached its drain age and is being replaced."
+        }
+        DrainKind::Image => "Draining: a newer OS image is rolling through the fleet.",
+        DrainKind::Repair => {
+            "Draining: a health check found the instance IMPAIRED; it is being replaced."
+        }
+        DrainKind::Spot => "Draining: spot interruption notice; the capacity is being taken back.",
+        DrainKind::Consolidation => "Draining: its tasks move to cheaper capacity.",
+        DrainKind::User => "Draining: requested with UpdateContainerInstancesState.",
+    }
+}
