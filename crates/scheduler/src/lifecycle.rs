@@ -459,8 +459,10 @@ mod tests {
 
     #[test]
     fn a_window_before_the_deadline_brings_the_lifetime_drain_forward() {
-        let mut p = Policy::default();
-        p.window = Some(Window::parse("sun 02-04").expect("parses"));
+        let p = Policy {
+            window: Some(Window::parse("sun 02-04").expect("parses")),
+            ..Policy::default()
+        };
         // Launched on a Thursday: the drain age (day 14) is a Thursday, and
         // the last Sunday window before the deadline (day 21, a Thursday,
         // less the margin) is day 17.

@@ -405,6 +405,14 @@ async fn a_failed_daemon_impairs_its_instance_and_comes_back_after_a_backoff() {
         .as_str()
         .is_some_and(|r| r.contains("logs")));
     assert!(daemons_by_instance(&live_tasks(&h).await).is_empty());
+    // Repair: the impaired instance drains (to be replaced) ...
+    tick(&s);
+    let ci = instances(&h).await[0].clone();
+    assert_eq!(ci["status"], "DRAINING", "{ci}");
+    assert!(ci["statusReason"]
+        .as_str()
+        .is_some_and(|r| r.contains("IMPAIRED")));
+    // ... and keeps its daemon while its application tasks run.
     h.clock.advance(Duration::from_secs(6));
     tick(&s);
     let by_ci = daemons_by_instance(&live_tasks(&h).await);

@@ -301,10 +301,11 @@ fn reconcile_daemon(
             }
             continue;
         }
-        if inst.draining {
+        // An old revision runs: replace it within the budget, stop first
+        // (not on a draining instance: it is going).
+        if !old.is_empty() && inst.draining {
             continue;
         }
-        // An old revision runs: replace it within the budget, stop first.
         if !old.is_empty() {
             *draining_on.entry(inst.cp.clone()).or_insert(0) += 1;
             if in_flight < budget {
