@@ -221,24 +221,7 @@ impl Client {
 
 /// Parses a human duration: `90s`, `5m`, `2h`, `14d`, or plain seconds.
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("'{s}' is not a duration such as 90s, 5m, 2h or 14d"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        "d" => v * 86400.0,
-        other => anyhow::bail!("unknown duration unit '{other}' in '{s}': use s, m, h or d"),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        anyhow::bail!("'{s}' is not a duration such as 90s, 5m, 2h or 14d");
-    }
+    let secs = berth_control::lifecycle::parse_duration(s).map_err(anyhow::Error::msg)?;
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 

@@ -12,6 +12,7 @@ mod agent_cmd;
 mod bench;
 mod capacity;
 mod client;
+mod fleet;
 mod image;
 mod logs;
 mod up;
@@ -78,6 +79,18 @@ pub struct LocalArgs {
     /// scaleInAfter is unset (90s, 5m, ...).
     #[arg(long, default_value = "5m", value_parser = parse_duration_arg, env = "BERTH_DEFAULT_SCALE_IN_AFTER")]
     pub default_scale_in_after: std::time::Duration,
+    /// Age at which an instance starts draining to be replaced (14d; a
+    /// capacity provider's tag berth:drain-age overrides it).
+    #[arg(long, default_value = "14d", value_parser = parse_duration_arg, env = "BERTH_DRAIN_AGE")]
+    pub drain_age: std::time::Duration,
+    /// Age at which an instance is terminated whatever still runs on it
+    /// (21d; tag berth:max-lifetime).
+    #[arg(long, default_value = "21d", value_parser = parse_duration_arg, env = "BERTH_MAX_LIFETIME")]
+    pub max_lifetime: std::time::Duration,
+    /// An instance whose agent has been unreachable this long is presumed
+    /// lost: its tasks are STOPPED and replaced elsewhere.
+    #[arg(long, default_value = "10m", value_parser = parse_duration_arg, env = "BERTH_AGENT_TIMEOUT")]
+    pub agent_timeout: std::time::Duration,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -110,6 +123,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Plan capacity offline: the cheapest fleet of instance types for a set of tasks.
     Capacity(capacity::CapacityArgs),
+    /// The instances' lifecycle: list ages and images, roll a new OS image, replace instances.
+    Fleet(fleet::FleetArgs),
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -247,6 +262,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(args) => agent_cmd::agent(args, shutdown_signal()).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Capacity(args) => capacity::run(args),
+            Command::Fleet(args) => fleet::run(args).await,
         }
     });
     match result {

@@ -189,6 +189,14 @@ pub async fn up(
             }),
             reserved_memory_mib: args.reserved_memory,
             default_scale_in_after: args.default_scale_in_after,
+            lifecycle: berth_control::lifecycle::LifecycleConfig {
+                drain_age: args.drain_age.as_secs_f64(),
+                max_lifetime: args
+                    .max_lifetime
+                    .as_secs_f64()
+                    .max(args.drain_age.as_secs_f64()),
+                agent_timeout: args.agent_timeout.as_secs_f64(),
+            },
             ..SchedulerConfig::new(agent_url.clone(), program, config.data_dir.join("agents"))
         },
     );

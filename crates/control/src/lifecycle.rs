@@ -185,3 +185,90 @@ pub fn reason(kind: DrainKind) -> &'static str {
         DrainKind::User => "Draining: requested with UpdateContainerInstancesState.",
     }
 }
+
+fn replace_key(cp: &str) -> String {
+    format!("fleet/replace/{cp}")
+}
+
+/// Instances of `cp` launched before this time are to be replaced.
+pub fn replace_before(tx: &dyn Tx, cp: &str) -> Result<Option<f64>, EcsError> {
+    Ok(tx.meta(&replace_key(cp))?.and_then(|v| v.parse().ok()))
+}
+
+/// Asks for every instance of a capacity provider launched until now to be
+/// replaced (within its budget and windows); returns how many there are.
+pub fn replace_instances(ctx: &Ctx, cp: &str) -> Result<usize, EcsError> {
+    let now = ctx.now();
+    ctx.store.write(|tx| {
+        if tx.capacity_provider(cp)?.is_none() {
+            return Err(EcsError::invalid(format!(
+                "The capacity provider '{cp}' does not exist: name one that DescribeCapacityProviders lists."
+            )));
+        }
+        tx.put_meta(&replace_key(cp), &now.to_string())?;
+        let mut n = 0;
+        for c in berth_store::all(|a, l| tx.clusters(a, l))? {
+            let arn = c.cluster_arn.unwrap_or_default();
+            for status in ["ACTIVE", "DRAINING"] {
+                for ci in berth_store::all(|a, l| tx.container_instances(&arn, Some(status), a, l))? {
+                    if ci.value.capacity_provider_name.as_deref() == Some(cp) {
+                        n += 1;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    })
+}
+
+/// One instance of `berth fleet ls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetInstance {
+    pub instance_id: String,
+    pub container_instance_arn: String,
+    pub capacity_provider: String,
+    pub instance_type: String,
+    pub status: String,
+    pub age_seconds: f64,
+    pub image_version: String,
+    pub drain: Option<DrainKind>,
+    pub running_tasks: i32,
+}
+
+/// The live instances of a cluster, oldest first.
+pub fn fleet(tx: &dyn Tx, cluster_arn: &str, now: f64) -> Result<Vec<FleetInstance>, EcsError> {
+    let mut out = vec![];
+    for status in ["REGISTERING", "ACTIVE", "DRAINING", "DEREGISTERING"] {
+        for ci in berth_store::all(|a, l| tx.container_instances(cluster_arn, Some(status), a, l))?
+        {
+            let ci = ci.value;
+            let Some(r) =
+                crate::agents::load_record(tx, ci.ec2_instance_id.as_deref().unwrap_or(""))?
+            else {
+                continue;
+            };
+            let drain = match (r.drain, status) {
+                (Some(d), "DRAINING") => Some(d.kind),
+                (None, "DRAINING") => Some(DrainKind::User),
+                _ => None,
+            };
+            out.push(FleetInstance {
+                instance_id: r.instance_id.clone(),
+                container_instance_arn: r.container_instance_arn.clone(),
+                capacity_provider: r.capacity_provider.clone(),
+                instance_type: r.instance_type.clone(),
+                status: status.to_string(),
+                age_seconds: (now - r.launched_at).max(0.0),
+                image_version: r
+                    .image_version
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_IMAGE_VERSION.into()),
+                drain,
+                running_tasks: ci.running_tasks_count,
+            });
+        }
+    }
+    out.sort_by(|a, b| b.age_seconds.total_cmp(&a.age_seconds));
+    Ok(out)
+}

@@ -403,10 +403,7 @@ impl Scheduler {
         if quiet {
             self.scale_in(cluster, &idle, now, report)?;
             self.provision(cluster, BTreeMap::new(), &daemons.reserve, now, report)?;
-            for id in connected {
-                self.push_if_changed(&id)?;
-            }
-            return Ok(());
+            return self.push_draining(&cluster_arn, connected);
         }
         connected.clear();
         idle.clear();
@@ -600,6 +597,24 @@ impl Scheduler {
         })?;
         self.scale_in(cluster, &idle, now, report)?;
         self.provision(cluster, waiting, &daemons.reserve, now, report)?;
+        self.push_draining(&cluster_arn, connected)
+    }
+
+    /// Pushes the desired sets of these connected ACTIVE instances and of
+    /// every connected DRAINING one (whose tasks are being stopped).
+    fn push_draining(&self, cluster_arn: &str, mut connected: Vec<String>) -> Result<(), EcsError> {
+        let draining = self.ctx.store.read(|tx| {
+            Ok::<_, EcsError>(
+                berth_store::all(|a, n| {
+                    tx.container_instances(cluster_arn, Some("DRAINING"), a, n)
+                })?
+                .into_iter()
+                .filter(|ci| ci.value.agent_connected)
+                .filter_map(|ci| ci.value.ec2_instance_id)
+                .collect::<Vec<_>>(),
+            )
+        })?;
+        connected.extend(draining);
         for id in connected {
             self.push_if_changed(&id)?;
         }
@@ -869,6 +884,7 @@ impl Scheduler {
                 }
                 None => pure::Policy::new(config.drain_age, config.max_lifetime),
             };
+            let replace_before = self.ctx.store.read(|tx| lc::replace_before(tx, &cp_name))?;
             let mut fleet = vec![];
             let mut retire: Vec<(String, String)> = vec![];
             for (ci, r, empty) in &members {
@@ -920,7 +936,9 @@ impl Scheduler {
                     id: r.instance_id.clone(),
                     launched_at: r.launched_at,
                     draining: kind,
-                    outdated_image: lc::outdated(r, &current),
+                    // An older image, or `berth fleet replace` since its launch.
+                    outdated_image: lc::outdated(r, &current)
+                        || replace_before.is_some_and(|t| r.launched_at < t),
                     impaired: lc::impaired(ci) || agent_lost,
                     interrupted: r.interrupted_at.is_some(),
                 });

@@ -1,5 +1,6 @@
 //! Operations beyond the ECS API (`X-Amz-Target: BerthV1.<Operation>`),
-//! signed, shaped and answered like ECS's: container logs for now.
+//! signed, shaped and answered like ECS's: container logs, and the fleet's
+//! lifecycle (`SetImageVersion`, `ReplaceInstances`, `DescribeFleet`).
 
 use crate::api::AppState;
 use crate::ops::{active_cluster, OpResult};
@@ -52,6 +53,9 @@ fn render<T: Serialize>(v: &T) -> OpResult<Vec<u8>> {
 pub fn dispatch(state: &AppState, operation: &str, body: &[u8]) -> OpResult<Vec<u8>> {
     match operation {
         "GetTaskLogs" => render(&get_task_logs(state, parse(body)?)?),
+        "SetImageVersion" => render(&set_image_version(state, parse(body)?)?),
+        "ReplaceInstances" => render(&replace_instances(state, parse(body)?)?),
+        "DescribeFleet" => render(&describe_fleet(state, parse(body)?)?),
         other => Err(EcsError::new(
             ErrorKind::UnknownOperation,
             format!("Unknown operation BerthV1.{other}."),
@@ -94,5 +98,98 @@ fn get_task_logs(state: &AppState, req: GetTaskLogsRequest) -> OpResult<GetTaskL
     Ok(GetTaskLogsResponse {
         events,
         next_start_time,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SetImageVersionRequest {
+    version: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SetImageVersionResponse {
+    version: String,
+    previous_version: String,
+}
+
+/// Publishes a new OS image version: every fleet rolls to it within its
+/// budgets and maintenance windows.
+fn set_image_version(
+    state: &AppState,
+    req: SetImageVersionRequest,
+) -> OpResult<SetImageVersionResponse> {
+    let ctx = &state.ctx;
+    let previous = ctx
+        .store
+        .read(|tx| berth_control::lifecycle::image_version(tx))?;
+    berth_control::lifecycle::set_image_version(ctx, &req.version)?;
+    Ok(SetImageVersionResponse {
+        version: req.version.trim().to_string(),
+        previous_version: previous,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplaceInstancesRequest {
+    capacity_provider: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReplaceInstancesResponse {
+    capacity_provider: String,
+    /// Instances launched before now, all to be replaced.
+    instances: usize,
+}
+
+/// Rolls every existing instance of a capacity provider (after an
+/// UpdateCapacityProvider, say), within its budget and windows.
+fn replace_instances(
+    state: &AppState,
+    req: ReplaceInstancesRequest,
+) -> OpResult<ReplaceInstancesResponse> {
+    let ctx = &state.ctx;
+    let name = req
+        .capacity_provider
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let instances = berth_control::lifecycle::replace_instances(ctx, &name)?;
+    Ok(ReplaceInstancesResponse {
+        capacity_provider: name,
+        instances,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeFleetRequest {
+    cluster: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeFleetResponse {
+    image_version: String,
+    instances: Vec<berth_control::lifecycle::FleetInstance>,
+}
+
+/// Every live instance of a cluster with its age, image and drain.
+fn describe_fleet(state: &AppState, req: DescribeFleetRequest) -> OpResult<DescribeFleetResponse> {
+    let ctx = &state.ctx;
+    ctx.store.read(|tx| {
+        let cluster = active_cluster(ctx, tx, req.cluster.as_deref())?.value;
+        Ok(DescribeFleetResponse {
+            image_version: berth_control::lifecycle::image_version(tx)?,
+            instances: berth_control::lifecycle::fleet(
+                tx,
+                cluster.cluster_arn.as_deref().unwrap_or(""),
+                ctx.now(),
+            )?,
+        })
     })
 }
