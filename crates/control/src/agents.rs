@@ -243,6 +243,13 @@ pub fn hello(ctx: &Ctx, hello: &Hello) -> Result<(String, u64, Vec<TaskSpec>), E
             ci.registered_at = Some(now);
         }
         ci.agent_connected = true;
+        crate::lifecycle::set_health(
+            &mut ci,
+            InstanceHealthCheckType::ContainerRuntime,
+            InstanceHealthCheckState::Ok,
+            None,
+            now,
+        );
         ci.version_info = Some(VersionInfo {
             agent_version: Some(hello.agent_version.clone()),
             agent_hash: None,
@@ -309,6 +316,13 @@ pub fn disconnected(ctx: &Ctx, instance_id: &str) -> Result<(), EcsError> {
         {
             if ci.agent_connected {
                 ci.agent_connected = false;
+                crate::lifecycle::set_health(
+                    &mut ci,
+                    InstanceHealthCheckType::ContainerRuntime,
+                    InstanceHealthCheckState::InsufficientData,
+                    Some("The instance's agent is not connected.".into()),
+                    now,
+                );
                 ci.version += 1;
                 tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
             }

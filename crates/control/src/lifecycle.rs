@@ -272,3 +272,50 @@ pub fn fleet(tx: &dyn Tx, cluster_arn: &str, now: f64) -> Result<Vec<FleetInstan
     out.sort_by(|a, b| b.age_seconds.total_cmp(&a.age_seconds));
     Ok(out)
 }
+
+/// Records one health check's result on a container instance (keeping when
+/// its status last changed) and recomputes the overall status: IMPAIRED if
+/// any check is, else INSUFFICIENT_DATA or INITIALIZING if any is, else OK.
+/// Returns whether anything changed.
+pub fn set_health(
+    ci: &mut ContainerInstance,
+    check: InstanceHealthCheckType,
+    status: InstanceHealthCheckState,
+    reason: Option<String>,
+    now: f64,
+) -> bool {
+    use InstanceHealthCheckState as S;
+    let health = ci.health_status.get_or_insert_with(Default::default);
+    let details = health.details.get_or_insert_with(Vec::new);
+    let before = details.iter().find(|d| d.r#type == Some(check)).cloned();
+    if before
+        .as_ref()
+        .is_some_and(|d| d.status == Some(status) && d.status_reason == reason)
+    {
+        return false;
+    }
+    let changed_at = match &before {
+        Some(d) if d.status == Some(status) => d.last_status_change,
+        _ => Some(now),
+    };
+    details.retain(|d| d.r#type != Some(check));
+    details.push(InstanceHealthCheckResult {
+        r#type: Some(check),
+        status: Some(status),
+        status_reason: reason,
+        last_updated: Some(now),
+        last_status_change: changed_at,
+    });
+    details.sort_by_key(|d| d.r#type.map(|t| t.as_str()));
+    let worst = |s: S| details.iter().any(|d| d.status == Some(s));
+    health.overall_status = Some(if worst(S::Impaired) {
+        S::Impaired
+    } else if worst(S::InsufficientData) {
+        S::InsufficientData
+    } else if worst(S::Initializing) {
+        S::Initializing
+    } else {
+        S::Ok
+    });
+    true
+}

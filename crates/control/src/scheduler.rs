@@ -872,6 +872,13 @@ impl Scheduler {
                 .ctx
                 .store
                 .read(|tx| Ok::<_, EcsError>(tx.capacity_provider(&cp_name)?))?;
+            // autoRepairConfiguration: ENABLED unless the provider says DISABLED.
+            let auto_repair = cp
+                .as_ref()
+                .and_then(|v| v.value.managed_instances_provider.as_ref())
+                .and_then(|m| m.auto_repair_configuration.as_ref())
+                .and_then(|a| a.actions_status)
+                != Some(AutoRepairActionsStatus::Disabled);
             let policy = match cp.map(|v| lc::policy_for(&v.value, config)) {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => {
@@ -939,7 +946,7 @@ impl Scheduler {
                     // An older image, or `berth fleet replace` since its launch.
                     outdated_image: lc::outdated(r, &current)
                         || replace_before.is_some_and(|t| r.launched_at < t),
-                    impaired: lc::impaired(ci) || agent_lost,
+                    impaired: auto_repair && (lc::impaired(ci) || agent_lost),
                     interrupted: r.interrupted_at.is_some(),
                 });
             }

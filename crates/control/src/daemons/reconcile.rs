@@ -700,25 +700,17 @@ fn impair(
             .as_deref()
             .unwrap_or("no reason given")
     );
-    let health = ci.health_status.get_or_insert_with(Default::default);
-    let details = health.details.get_or_insert_with(Vec::new);
-    let already = details.iter().any(|d| {
-        d.r#type == Some(InstanceHealthCheckType::Daemon)
-            && d.status == Some(InstanceHealthCheckState::Impaired)
-            && d.status_reason.as_deref() == Some(reason.as_str())
-    });
-    if already {
+    // Once per failure: the reason names the task.
+    let changed = crate::lifecycle::set_health(
+        &mut ci,
+        InstanceHealthCheckType::Daemon,
+        InstanceHealthCheckState::Impaired,
+        Some(reason),
+        now,
+    );
+    if !changed {
         return Ok(());
     }
-    details.retain(|d| d.r#type != Some(InstanceHealthCheckType::Daemon));
-    details.push(InstanceHealthCheckResult {
-        r#type: Some(InstanceHealthCheckType::Daemon),
-        status: Some(InstanceHealthCheckState::Impaired),
-        status_reason: Some(reason),
-        last_updated: Some(now),
-        last_status_change: Some(now),
-    });
-    health.overall_status = Some(InstanceHealthCheckState::Impaired);
     ci.version += 1;
     tx.put_container_instance(&inst.record.cluster_arn, &ci, Expect::Version(version))?;
     Ok(())

@@ -134,6 +134,7 @@ pub fn create(
     let name = CapacityProviderName::parse(req.name.as_deref().unwrap_or(""))?;
     let tag_list = req.tags.clone().unwrap_or_default();
     tags::validate(&tag_list)?;
+    berth_control::lifecycle::check_tags(&tag_list)?;
     if req.auto_scaling_group_provider.is_some() {
         return Err(EcsError::invalid(
             "berth launches and manages its own instances: create the capacity provider with managedInstancesProvider, not autoScalingGroupProvider.",

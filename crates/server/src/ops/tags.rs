@@ -57,6 +57,7 @@ fn edit(
             let mut t = cp.value.tags.take().unwrap_or_default();
             if let Some(f) = change {
                 f(&mut t)?;
+                berth_control::lifecycle::check_tags(&t)?;
                 cp.value.tags = Some(t.clone());
                 tx.put_capacity_provider(&cp.value, Expect::Version(cp.version))?;
             }
