@@ -520,3 +520,57 @@ async fn deleting_a_daemon_stops_its_tasks_first() {
     // The application tasks stay.
     assert_eq!(live_tasks(&h).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_that_does_not_fit_gets_its_instance_replaced_by_one_with_room() {
+    let h = Harness::new();
+    setup(&h).await;
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    h.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "big", "requiresCompatibilities": ["MANAGED_INSTANCES"],
+               "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 3500}]}),
+    )
+    .await;
+    h.ok(
+        "CreateService",
+        json!({"cluster": "c1", "serviceName": "api", "taskDefinition": "big", "desiredCount": 1,
+               "capacityProviderStrategy": [{"capacityProvider": "mi", "weight": 1}],
+               "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 200}}),
+    )
+    .await;
+    settle(&h, &s, &rec, None).await;
+    let first = instances(&h).await;
+    assert_eq!(first.len(), 1);
+    let full = first[0]["containerInstanceArn"].clone();
+    // The daemon comes after the instance filled up.
+    let td = register_daemon_td(&h, "busybox", 512).await;
+    create_daemon(&h, &td).await;
+    tick(&s);
+    let ci = instances(&h)
+        .await
+        .into_iter()
+        .find(|c| c["containerInstanceArn"] == full)
+        .unwrap_or_default();
+    assert_eq!(ci["healthStatus"]["overallStatus"], "IMPAIRED", "{ci}");
+    settle(&h, &s, &rec, None).await;
+    // Repaired: a new instance planned with room for both runs both.
+    let ts = live_tasks(&h).await;
+    let by_ci = daemons_by_instance(&ts);
+    assert_eq!(by_ci.len(), 1, "{ts:?}");
+    let home = by_ci.keys().next().cloned().unwrap_or_default();
+    assert_ne!(json!(home), full);
+    assert!(ts
+        .iter()
+        .filter(|t| !is_daemon(t))
+        .all(|t| t["containerInstanceArn"] == json!(home) && t["lastStatus"] == "RUNNING"));
+    let gone = h
+        .ok(
+            "DescribeContainerInstances",
+            json!({"cluster": "c1", "containerInstances": [full]}),
+        )
+        .await["containerInstances"][0]["status"]
+        .clone();
+    assert_eq!(gone, "INACTIVE");
+}

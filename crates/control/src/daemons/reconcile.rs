@@ -361,11 +361,16 @@ fn reconcile_daemon(
                 (c + i64::from(tc), m + tm as i64)
             });
         if reg_cpu - used_cpu < i64::from(need_cpu) || reg_mem - used_mem < need_mem as i64 {
+            // Full of application tasks: a critical daemon impairs the
+            // instance, which repair replaces by one planned with room.
             tracing::warn!(
                 daemon = daemon.name,
                 instance_id = inst.record.instance_id,
                 "the instance has no room left for the daemon task"
             );
+            if daemon.critical() {
+                no_room(tx, inst, &daemon.name, (need_cpu, need_mem), now)?;
+            }
             continue;
         }
         let tags = if revision.propagate_tags == Some(DaemonPropagateTags::Daemon) {
@@ -713,5 +718,36 @@ fn impair(
     }
     ci.version += 1;
     tx.put_container_instance(&inst.record.cluster_arn, &ci, Expect::Version(version))?;
+    Ok(())
+}
+
+/// Marks an instance IMPAIRED because a critical daemon does not fit on it.
+fn no_room(
+    tx: &dyn Tx,
+    inst: &Instance,
+    name: &str,
+    (cpu, memory): (u32, u64),
+    now: f64,
+) -> Result<(), EcsError> {
+    let Some(Versioned {
+        version,
+        value: mut ci,
+    }) = tx.container_instance(&inst.record.container_instance_arn)?
+    else {
+        return Ok(());
+    };
+    let reason = format!(
+        "Daemon {name} does not fit: it needs {cpu} CPU units and {memory} MiB beside the tasks running there."
+    );
+    if crate::lifecycle::set_health(
+        &mut ci,
+        InstanceHealthCheckType::Daemon,
+        InstanceHealthCheckState::Impaired,
+        Some(reason),
+        now,
+    ) {
+        ci.version += 1;
+        tx.put_container_instance(&inst.record.cluster_arn, &ci, Expect::Version(version))?;
+    }
     Ok(())
 }
