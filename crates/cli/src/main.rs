@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod agent_cmd;
+mod audit;
 mod bench;
 mod capacity;
 mod client;
@@ -16,6 +17,7 @@ mod fleet;
 mod image;
 mod logs;
 mod up;
+mod user;
 
 #[derive(Parser)]
 #[command(
@@ -125,6 +127,10 @@ enum Command {
     Capacity(capacity::CapacityArgs),
     /// The instances' lifecycle: list ages and images, roll a new OS image, replace instances.
     Fleet(fleet::FleetArgs),
+    /// API users: create one with a role (admin, operator, viewer), list, remove.
+    User(user::UserArgs),
+    /// The audit log: exec sessions and mutating API calls.
+    Audit(audit::AuditArgs),
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -263,6 +269,8 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Capacity(args) => capacity::run(args),
             Command::Fleet(args) => fleet::run(args).await,
+            Command::User(args) => user::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
         }
     });
     match result {

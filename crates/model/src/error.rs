@@ -87,13 +87,17 @@ impl ErrorKind {
     pub fn status(self) -> u16 {
         match self {
             Self::Server => 500,
+            // AccessDeniedException is a modelled ECS error without an HTTP
+            // status in the model, so the JSON protocol's 400 applies (as
+            // AWS answers a caller its IAM policy refuses); only the
+            // signature errors of the edge are 403.
             Self::MissingAuthenticationToken
             | Self::UnrecognizedClient
-            | Self::InvalidSignature
-            | Self::AccessDenied => 403,
+            | Self::InvalidSignature => 403,
             Self::NotFound => 404,
             Self::RequestEntityTooLarge => 413,
-            Self::AttributeLimitExceeded
+            Self::AccessDenied
+            | Self::AttributeLimitExceeded
             | Self::Client
             | Self::ClusterContainsCapacityProvider
             | Self::ClusterContainsContainerInstances

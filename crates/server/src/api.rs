@@ -1,5 +1,7 @@
 //! The HTTP edge: SigV4, `X-Amz-Target`, JSON in, JSON or the ECS error shape out.
 
+use crate::access;
+use crate::audit;
 use crate::ops::{self, Ctx};
 use crate::sigv4::{self, AuthError, Scope};
 use axum::body::{Body, Bytes};
@@ -10,8 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use berth_model::ecs::{Operation, TARGET_PREFIX};
 use berth_model::{EcsError, ErrorKind};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// The `X-Amz-Target` prefix of berth's own operations.
 pub const BERTH_TARGET_PREFIX: &str = "BerthV1";
@@ -23,8 +24,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// What every request handler shares.
 pub struct AppState {
     pub ctx: Arc<Ctx>,
-    /// Access key id → secret.
-    keys: RwLock<HashMap<String, String>>,
+    /// The keys the API accepts: the root key and the users'.
+    pub keys: crate::users::Keys,
     /// Connected agents.
     pub hub: Arc<crate::gateway::Hub>,
     /// Wakes the scheduler early (a task changed).
@@ -43,12 +44,12 @@ impl AppState {
         root: &crate::credentials::RootKey,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let mut keys = HashMap::new();
-        keys.insert(root.access_key_id.clone(), root.secret_access_key.clone());
+        let keys = crate::users::Keys::load(root, &ctx.store)
+            .map_err(|e| anyhow::anyhow!("cannot load the users: {}", e.message))?;
         let images = berth_image::BlobStore::open(data_dir.join("registry"))?;
         Ok(Self {
             ctx: Arc::new(ctx),
-            keys: RwLock::new(keys),
+            keys,
             hub: Arc::new(crate::gateway::Hub::default()),
             wake: Arc::new(tokio::sync::Notify::new()),
             logs: crate::logs::LogStore::new(data_dir.join("logs")),
@@ -57,13 +58,26 @@ impl AppState {
         })
     }
 
-    /// Whether a key may use the registry: a user's key, or an instance's credential.
-    fn registry_access(&self, id: &str, secret: &str) -> bool {
+    /// What a key may do in the registry: a user's key pulls, and pushes
+    /// unless it is a viewer's; an instance's credential only pulls.
+    fn registry_access(&self, id: &str, secret: &str) -> crate::registry::Access {
+        use crate::registry::Access;
         use subtle::ConstantTimeEq as _;
-        if let Some(known) = self.secret_for(id) {
-            return bool::from(known.as_bytes().ct_eq(secret.as_bytes()));
+        if let Some(key) = self.keys.get(id) {
+            if !bool::from(key.secret.as_bytes().ct_eq(secret.as_bytes())) {
+                return Access::None;
+            }
+            return if key.caller.role.allows(crate::access::Level::Operate) {
+                Access::PushPull
+            } else {
+                Access::Pull
+            };
         }
-        berth_control::agents::check_credential(&self.ctx, id, secret)
+        if berth_control::agents::check_credential(&self.ctx, id, secret) {
+            Access::Pull
+        } else {
+            Access::None
+        }
     }
 
     /// The scheduler, when this server launches instances.
@@ -73,10 +87,6 @@ impl AppState {
 
     pub fn set_scheduler(&self, s: Arc<berth_control::scheduler::Scheduler>) {
         let _ = self.scheduler.set(s);
-    }
-
-    fn secret_for(&self, access_key_id: &str) -> Option<String> {
-        self.keys.read().ok()?.get(access_key_id).cloned()
     }
 }
 
@@ -186,22 +196,39 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
         region: &state.ctx.arns.region,
         service: "ecs",
     };
-    let lookup = |id: &str| state.secret_for(id);
-    let principal = match sigv4::verify(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        &body,
-        scope,
-        now,
-        &lookup,
-    ) {
-        Ok(p) => p,
+    // The key whose secret checked the signature: its caller is the principal.
+    let verified = {
+        let found = std::cell::RefCell::new(None);
+        let lookup = |id: &str| {
+            let key = state.keys.get(id)?;
+            let secret = key.secret.clone();
+            *found.borrow_mut() = Some(key);
+            Some(secret)
+        };
+        sigv4::verify(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            &body,
+            scope,
+            now,
+            &lookup,
+        )
+        .map(|_| found.into_inner())
+    };
+    let key = match verified {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            let e =
+                EcsError::server("Internal error: the signing key vanished; retry the request.");
+            return error_response(&request_id, &e);
+        }
         Err(e) => {
             tracing::debug!(request_id, error = %e, "authentication refused");
             return error_response(&request_id, &EcsError::new(auth_kind(&e), e.to_string()));
         }
     };
+    let caller = key.caller.clone();
     let target = parts
         .headers
         .get("x-amz-target")
@@ -211,11 +238,22 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
         .strip_prefix(BERTH_TARGET_PREFIX)
         .and_then(|r| r.strip_prefix('.'))
     {
+        let Some(rule) = access::berth_rule(name) else {
+            let e = EcsError::new(
+                ErrorKind::UnknownOperation,
+                format!("Unknown operation {BERTH_TARGET_PREFIX}.{name}."),
+            );
+            return error_response(&request_id, &e);
+        };
         let name = name.to_string();
         let st = state.clone();
-        let result =
-            tokio::task::spawn_blocking(move || crate::berth_ops::dispatch(&st, &name, &body))
-                .await;
+        let result = tokio::task::spawn_blocking(move || {
+            let label = format!("berth:{name}");
+            checked(&st.ctx, &caller, &label, rule, &body, || {
+                crate::berth_ops::dispatch(&st, &name, &body)
+            })
+        })
+        .await;
         return match result {
             Ok(Ok(bytes)) => ok_response(&request_id, bytes),
             Ok(Err(e)) => error_response(&request_id, &e),
@@ -229,9 +267,15 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Ok(op) => op,
         Err(e) => return error_response(&request_id, &e),
     };
+    let rule = access::ecs_rule(op, &body);
     let ctx = state.ctx.clone();
-    let result =
-        tokio::task::spawn_blocking(move || ops::dispatch(&ctx, op, &principal, &body)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let label = format!("ecs:{}", op.name());
+        checked(&ctx, &caller, &label, rule, &body, || {
+            ops::dispatch(&ctx, op, &caller.access_key_id, &body)
+        })
+    })
+    .await;
     match result {
         Ok(Ok(bytes)) => {
             if matches!(
@@ -261,4 +305,32 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
             )
         }
     }
+}
+
+/// Checks the caller's role for `operation`, runs `call`, and records a
+/// mutating call (or any refusal) in the audit log (blocking).
+fn checked(
+    ctx: &Ctx,
+    caller: &access::Caller,
+    operation: &str,
+    rule: access::Rule,
+    body: &[u8],
+    call: impl FnOnce() -> Result<Vec<u8>, EcsError>,
+) -> Result<Vec<u8>, EcsError> {
+    if let Err(e) = access::check(caller, operation, rule) {
+        audit::denied(
+            ctx,
+            audit::api_record(caller, operation, body, ctx.now()),
+            &e,
+        );
+        return Err(e);
+    }
+    if !rule.mutating {
+        return call();
+    }
+    audit::audited(
+        ctx,
+        audit::api_record(caller, operation, body, ctx.now()),
+        call,
+    )
 }

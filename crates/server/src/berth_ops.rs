@@ -1,6 +1,8 @@
 //! Operations beyond the ECS API (`X-Amz-Target: BerthV1.<Operation>`),
-//! signed, shaped and answered like ECS's: container logs, and the fleet's
-//! lifecycle (`SetImageVersion`, `ReplaceInstances`, `DescribeFleet`).
+//! signed, shaped and answered like ECS's: container logs, the fleet's
+//! lifecycle (`SetImageVersion`, `ReplaceInstances`, `DescribeFleet`), users
+//! (`CreateUser`, `ListUsers`, `DeleteUser`) and the audit log
+//! (`ListAuditRecords`). Who may call which is [`crate::access`].
 
 use crate::api::AppState;
 use crate::ops::{active_cluster, OpResult};
@@ -37,11 +39,24 @@ struct GetTaskLogsResponse {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> OpResult<T> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        body
+    };
     serde_json::from_slice(body).map_err(|e| {
-        EcsError::new(
-            ErrorKind::Serialization,
-            format!("Cannot read the request body: {e}"),
-        )
+        let msg = e.to_string();
+        if ["unknown variant", "unknown field", "missing field"]
+            .iter()
+            .any(|p| msg.starts_with(p))
+        {
+            EcsError::invalid(format!("Invalid value in request: {msg}"))
+        } else {
+            EcsError::new(
+                ErrorKind::Serialization,
+                format!("Cannot read the request body: {msg}"),
+            )
+        }
     })
 }
 
@@ -56,6 +71,10 @@ pub fn dispatch(state: &AppState, operation: &str, body: &[u8]) -> OpResult<Vec<
         "SetImageVersion" => render(&set_image_version(state, parse(body)?)?),
         "ReplaceInstances" => render(&replace_instances(state, parse(body)?)?),
         "DescribeFleet" => render(&describe_fleet(state, parse(body)?)?),
+        "CreateUser" => render(&create_user(state, parse(body)?)?),
+        "ListUsers" => render(&list_users(state, parse(body)?)?),
+        "DeleteUser" => render(&delete_user(state, parse(body)?)?),
+        "ListAuditRecords" => list_audit_records(state, parse(body)?),
         other => Err(EcsError::new(
             ErrorKind::UnknownOperation,
             format!("Unknown operation BerthV1.{other}."),
@@ -192,4 +211,106 @@ fn describe_fleet(state: &AppState, req: DescribeFleetRequest) -> OpResult<Descr
             )?,
         })
     })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateUserRequest {
+    name: String,
+    role: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateUserResponse {
+    user: crate::users::User,
+    /// Shown here only: berth never answers it again.
+    secret_access_key: String,
+}
+
+fn create_user(state: &AppState, req: CreateUserRequest) -> OpResult<CreateUserResponse> {
+    let role = crate::users::parse_role(&req.role)?;
+    let record = crate::users::create(&state.ctx, &state.keys, &req.name, role)?;
+    Ok(CreateUserResponse {
+        user: crate::users::User::from(&record),
+        secret_access_key: record.secret_access_key.clone(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListUsersRequest {}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListUsersResponse {
+    users: Vec<crate::users::User>,
+}
+
+fn list_users(state: &AppState, _req: ListUsersRequest) -> OpResult<ListUsersResponse> {
+    Ok(ListUsersResponse {
+        users: crate::users::list(&state.ctx)?,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeleteUserRequest {
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteUserResponse {
+    user: crate::users::User,
+}
+
+fn delete_user(state: &AppState, req: DeleteUserRequest) -> OpResult<DeleteUserResponse> {
+    Ok(DeleteUserResponse {
+        user: crate::users::delete(&state.ctx, &state.keys, &req.name)?,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListAuditRecordsRequest {
+    kind: crate::audit::Kind,
+    /// Only records at or after this time (epoch seconds).
+    since: Option<f64>,
+    /// 1 to 1000; 100 by default.
+    max_results: Option<i32>,
+    next_token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListAuditRecordsResponse<T> {
+    records: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
+}
+
+/// One page of the audit log, oldest first.
+fn list_audit_records(state: &AppState, req: ListAuditRecordsRequest) -> OpResult<Vec<u8>> {
+    use crate::audit::{ApiRecord, ExecRecord, Kind};
+    let limit = crate::ops::page_size(req.max_results, 1000, 100)?;
+    let (ctx, token) = (&state.ctx, req.next_token.as_deref());
+    match req.kind {
+        Kind::Api => {
+            let (records, next_token) =
+                crate::audit::list::<ApiRecord>(ctx, req.kind, req.since, limit, token)?;
+            render(&ListAuditRecordsResponse {
+                records,
+                next_token,
+            })
+        }
+        Kind::Exec => {
+            let (records, next_token) =
+                crate::audit::list::<ExecRecord>(ctx, req.kind, req.since, limit, token)?;
+            render(&ListAuditRecordsResponse {
+                records,
+                next_token,
+            })
+        }
+    }
 }

@@ -14,7 +14,9 @@
 //! Operations that later parts of berth will implement answer
 //! `UnsupportedFeatureException` naming the operation.
 
+pub mod access;
 pub mod api;
+pub mod audit;
 mod berth_ops;
 pub mod credentials;
 pub mod gateway;
@@ -22,6 +24,7 @@ pub mod logs;
 pub mod ops;
 pub mod registry;
 pub mod sigv4;
+pub mod users;
 
 use anyhow::Context as _;
 use berth_model::arn::ArnContext;
@@ -70,6 +73,12 @@ impl Server {
         let db = config.data_dir.join("berth.db");
         let store = Store::open_sqlite(&db, config.durability)
             .with_context(|| format!("cannot open the store {}", db.display()))?;
+        // The store holds the users' secrets: only the server's user reads it.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = db.clone().into_os_string();
+            f.push(suffix);
+            private(std::path::Path::new(&f))?;
+        }
         let credentials = credentials::RootKey::load_or_create(&config.data_dir)?;
         let ctx = ops::Ctx {
             store,
@@ -175,6 +184,18 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// Makes a file readable and writable by its owner only, when it exists.
+fn private(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -8,7 +8,9 @@
 //! `<name>/blobs/<digest>`, `<name>/blobs/uploads/[<id>]`, `<name>/tags/list`,
 //! and `_catalog`. Every request needs HTTP Basic credentials (an access key
 //! id and its secret) accepted by the `auth` callback; otherwise `401` with
-//! `WWW-Authenticate: Basic realm="berth"`.
+//! `WWW-Authenticate: Basic realm="berth"`. The callback also says whether the
+//! key may push: a request that writes (`POST`, `PUT`, `PATCH`, `DELETE`) with
+//! a pull-only key is `403 DENIED`.
 //!
 //! Blob bodies are streamed to disk (never held in memory) and only become
 //! blobs once their content hashed to the announced digest; blob answers are
@@ -34,8 +36,17 @@ use http_body_util::BodyExt as _;
 use std::io::Write as _;
 use std::sync::Arc;
 
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Unknown key or wrong secret.
+    None,
+    Pull,
+    PushPull,
+}
+
 /// Checks an access key id and secret.
-pub type AuthFn = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+pub type AuthFn = Arc<dyn Fn(&str, &str) -> Access + Send + Sync>;
 
 /// The largest manifest accepted.
 const MAX_MANIFEST: usize = 4 << 20;
@@ -126,7 +137,7 @@ fn api_version(h: &mut HeaderMap) {
     );
 }
 
-fn check_auth(reg: &Registry, headers: &HeaderMap) -> Result<()> {
+fn check_auth(reg: &Registry, headers: &HeaderMap, write: bool) -> Result<()> {
     let denied = || {
         err(
             StatusCode::UNAUTHORIZED,
@@ -147,15 +158,19 @@ fn check_auth(reg: &Registry, headers: &HeaderMap) -> Result<()> {
         .map_err(|_| denied())?;
     let raw = String::from_utf8(raw).map_err(|_| denied())?;
     let (id, secret) = raw.split_once(':').ok_or_else(denied)?;
-    if (reg.auth)(id, secret) {
-        Ok(())
-    } else {
-        Err(denied())
+    match (reg.auth)(id, secret) {
+        Access::None => Err(denied()),
+        Access::Pull if write => Err(err(
+            StatusCode::FORBIDDEN,
+            "DENIED",
+            "this key may pull images but not push them",
+        )),
+        Access::Pull | Access::PushPull => Ok(()),
     }
 }
 
 async fn base(State(reg): State<Arc<Registry>>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_auth(&reg, &headers) {
+    if let Err(e) = check_auth(&reg, &headers, false) {
         return e.into_response();
     }
     let mut resp = (StatusCode::OK, "{}").into_response();
@@ -229,7 +244,8 @@ async fn dispatch(State(reg): State<Arc<Registry>>, req: Request) -> Response {
 }
 
 async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
-    check_auth(&reg, req.headers())?;
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    check_auth(&reg, req.headers(), write)?;
     let (parts, body) = req.into_parts();
     let path = parts
         .uri

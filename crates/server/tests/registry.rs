@@ -11,6 +11,7 @@ use berth_image::import::{import_rootfs, RootfsOptions};
 use berth_image::reference::ImageRef;
 use berth_image::unpack::LayerCache;
 use berth_image::{BlobStore, Digest, Error};
+use berth_server::registry::Access;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
 use std::collections::BTreeMap;
@@ -21,9 +22,22 @@ use tower::ServiceExt as _;
 
 const ID: &str = "AKIAREGISTRYTEST";
 const SECRET: &str = "registry-secret";
+/// A key that may pull but not push (a viewer's, or an instance's).
+const PULLER: &str = "AKIAREGISTRYPULLER";
 
 fn router(store: Arc<BlobStore>) -> axum::Router {
-    berth_server::registry::routes(store, Arc::new(|id, secret| id == ID && secret == SECRET))
+    berth_server::registry::routes(
+        store,
+        Arc::new(|id, secret| {
+            if id == ID && secret == SECRET {
+                Access::PushPull
+            } else if id == PULLER && secret == SECRET {
+                Access::Pull
+            } else {
+                Access::None
+            }
+        }),
+    )
 }
 
 fn basic(id: &str, secret: &str) -> String {
@@ -249,6 +263,34 @@ async fn distribution_spec_statuses_headers_and_errors() {
         )
         .await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{auth}");
+    }
+
+    // A pull-only key reads but never writes.
+    let puller = basic(PULLER, SECRET);
+    let a = call(
+        &app,
+        Method::GET,
+        "/v2/",
+        &[("authorization", puller.as_str())],
+        vec![],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    for (method, path) in [
+        (Method::POST, "/v2/x/blobs/uploads/"),
+        (Method::PUT, "/v2/x/manifests/latest"),
+        (Method::DELETE, "/v2/x/blobs/uploads/some-id"),
+    ] {
+        let a = call(
+            &app,
+            method.clone(),
+            path,
+            &[("authorization", puller.as_str())],
+            vec![],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(a.code(), "DENIED");
     }
 
     // Chunked upload: POST, PATCH, PATCH, PUT ?digest.

@@ -422,14 +422,86 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction, committed durably only when `f`
-    /// returns `Ok`; on `Err` nothing of it is kept.
+    /// returns `Ok`; on `Err` nothing of it is kept. A [`rider`] pending on
+    /// this thread is stored in the same transaction.
     pub fn write<R, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<R, E>) -> Result<R, E>
     where
         E: From<StoreError>,
     {
-        match &self.backend {
-            Backend::Sqlite(s) => s.write(f),
+        let mut carried = None;
+        let with_rider = |tx: &dyn Tx| {
+            let out = f(tx)?;
+            if let Some(r) = rider::take() {
+                let put = tx.put_document(&r.kind, &r.key, &r.parent, &r.doc, Expect::Absent);
+                carried = Some(r);
+                put?;
+            }
+            Ok(out)
+        };
+        let result = match &self.backend {
+            Backend::Sqlite(s) => s.write(with_rider),
+        };
+        if result.is_err() {
+            // Not committed: the rider waits for the next write (or its owner).
+            if let Some(r) = carried {
+                rider::restore(r);
+            }
         }
+        result
+    }
+}
+
+/// A document that rides along with the next write transaction committed on
+/// this thread.
+///
+/// This is how an API call's audit record lands in the same commit as the
+/// write it describes, at no extra commit: the edge runs the operation inside
+/// [`with`], and the first [`Store::write`] the operation commits on this thread
+/// stores the rider too. When nothing carried it (the operation wrote nothing,
+/// or failed before committing), [`with`] hands it back to be stored by itself.
+pub mod rider {
+    use std::cell::RefCell;
+
+    /// A document to store: what [`super::Tx::put_document`] takes.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Rider {
+        pub kind: String,
+        pub key: String,
+        pub parent: String,
+        pub doc: String,
+    }
+
+    thread_local! {
+        static NEXT: RefCell<Option<Rider>> = const { RefCell::new(None) };
+    }
+
+    /// Puts back what was pending before [`with`], even when `f` panics, so a
+    /// rider never outlives its call on a pooled thread.
+    struct Reset(Option<Rider>);
+
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            NEXT.with(|n| *n.borrow_mut() = previous);
+        }
+    }
+
+    /// Runs `f` with `rider` pending on this thread. Answers `f`'s result and
+    /// the rider when no committed write carried it.
+    pub fn with<R>(rider: Rider, f: impl FnOnce() -> R) -> (R, Option<Rider>) {
+        let previous = NEXT.with(|n| n.borrow_mut().replace(rider));
+        let _reset = Reset(previous);
+        let out = f();
+        let left = take();
+        (out, left)
+    }
+
+    pub(crate) fn take() -> Option<Rider> {
+        NEXT.with(|n| n.borrow_mut().take())
+    }
+
+    pub(crate) fn restore(r: Rider) {
+        NEXT.with(|n| *n.borrow_mut() = Some(r));
     }
 }
 

@@ -63,6 +63,19 @@ impl Harness {
         region: &str,
         at: Duration,
     ) -> Request<Body> {
+        self.signed_as(KEY, op, body, secret, region, at)
+    }
+
+    /// A request signed with any key; `op` is an ECS operation or `BerthV1.<op>`.
+    pub fn signed_as(
+        &self,
+        key: &str,
+        op: &str,
+        body: &[u8],
+        secret: &str,
+        region: &str,
+        at: Duration,
+    ) -> Request<Body> {
         let uri: Uri = "http://localhost/".parse().expect("uri");
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("localhost"));
@@ -71,14 +84,18 @@ impl Harness {
             HeaderValue::from_static("application/x-amz-json-1.1"),
         );
         if !op.is_empty() {
-            let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
+            let target = if op.starts_with("BerthV1.") {
+                op.to_string()
+            } else {
+                format!("AmazonEC2ContainerServiceV20141113.{op}")
+            };
             headers.insert(
                 "x-amz-target",
                 HeaderValue::from_str(&target).expect("target"),
             );
         }
         let creds = Credentials {
-            access_key_id: KEY.into(),
+            access_key_id: key.into(),
             secret_access_key: secret.into(),
         };
         let now = time::OffsetDateTime::UNIX_EPOCH + at;
@@ -116,6 +133,13 @@ impl Harness {
     pub async fn call(&self, op: &str, body: Value) -> (u16, Value) {
         let bytes = body.to_string().into_bytes();
         let req = self.signed(op, &bytes, SECRET, "us-east-1", self.clock.now());
+        self.send(req).await
+    }
+
+    /// Calls `op` signed with `key` and `secret`.
+    pub async fn call_as(&self, key: &str, secret: &str, op: &str, body: Value) -> (u16, Value) {
+        let bytes = body.to_string().into_bytes();
+        let req = self.signed_as(key, op, &bytes, secret, "us-east-1", self.clock.now());
         self.send(req).await
     }
 
