@@ -33,6 +33,8 @@ pub struct AppState {
     pub logs: crate::logs::LogStore,
     /// The built-in image registry's blobs and manifests.
     pub images: Arc<berth_image::BlobStore>,
+    /// Exec sessions (ExecuteCommand and its streams).
+    pub exec: Arc<crate::exec::ExecHub>,
     scheduler: std::sync::OnceLock<Arc<berth_control::scheduler::Scheduler>>,
 }
 
@@ -46,6 +48,7 @@ impl AppState {
         let mut keys = HashMap::new();
         keys.insert(root.access_key_id.clone(), root.secret_access_key.clone());
         let images = berth_image::BlobStore::open(data_dir.join("registry"))?;
+        let exec = crate::exec::ExecHub::new(ctx.clock.clone(), Default::default());
         Ok(Self {
             ctx: Arc::new(ctx),
             keys: RwLock::new(keys),
@@ -53,8 +56,15 @@ impl AppState {
             wake: Arc::new(tokio::sync::Notify::new()),
             logs: crate::logs::LogStore::new(data_dir.join("logs")),
             images: Arc::new(images),
+            exec: Arc::new(exec),
             scheduler: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The same state with exec sessions configured so.
+    pub fn with_exec_config(mut self, config: crate::exec::ExecConfig) -> Self {
+        self.exec = Arc::new(crate::exec::ExecHub::new(self.ctx.clock.clone(), config));
+        self
     }
 
     /// Whether a key may use the registry: a user's key, or an instance's credential.
@@ -90,6 +100,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/", post(ecs))
         .route(berth_protocol::CONNECT_PATH, get(crate::gateway::connect))
+        .route("/v1/data-channel/{session}", get(crate::exec::ssm::connect))
+        .route(
+            "/berth/v1/exec/{session}",
+            get(crate::exec::native::connect),
+        )
         .with_state(state)
         .merge(registry)
 }
@@ -230,8 +245,17 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Err(e) => return error_response(&request_id, &e),
     };
     let ctx = state.ctx.clone();
-    let result =
-        tokio::task::spawn_blocking(move || ops::dispatch(&ctx, op, &principal, &body)).await;
+    let exec_env = ExecEnvOf {
+        base: crate::exec::ws_base(
+            state.exec.config(),
+            parts.headers.get("host").and_then(|h| h.to_str().ok()),
+        ),
+        state: state.clone(),
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        ops::dispatch_with(&ctx, Some(&exec_env), op, &principal, &body)
+    })
+    .await;
     match result {
         Ok(Ok(bytes)) => {
             if matches!(
@@ -260,5 +284,29 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
                 &EcsError::server("Internal error; the request may be retried."),
             )
         }
+    }
+}
+
+/// What ExecuteCommand needs from the server, for one request.
+struct ExecEnvOf {
+    state: Arc<AppState>,
+    /// `ws://host:port` as the caller reached the server (or the public URL).
+    base: String,
+}
+
+impl ops::exec::ExecEnv for ExecEnvOf {
+    fn agent_connected(&self, instance_id: &str) -> bool {
+        self.state.hub.is_connected(instance_id)
+    }
+
+    fn issue(&self, info: crate::exec::SessionInfo) -> (String, String) {
+        self.state.exec.issue(info)
+    }
+
+    fn stream_url(&self, session_id: &str) -> String {
+        format!(
+            "{}/v1/data-channel/{session_id}?role=publish_subscribe",
+            self.base
+        )
     }
 }
