@@ -311,6 +311,14 @@ def test_berth_exec_returns_the_exit_code_and_keeps_stderr_apart(up):
     p = berth_exec(up, "sh", "-c", "busybox tr a-z A-Z; echo done", flags=["-i"], input=b"hello\nworld\n")
     assert p.returncode == 0, p.stderr
     assert p.stdout == b"HELLO\nWORLD\ndone\n"
+    # Bulk both ways, past the flow-control window (256 KiB) in each direction.
+    blob = os.urandom(3 * 1024 * 1024 + 17)
+    p = berth_exec(up, "busybox", "wc", "-c", flags=["-i"], input=blob, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(len(blob)).encode()]
+    p = berth_exec(up, "busybox", "head", "-c", "3000000", "/dev/urandom", timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout) == 3000000
     # Without -i the input is closed at once.
     p = berth_exec(up, "cat", input=b"ignored")
     assert p.returncode == 0 and p.stdout == b""
@@ -534,6 +542,16 @@ def test_a_one_shot_command_over_the_data_channel(up):
         closed = ch.wait_closed()
         assert closed["Output"] == ""
         assert bytes(ch.output).replace(b"\r\n", b"\n") == expected
+    finally:
+        ch.close()
+    # Output past the flow-control window, with the first messages dropped and resent.
+    r = execute(up, "sh -c 'busybox head -c 600000 /dev/zero | busybox tr \\\\0 x; echo; echo END'")
+    ch = DataChannel(r["session"]["streamUrl"], r["session"]["tokenValue"], drop_outputs=3)
+    try:
+        ch.wait_closed(timeout=60)
+        assert bytes(ch.output).count(b"x") == 600000
+        assert bytes(ch.output).endswith(b"END\r\n")
+        assert ch.output_seqs == sorted(set(ch.output_seqs))
     finally:
         ch.close()
     # The client's TerminateSession flag ends a session too.

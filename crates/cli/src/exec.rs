@@ -176,8 +176,11 @@ async fn session(args: ExecArgs) -> anyhow::Result<u8> {
         ws.send(Message::Text(json!({"type": "eof"}).to_string().into()))
             .await?;
     }
-    let mut winch =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut winch = signal(SignalKind::window_change()).ok();
+    // Asked to stop: leave through the front door, so the terminal is restored.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
     // From here on the terminal is raw; the guard restores it on every way out.
     let raw = if args.tty {
         Some(RawMode::enter()?)
@@ -229,6 +232,8 @@ async fn session(args: ExecArgs) -> anyhow::Result<u8> {
                     let _ = ws.send(Message::Text(json!({"type": "eof"}).to_string().into())).await;
                 }
             },
+            _ = term.recv() => break,
+            _ = hup.recv() => break,
             Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } }, if args.tty => {
                 if let Some((cols, rows)) = terminal_size() {
                     let m = json!({"type": "resize", "cols": cols, "rows": rows});

@@ -183,4 +183,16 @@ mod tests {
         assert_eq!(quote(&["ls", "-l"]), "ls -l");
         assert_eq!(quote_word("it's"), r#"'it'\''s'"#);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_words_round_trip(words in proptest::collection::vec(".{0,12}", 0..6)) {
+            proptest::prop_assert_eq!(split(&quote(&words)).ok(), Some(words));
+        }
+
+        #[test]
+        fn any_line_splits_or_errors(line in ".{0,40}") {
+            let _ = split(&line);
+        }
+    }
 }

@@ -176,6 +176,8 @@ pub enum AgentEvent {
     },
     /// The instance's agent disconnected.
     AgentGone,
+    /// The process took input: more may go (see [`Attachment::can_take_input`]).
+    InputTaken,
 }
 
 enum Routed {
@@ -430,31 +432,30 @@ impl Attachment {
         }
     }
 
-    /// The next thing the agent says; `None` never comes while the attachment lives.
+    /// The next thing the agent says.
     pub async fn next(&mut self) -> AgentEvent {
-        loop {
-            match self.events.recv().await {
-                Some(Routed::InputTaken(n)) => {
-                    self.input_in_flight = self.input_in_flight.saturating_sub(n);
-                }
-                Some(Routed::Event(e)) => {
-                    match &e {
-                        AgentEvent::Output(_, data) => {
-                            self.last_activity = Instant::now();
-                            self.bytes_out += data.len() as u64;
-                        }
-                        AgentEvent::Exit { code, error } => {
-                            self.finish(*code, error.clone());
-                        }
-                        AgentEvent::AgentGone => {
-                            self.finish(None, Some("The instance's agent disconnected.".into()))
-                        }
-                        AgentEvent::Started => {}
-                    }
-                    return e;
-                }
-                None => return AgentEvent::AgentGone,
+        match self.events.recv().await {
+            Some(Routed::InputTaken(n)) => {
+                self.input_in_flight = self.input_in_flight.saturating_sub(n);
+                AgentEvent::InputTaken
             }
+            Some(Routed::Event(e)) => {
+                match &e {
+                    AgentEvent::Output(_, data) => {
+                        self.last_activity = Instant::now();
+                        self.bytes_out += data.len() as u64;
+                    }
+                    AgentEvent::Exit { code, error } => {
+                        self.finish(*code, error.clone());
+                    }
+                    AgentEvent::AgentGone => {
+                        self.finish(None, Some("The instance's agent disconnected.".into()))
+                    }
+                    AgentEvent::Started | AgentEvent::InputTaken => {}
+                }
+                e
+            }
+            None => AgentEvent::AgentGone,
         }
     }
 

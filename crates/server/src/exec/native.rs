@@ -148,6 +148,7 @@ async fn serve(mut attachment: Attachment, params: StreamParams, mut socket: Web
                 }
             },
             event = attachment.next() => match event {
+                AgentEvent::InputTaken => {}
                 AgentEvent::Started => {
                     if !send_json(&mut socket, serde_json::json!({"type": "started"})).await {
                         break;

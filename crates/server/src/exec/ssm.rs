@@ -415,7 +415,7 @@ async fn serve(state: Arc<AppState>, session_id: String, mut socket: WebSocket) 
                 }
             },
             event = attachment.next(), if !matches!(ch.phase, Phase::Closing(_)) => match event {
-                AgentEvent::Started => {}
+                AgentEvent::Started | AgentEvent::InputTaken => {}
                 AgentEvent::Output(_, data) => {
                     for chunk in data.chunks(OUTPUT_CHUNK) {
                         if !ch.output(&mut socket, payload::OUTPUT, chunk.to_vec(), chunk.len() as u64).await {
