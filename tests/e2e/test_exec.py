@@ -316,6 +316,10 @@ def test_berth_exec_returns_the_exit_code_and_keeps_stderr_apart(up):
     p = berth_exec(up, "busybox", "wc", "-c", flags=["-i"], input=blob, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == [str(len(blob)).encode()]
+    # … and both at once: input and output windows full together must not deadlock.
+    p = berth_exec(up, "cat", flags=["-i"], input=blob, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == blob
     p = berth_exec(up, "busybox", "head", "-c", "3000000", "/dev/urandom", timeout=120)
     assert p.returncode == 0, p.stderr
     assert len(p.stdout) == 3000000

@@ -187,6 +187,19 @@ async fn session(args: ExecArgs) -> anyhow::Result<u8> {
     } else {
         None
     };
+    // Sending has a task of its own, so output keeps being read while input waits for the
+    // server (whose window is full until the process reads): no deadlock on a big `cat`.
+    let (mut sink, mut ws) = ws.split();
+    let (send_tx, mut send_rx) = tokio::sync::mpsc::channel::<Message>(8);
+    let sender = tokio::spawn(async move {
+        while let Some(m) = send_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut pending: Option<Message> = None;
     let mut input_open = args.interactive;
     let mut exit: Option<(Option<i32>, Option<String>, bool)> = None;
     let mut stdout = std::io::stdout();
@@ -218,30 +231,34 @@ async fn session(args: ExecArgs) -> anyhow::Result<u8> {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
-            input = input_rx.recv(), if input_open => match input {
+            input = input_rx.recv(), if input_open && pending.is_none() => match input {
                 Some(Some(data)) => {
                     let mut frame = Vec::with_capacity(data.len() + 1);
                     frame.push(0u8);
                     frame.extend_from_slice(&data);
-                    if ws.send(Message::Binary(frame.into())).await.is_err() {
-                        break;
-                    }
+                    pending = Some(Message::Binary(frame.into()));
                 }
                 Some(None) | None => {
                     input_open = false;
-                    let _ = ws.send(Message::Text(json!({"type": "eof"}).to_string().into())).await;
+                    pending = Some(Message::Text(json!({"type": "eof"}).to_string().into()));
                 }
+            },
+            permit = send_tx.reserve(), if pending.is_some() => match (permit, pending.take()) {
+                (Ok(permit), Some(m)) => permit.send(m),
+                _ => break,
             },
             _ = term.recv() => break,
             _ = hup.recv() => break,
             Some(()) = async { match winch.as_mut() { Some(w) => w.recv().await, None => std::future::pending().await } }, if args.tty => {
                 if let Some((cols, rows)) = terminal_size() {
                     let m = json!({"type": "resize", "cols": cols, "rows": rows});
-                    let _ = ws.send(Message::Text(m.to_string().into())).await;
+                    let _ = send_tx.try_send(Message::Text(m.to_string().into()));
                 }
             }
         }
     }
+    drop(send_tx);
+    sender.abort();
     drop(raw);
     match exit {
         Some((Some(code), _, _)) => Ok(code.clamp(0, 255) as u8),
