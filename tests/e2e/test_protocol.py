@@ -177,7 +177,7 @@ def test_deeply_nested_member_is_not_fatal(raw, server):
 
 
 def test_unsupported_operations_are_all_named(raw):
-    for op in ("CreateTaskSet", "UpdateTaskSet", "DescribeTaskSets", "StartTask", "RegisterContainerInstance", "ExecuteCommand"):
+    for op in ("CreateTaskSet", "UpdateTaskSet", "DescribeTaskSets", "StartTask", "RegisterContainerInstance", "SubmitTaskStateChange"):
         r = raw(op, {})
         b = assert_error(r, 400, "UnsupportedFeatureException")
         assert op in b["message"], (op, b)

@@ -99,7 +99,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let session = connect_once(&config, runtime.name(), supervisor.clone(), link.clone());
+        let session = connect_once(&config, runtime.clone(), supervisor.clone(), link.clone());
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             r = session => match r {
@@ -120,7 +120,7 @@ pub async fn run(
 
 async fn connect_once(
     config: &AgentConfig,
-    runtime: &'static str,
+    runtime: Arc<dyn Runtime>,
     supervisor: Arc<Mutex<Supervisor>>,
     link: Arc<Link>,
 ) -> anyhow::Result<()> {
@@ -177,11 +177,14 @@ async fn connect_once(
     ] {
         attributes.insert(format!("ecs.capability.{cap}"), String::new());
     }
+    if runtime.name() == "runc" {
+        attributes.insert(berth_protocol::EXEC_CAPABILITY.to_string(), String::new());
+    }
     let hello = AgentMessage::Hello(Hello {
         protocol: VERSION,
         instance_id: config.instance_id.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        runtime: runtime.to_string(),
+        runtime: runtime.name().to_string(),
         resources: Resources {
             cpu: config.cpu,
             memory_mib: config.memory_mib,
@@ -194,6 +197,8 @@ async fn connect_once(
     ws.send(Message::Text(serde_json::to_string(&hello)?.into()))
         .await?;
     let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Exec sessions live as long as this connection.
+    let exec = crate::exec::Sessions::new(runtime.clone(), out_tx.clone());
     link.connect(out_tx);
     let _disconnect = Disconnect(link.clone());
     let mut generation = 0u64;
@@ -203,20 +208,25 @@ async fn connect_once(
             incoming = ws.next() => {
                 let Some(msg) = incoming else { anyhow::bail!("the server closed the connection") };
                 match msg? {
-                    Message::Text(text) => match serde_json::from_str::<ServerMessage>(&text)? {
-                        ServerMessage::Welcome { container_instance_arn, credential } => {
+                    Message::Text(text) => match serde_json::from_str::<ServerMessage>(&text) {
+                        Ok(ServerMessage::Welcome { container_instance_arn, credential }) => {
                             if let Some(c) = credential {
                                 save_credential(config, &c).context("cannot store the credential")?;
                             }
                             tracing::info!(container_instance_arn, "registered with the server");
                         }
-                        ServerMessage::Desired { generation: g, tasks } => {
+                        Ok(ServerMessage::Desired { generation: g, tasks }) => {
                             if g >= generation {
                                 generation = g;
                                 link.deliver(tasks);
                             }
                         }
-                        ServerMessage::Goodbye { reason } => anyhow::bail!("the server refused: {reason}"),
+                        Ok(ServerMessage::Goodbye { reason }) => anyhow::bail!("the server refused: {reason}"),
+                        Ok(other) => {
+                            exec.handle(other);
+                        }
+                        // A newer server's message: not ours to act on.
+                        Err(e) => tracing::debug!(error = %e, "ignoring a server message"),
                     },
                     Message::Close(_) => anyhow::bail!("the server closed the connection"),
                     _ => {}

@@ -117,7 +117,9 @@ fn task_id(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
-fn runtime_id(task_arn: &str, container: &str) -> String {
+/// The runtime id of a task's container: `<task id>-<container name>` (characters other than
+/// `[A-Za-z0-9_-]` become `_`), what DescribeTasks reports as `runtimeId`.
+pub fn runtime_id(task_arn: &str, container: &str) -> String {
     let safe: String = container
         .chars()
         .map(|c| {

@@ -944,3 +944,212 @@ fn detect_picks_a_runtime() {
     assert_eq!(rt.name(), expected);
     assert!(rt.list().unwrap().is_empty());
 }
+
+// ------------------------------------------------------------------ exec sessions
+
+/// An exec helper driven through its frames, as the agent drives it.
+struct Helper {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    frames: std::sync::mpsc::Receiver<(u8, Vec<u8>)>,
+}
+
+impl Helper {
+    fn start(rt: &dyn Runtime, id: &str, request: &berth_agent::runtime::ExecRequest) -> Helper {
+        use std::process::Stdio;
+        let mut child = rt
+            .exec_helper(id, request)
+            .unwrap()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, frames) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            while let Ok(Some(f)) = berth_agent::runtime::exec::frame::read(&mut stdout) {
+                if tx.send(f).is_err() {
+                    return;
+                }
+            }
+        });
+        Helper {
+            child,
+            stdin,
+            frames,
+        }
+    }
+
+    fn send(&mut self, tag: u8, payload: &[u8]) {
+        use std::io::Write as _;
+        let s = self.stdin.as_mut().unwrap();
+        s.write_all(&berth_agent::runtime::exec::frame::encode(tag, payload))
+            .unwrap();
+        s.flush().unwrap();
+    }
+
+    /// Collects frames until `until` holds of (stdout, stderr) or the exit comes; returns
+    /// (stdout, stderr, exit code, bytes of input taken).
+    fn collect(&self, until: impl Fn(&str, &str) -> bool) -> (String, String, Option<i32>, u64) {
+        use berth_agent::runtime::exec::frame;
+        let (mut out, mut err, mut taken) = (Vec::new(), Vec::new(), 0u64);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let Ok((tag, data)) = self.frames.recv_timeout(Duration::from_millis(100)) else {
+                continue;
+            };
+            match tag {
+                frame::STDOUT => out.extend(data),
+                frame::STDERR => err.extend(data),
+                frame::INPUT_TAKEN => {
+                    taken += u64::from(u32::from_be_bytes(data[..4].try_into().unwrap()))
+                }
+                frame::EXIT => {
+                    let code = i32::from_be_bytes(data[..4].try_into().unwrap());
+                    return (
+                        String::from_utf8_lossy(&out).into(),
+                        String::from_utf8_lossy(&err).into(),
+                        Some(code),
+                        taken,
+                    );
+                }
+                frame::FAILED => panic!("exec failed: {}", String::from_utf8_lossy(&data)),
+                _ => {}
+            }
+            let (o, e) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+            if until(&o, &e) {
+                return (o.into(), e.into(), None, taken);
+            }
+        }
+        panic!(
+            "timed out; stdout {:?} stderr {:?}",
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&err)
+        );
+    }
+}
+
+#[test]
+fn runc_exec_sessions() {
+    use berth_agent::runtime::exec::frame;
+    use berth_agent::runtime::ExecRequest;
+    if !runc_ok("runc_exec_sessions") {
+        return;
+    }
+    let w = World::runc("exec");
+    let l = w.launch(
+        "main",
+        ContainerDefinition {
+            command: sh("trap 'exit 0' TERM; sleep 1000 & wait"),
+            environment: Some(vec![KeyValuePair {
+                name: Some("FROM_DEF".into()),
+                value: Some("yes".into()),
+            }]),
+            working_directory: Some("/tmp".into()),
+            ..Default::default()
+        },
+    );
+    w.rt.start(&l).unwrap();
+
+    // Pipes: stdout and stderr apart, input taken and acknowledged, the exit code; the
+    // container's environment and working directory.
+    let mut h = Helper::start(
+        w.rt.as_ref(),
+        &l.id,
+        &ExecRequest {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "cat; echo \"$FROM_DEF $(pwd)\"; echo err >&2; exit 4".into(),
+            ],
+            tty: false,
+            cols: 80,
+            rows: 24,
+        },
+    );
+    assert_eq!(
+        h.frames.recv_timeout(Duration::from_secs(20)).unwrap().0,
+        frame::STARTED
+    );
+    h.send(frame::INPUT, b"abc\n");
+    h.send(frame::EOF, b"");
+    let (out, err, code, taken) = h.collect(|_, _| false);
+    assert_eq!(out, "abc\nyes /tmp\n");
+    assert_eq!(err, "err\n");
+    assert_eq!(code, Some(4));
+    assert_eq!(taken, 4);
+    assert!(h.child.wait().unwrap().success());
+
+    // A terminal: the size given, a resize, echo, the exit code.
+    let mut h = Helper::start(
+        w.rt.as_ref(),
+        &l.id,
+        &ExecRequest {
+            argv: vec!["sh".into()],
+            tty: true,
+            cols: 100,
+            rows: 30,
+        },
+    );
+    assert_eq!(
+        h.frames.recv_timeout(Duration::from_secs(20)).unwrap().0,
+        frame::STARTED
+    );
+    h.send(frame::INPUT, b"busybox stty size; echo $((6*7)) $TERM\r");
+    h.collect(|o, _| o.contains("30 100") && o.contains("42 xterm"));
+    let mut size = 120u16.to_be_bytes().to_vec();
+    size.extend(40u16.to_be_bytes());
+    h.send(frame::RESIZE, &size);
+    h.send(frame::INPUT, b"busybox stty size\r");
+    h.collect(|o, _| o.contains("40 120"));
+    h.send(frame::INPUT, b"exit 7\r");
+    let (_, _, code, _) = h.collect(|_, _| false);
+    assert_eq!(code, Some(7));
+
+    // The session ends (the helper's input closes): the process is killed.
+    let mut h = Helper::start(
+        w.rt.as_ref(),
+        &l.id,
+        &ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), "echo up; exec sleep 1000".into()],
+            tty: false,
+            cols: 80,
+            rows: 24,
+        },
+    );
+    h.collect(|o, _| o.contains("up"));
+    drop(h.stdin.take());
+    let (_, _, code, _) = h.collect(|_, _| false);
+    assert_eq!(code, Some(137));
+    assert!(h.child.wait().unwrap().success());
+
+    // A command that does not exist, and a container that does not run.
+    let h = Helper::start(
+        w.rt.as_ref(),
+        &l.id,
+        &ExecRequest {
+            argv: vec!["no-such-command".into()],
+            tty: false,
+            cols: 80,
+            rows: 24,
+        },
+    );
+    let (tag, why) = h.frames.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(tag, frame::FAILED);
+    assert!(String::from_utf8_lossy(&why).contains("no-such-command"));
+    w.rt.signal(&l.id, 9).unwrap();
+    w.wait_exit(&l.id);
+    assert!(matches!(
+        w.rt.exec_helper(
+            &l.id,
+            &ExecRequest {
+                argv: vec!["sh".into()],
+                tty: false,
+                cols: 1,
+                rows: 1
+            }
+        ),
+        Err(RuntimeError::NotRunning(_))
+    ));
+}

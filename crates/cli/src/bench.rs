@@ -935,6 +935,7 @@ mod tests {
             region: "us-east-1".into(),
             account_id: "123456789012".into(),
             durability: berth_store::Durability::Process,
+            exec: Default::default(),
         };
         let server = berth_server::Server::bind(&config).await?;
         let addr = server.local_addr()?;

@@ -137,6 +137,11 @@ impl Client {
         })
     }
 
+    /// The server's URL, `http://host:port`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// Calls `target` (for example `AmazonEC2ContainerServiceV20141113.ListClusters`)
     /// with a JSON body and returns the JSON answer.
     pub async fn call(

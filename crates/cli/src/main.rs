@@ -13,6 +13,7 @@ mod audit;
 mod bench;
 mod capacity;
 mod client;
+mod exec;
 mod fleet;
 mod image;
 mod logs;
@@ -58,6 +59,16 @@ struct ServerArgs {
     /// How hard each commit waits for the disk.
     #[arg(long, value_enum, default_value = "full")]
     durability: DurabilityArg,
+    /// The server's URL as clients reach it (https://berth.example.com), for ExecuteCommand's
+    /// streamUrl; default: the address each ExecuteCommand request was sent to.
+    #[arg(long, env = "BERTH_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How long an exec session's token stays usable after ExecuteCommand.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg, env = "BERTH_EXEC_TOKEN_TTL")]
+    exec_token_ttl: std::time::Duration,
+    /// An exec session without input or output for this long ends.
+    #[arg(long, default_value = "20m", value_parser = parse_duration_arg, env = "BERTH_EXEC_IDLE_TIMEOUT")]
+    exec_idle_timeout: std::time::Duration,
 }
 
 /// Where `berth up` puts its local instances.
@@ -118,6 +129,8 @@ enum Command {
     Image(image::ImageArgs),
     /// Print a task's container output.
     Logs(logs::LogsArgs),
+    /// Run a command inside a task's running container (`berth exec TASK -it -- sh`).
+    Exec(exec::ExecArgs),
     /// Run the agent of one instance (started by the instance provider).
     #[command(hide = true)]
     Agent(agent_cmd::AgentArgs),
@@ -179,6 +192,11 @@ fn config(args: ServerArgs) -> anyhow::Result<Config> {
         durability: match args.durability {
             DurabilityArg::Full => Durability::Full,
             DurabilityArg::Process => Durability::Process,
+        },
+        exec: berth_server::exec::ExecConfig {
+            token_ttl: args.exec_token_ttl,
+            idle_timeout: args.exec_idle_timeout,
+            public_url: args.public_url,
         },
     })
 }
@@ -256,8 +274,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    let command = match cli.command {
+        Command::Exec(args) => {
+            // The remote command's status is ours; a blocked read of the terminal must
+            // not keep the process alive.
+            let code = runtime.block_on(exec::run(args));
+            runtime.shutdown_background();
+            return std::process::ExitCode::from(code);
+        }
+        other => other,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Server(args) => server(args).await,
             Command::Up(args) => match config(args.server) {
                 Ok(c) => up::up(c, args.local, shutdown_signal()).await,
@@ -271,6 +299,7 @@ fn main() -> std::process::ExitCode {
             Command::Fleet(args) => fleet::run(args).await,
             Command::User(args) => user::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Exec(_) => Ok(()),
         }
     });
     match result {

@@ -19,6 +19,29 @@
 //! credential ([`ServerMessage::Welcome`]) that the agent keeps and presents
 //! from then on. Both go in the `Authorization: Bearer …` header of the
 //! WebSocket upgrade, never in a message.
+//!
+//! # Exec sessions
+//!
+//! `ExecuteCommand` sessions ride the same connection, as JSON text frames
+//! like everything else; their bytes are base64 in the JSON (`data`). The
+//! server starts one with [`ServerMessage::ExecStart`] and feeds it
+//! [`ServerMessage::ExecInput`], [`ServerMessage::ExecResize`] and
+//! [`ServerMessage::ExecEof`]; the agent answers [`AgentMessage::ExecStarted`],
+//! then [`AgentMessage::ExecOutput`] (stdout and stderr apart; a TTY has only
+//! stdout) and last [`AgentMessage::ExecExit`]. [`ServerMessage::ExecClose`]
+//! ends a session early: the agent kills the process and forgets it.
+//!
+//! Both directions are flow controlled with a window of [`EXEC_WINDOW`]
+//! bytes: the agent has at most that much output in flight until the server
+//! returns credit with [`ServerMessage::ExecAck`] (sent once the client took
+//! the bytes), and the server sends at most that much input until the agent
+//! returns credit with [`AgentMessage::ExecInputAck`] (once the process read
+//! it). A session belongs to one connection: when the connection drops,
+//! the agent ends its sessions.
+//!
+//! An agent that supports exec says so with the attribute
+//! [`EXEC_CAPABILITY`] in its hello; the server starts no session on an
+//! agent without it. An agent ignores server messages it does not know.
 
 use berth_model::ecs::{ContainerDefinition, Volume};
 use serde::{Deserialize, Serialize};
@@ -33,6 +56,13 @@ pub const CONNECT_PATH: &str = "/agent/v1/connect";
 /// The header naming the instance on the upgrade request.
 pub const INSTANCE_HEADER: &str = "x-berth-instance-id";
 
+/// The attribute an agent that runs exec sessions advertises (ECS's name).
+pub const EXEC_CAPABILITY: &str = "ecs.capability.execute-command";
+
+/// Bytes of exec output (and of input) in flight per session before the
+/// sender waits for credit.
+pub const EXEC_WINDOW: u64 = 256 * 1024;
+
 /// What an agent sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -45,6 +75,24 @@ pub enum AgentMessage {
     TaskUpdate(TaskReport),
     /// Container output, in order, bounded per batch.
     Logs(LogBatch),
+    /// The exec session's process runs.
+    ExecStarted { session: String },
+    /// Output of an exec session's process.
+    ExecOutput {
+        session: String,
+        stream: ExecStream,
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+    },
+    /// The process read this many bytes of input: credit for more.
+    ExecInputAck { session: String, bytes: u64 },
+    /// The exec session ended: the process's exit code (`128 + signal` when
+    /// killed), or why it could not run.
+    ExecExit {
+        session: String,
+        exit_code: Option<i32>,
+        error: Option<String>,
+    },
 }
 
 /// What the server sends.
@@ -64,7 +112,72 @@ pub enum ServerMessage {
     },
     /// The connection is refused or ends; the agent should log it.
     Goodbye { reason: String },
+    /// Run a command inside a running container.
+    ExecStart(ExecStart),
+    /// Bytes for the exec session's standard input (or its terminal).
+    ExecInput {
+        session: String,
+        #[serde(with = "b64")]
+        data: Vec<u8>,
+    },
+    /// The client's terminal changed size.
+    ExecResize {
+        session: String,
+        cols: u16,
+        rows: u16,
+    },
+    /// The client's input ended: stdin is closed (a TTY gets `^D`).
+    ExecEof { session: String },
+    /// The client took this many bytes of output: credit for more.
+    ExecAck { session: String, bytes: u64 },
+    /// End the session now: kill the process, release everything.
+    ExecClose { session: String },
 }
+
+/// What [`ServerMessage::ExecStart`] carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecStart {
+    /// The session id, which names every later message of the session.
+    pub session: String,
+    pub task_arn: String,
+    /// The container's name in the task.
+    pub container: String,
+    /// The command, already split into words.
+    pub command: Vec<String>,
+    /// Run it on a terminal (stdout and stderr are then one stream).
+    pub tty: bool,
+    /// The terminal's size, for a TTY.
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// Which output stream bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecStream {
+    Stdout,
+    Stderr,
+}
+
+/// Bytes as base64 (standard alphabet, padded) in JSON.
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+pub mod words;
 
 /// Who the agent is and what it has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -231,6 +344,43 @@ mod tests {
             serde_json::from_str(r#"{"type":"heartbeat","generation":3}"#).expect("parse");
         assert_eq!(hb, AgentMessage::Heartbeat { generation: 3 });
         assert!(serde_json::from_str::<AgentMessage>(r#"{"type":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn exec_messages_carry_bytes_as_base64() {
+        let m = ServerMessage::ExecInput {
+            session: "s1".into(),
+            data: vec![0x03, b'a', 0xff],
+        };
+        let text = serde_json::to_string(&m).expect("serialise");
+        assert_eq!(text, r#"{"type":"execInput","session":"s1","data":"A2H/"}"#);
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).ok(), Some(m));
+        let out = AgentMessage::ExecOutput {
+            session: "s1".into(),
+            stream: ExecStream::Stderr,
+            data: b"oops\n".to_vec(),
+        };
+        let text = serde_json::to_string(&out).expect("serialise");
+        assert!(text.contains(r#""stream":"stderr""#), "{text}");
+        assert_eq!(serde_json::from_str::<AgentMessage>(&text).ok(), Some(out));
+        let start = ServerMessage::ExecStart(ExecStart {
+            session: "s".into(),
+            task_arn: "arn:t".into(),
+            container: "app".into(),
+            command: vec!["sh".into()],
+            tty: true,
+            cols: 80,
+            rows: 24,
+        });
+        let text = serde_json::to_string(&start).expect("serialise");
+        assert!(
+            text.starts_with(r#"{"type":"execStart","session":"s","taskArn":"arn:t""#),
+            "{text}"
+        );
+        assert!(serde_json::from_str::<ServerMessage>(
+            r#"{"type":"execInput","session":"s","data":"not base64!"}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct AppState {
     pub logs: crate::logs::LogStore,
     /// The built-in image registry's blobs and manifests.
     pub images: Arc<berth_image::BlobStore>,
+    /// Exec sessions (ExecuteCommand and its streams).
+    pub exec: Arc<crate::exec::ExecHub>,
     scheduler: std::sync::OnceLock<Arc<berth_control::scheduler::Scheduler>>,
 }
 
@@ -47,6 +49,7 @@ impl AppState {
         let keys = crate::users::Keys::load(root, &ctx.store)
             .map_err(|e| anyhow::anyhow!("cannot load the users: {}", e.message))?;
         let images = berth_image::BlobStore::open(data_dir.join("registry"))?;
+        let exec = crate::exec::ExecHub::new(ctx.clock.clone(), Default::default());
         Ok(Self {
             ctx: Arc::new(ctx),
             keys,
@@ -54,8 +57,15 @@ impl AppState {
             wake: Arc::new(tokio::sync::Notify::new()),
             logs: crate::logs::LogStore::new(data_dir.join("logs")),
             images: Arc::new(images),
+            exec: Arc::new(exec),
             scheduler: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The same state with exec sessions configured so.
+    pub fn with_exec_config(mut self, config: crate::exec::ExecConfig) -> Self {
+        self.exec = Arc::new(crate::exec::ExecHub::new(self.ctx.clock.clone(), config));
+        self
     }
 
     /// What a key may do in the registry: a user's key pulls, and pushes
@@ -92,6 +102,15 @@ impl AppState {
 
 /// The router, without a socket, so tests can drive it directly.
 pub fn app(state: Arc<AppState>) -> Router {
+    // Every exec session that ends is recorded in the audit log.
+    let weak = Arc::downgrade(&state);
+    state
+        .exec
+        .set_end_hook(Arc::new(move |end: &crate::exec::SessionEnd| {
+            if let Some(st) = weak.upgrade() {
+                record_exec_end(&st, end);
+            }
+        }));
     let for_registry = state.clone();
     let auth: crate::registry::AuthFn =
         Arc::new(move |id, secret| for_registry.registry_access(id, secret));
@@ -100,6 +119,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/", post(ecs))
         .route(berth_protocol::CONNECT_PATH, get(crate::gateway::connect))
+        .route("/v1/data-channel/{session}", get(crate::exec::ssm::connect))
+        .route(
+            "/berth/v1/exec/{session}",
+            get(crate::exec::native::connect),
+        )
         .with_state(state)
         .merge(registry)
 }
@@ -269,10 +293,17 @@ async fn ecs(State(state): State<Arc<AppState>>, req: Request) -> Response {
     };
     let rule = access::ecs_rule(op, &body);
     let ctx = state.ctx.clone();
+    let exec_env = ExecEnvOf {
+        base: crate::exec::ws_base(
+            state.exec.config(),
+            parts.headers.get("host").and_then(|h| h.to_str().ok()),
+        ),
+        state: state.clone(),
+    };
     let result = tokio::task::spawn_blocking(move || {
         let label = format!("ecs:{}", op.name());
         checked(&ctx, &caller, &label, rule, &body, || {
-            ops::dispatch(&ctx, op, &caller.access_key_id, &body)
+            ops::dispatch_with(&ctx, Some(&exec_env), op, &caller.access_key_id, &body)
         })
     })
     .await;
@@ -333,4 +364,63 @@ fn checked(
         audit::api_record(caller, operation, body, ctx.now()),
         call,
     )
+}
+
+/// What ExecuteCommand needs from the server, for one request.
+struct ExecEnvOf {
+    state: Arc<AppState>,
+    /// `ws://host:port` as the caller reached the server (or the public URL).
+    base: String,
+}
+
+impl ops::exec::ExecEnv for ExecEnvOf {
+    fn agent_connected(&self, instance_id: &str) -> bool {
+        self.state.hub.is_connected(instance_id)
+    }
+
+    fn issue(&self, info: crate::exec::SessionInfo) -> (String, String) {
+        self.state.exec.issue(info)
+    }
+
+    fn stream_url(&self, session_id: &str) -> String {
+        format!(
+            "{}/v1/data-channel/{session_id}?role=publish_subscribe",
+            self.base
+        )
+    }
+}
+
+/// Records an ended exec session in the audit log (who, what, how it ended).
+fn record_exec_end(state: &AppState, end: &crate::exec::SessionEnd) {
+    let caller = state
+        .keys
+        .get(&end.principal)
+        .map(|k| k.caller.clone())
+        .unwrap_or_else(|| access::Caller {
+            access_key_id: end.principal.clone(),
+            user: String::new(),
+            role: access::Role::Viewer,
+        });
+    let duration = end.duration.as_secs_f64();
+    let session = audit::ExecSession {
+        principal: caller,
+        started_at: state.ctx.now() - duration,
+        cluster: end.cluster.clone(),
+        task: end.task.clone(),
+        container: end.container.clone(),
+        command: end.command.clone(),
+        exit_code: end.exit_code,
+        duration_seconds: duration,
+        bytes_in: end.bytes_in,
+        bytes_out: end.bytes_out,
+        outcome: if end.reason.is_none() {
+            audit::Outcome::Ok
+        } else {
+            audit::Outcome::Error
+        },
+        error: end.reason.clone(),
+    };
+    if let Err(e) = audit::record_exec(&state.ctx, &state.logs, &session, &[]) {
+        tracing::warn!(error = %e, session = end.session_id, "cannot record an exec session");
+    }
 }

@@ -50,6 +50,14 @@ impl Hub {
         }
     }
 
+    /// Whether the instance's agent is connected now.
+    pub fn is_connected(&self, instance_id: &str) -> bool {
+        self.senders
+            .lock()
+            .map(|s| s.contains_key(instance_id))
+            .unwrap_or(false)
+    }
+
     pub fn connected(&self) -> Vec<String> {
         self.senders
             .lock()
@@ -198,6 +206,8 @@ async fn serve(
         }
     }
     if state.hub.detach(&instance_id, conn) {
+        // Its exec sessions end with the connection.
+        state.exec.agent_gone(&instance_id);
         let ctx = state.ctx.clone();
         let id = instance_id.clone();
         let _ = tokio::task::spawn_blocking(move || agents::disconnected(&ctx, &id)).await;
@@ -228,5 +238,11 @@ async fn handle(state: &Arc<AppState>, instance_id: &str, text: &str) {
             }
         }
         AgentMessage::Logs(batch) => state.logs.append(&batch),
+        m @ (AgentMessage::ExecStarted { .. }
+        | AgentMessage::ExecOutput { .. }
+        | AgentMessage::ExecInputAck { .. }
+        | AgentMessage::ExecExit { .. }) => {
+            state.exec.from_agent(instance_id, &m);
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod api;
 pub mod audit;
 mod berth_ops;
 pub mod credentials;
+pub mod exec;
 pub mod gateway;
 pub mod logs;
 pub mod ops;
@@ -54,6 +55,8 @@ pub struct Config {
     pub region: String,
     pub account_id: String,
     pub durability: Durability,
+    /// Exec sessions: token lifetime, idle timeout, public URL.
+    pub exec: exec::ExecConfig,
 }
 
 /// A server bound to its address, ready to serve.
@@ -89,7 +92,10 @@ impl Server {
             clock: Arc::new(SystemClock),
             catalog: berth_catalog::Catalog::embedded(),
         };
-        let state = Arc::new(api::AppState::new(ctx, &credentials, &config.data_dir)?);
+        let state = Arc::new(
+            api::AppState::new(ctx, &credentials, &config.data_dir)?
+                .with_exec_config(config.exec.clone()),
+        );
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -41,7 +41,8 @@
 //! * `environmentFiles`, `secrets`, health checks, log drivers and port mappings are not
 //!   handled here: the agent resolves them (e.g. into `extra_env`) or handles them elsewhere.
 //! * No seccomp profile is applied (Docker applies its default profile) and no AppArmor/SELinux.
-//! * `exec` into a container is not implemented yet.
+//! * Interactive `exec` sessions ([`Runtime::exec_helper`], [`exec`]) need runc; the process
+//!   runtime has none.
 //! * GPUs: device nodes and `NVIDIA_VISIBLE_DEVICES` only; the NVIDIA user-space libraries are
 //!   not injected (that is the job of the NVIDIA container toolkit hook).
 
@@ -51,12 +52,14 @@ use std::path::{Path, PathBuf};
 pub mod bundle;
 pub mod cgroup;
 pub mod config;
+pub mod exec;
 pub mod process;
 pub mod runc;
 pub mod shim;
 pub mod state;
 pub mod testing;
 
+pub use exec::ExecRequest;
 pub use process::ProcessRuntime;
 pub use runc::RuncRuntime;
 
@@ -277,6 +280,21 @@ pub trait Runtime: Send + Sync {
         let _ = (argv, timeout);
         Err(RuntimeError::InvalidConfig(format!(
             "the {} runtime cannot run a command inside container {id}",
+            self.name()
+        )))
+    }
+
+    /// The command line of the exec helper ([`exec`]) that runs `request` inside the running
+    /// container `id` for an interactive session. [`RuntimeError::NotRunning`] or
+    /// [`RuntimeError::NotFound`] when the container does not run.
+    fn exec_helper(
+        &self,
+        id: &str,
+        request: &ExecRequest,
+    ) -> Result<std::process::Command, RuntimeError> {
+        let _ = request;
+        Err(RuntimeError::InvalidConfig(format!(
+            "the {} runtime cannot open a session inside container {id}: exec needs runc",
             self.name()
         )))
     }

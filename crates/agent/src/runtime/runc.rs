@@ -312,6 +312,32 @@ impl Runtime for RuncRuntime {
         }
     }
 
+    fn exec_helper(&self, id: &str, request: &super::ExecRequest) -> Result<Command, RuntimeError> {
+        if request.argv.is_empty() {
+            return Err(RuntimeError::InvalidConfig(
+                "an empty command cannot run".into(),
+            ));
+        }
+        let cd = self.container_dir(id)?;
+        match self.status(id)? {
+            ContainerStatus::Running { .. } => {}
+            ContainerStatus::Missing => return Err(RuntimeError::NotFound(id.to_string())),
+            ContainerStatus::Exited { .. } => return Err(RuntimeError::NotRunning(id.to_string())),
+        }
+        let config = super::exec::HelperConfig {
+            runc: self.runc.clone(),
+            root: self.runc_root.clone(),
+            id: id.to_string(),
+            bundle: cd.path.clone(),
+            request: request.clone(),
+        };
+        let json = serde_json::to_string(&config)
+            .map_err(|e| RuntimeError::InvalidConfig(e.to_string()))?;
+        let mut cmd = Command::new(&self.shim.program);
+        cmd.args(&self.shim.args).arg("exec").arg(json);
+        Ok(cmd)
+    }
+
     fn signal(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
         match self.status(id)? {
             ContainerStatus::Missing => Err(RuntimeError::NotFound(id.to_string())),

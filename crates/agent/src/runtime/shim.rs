@@ -111,17 +111,22 @@ pub enum ShimMode {
 /// The shim's entry point, for the `berth shim` subcommand and the `berth-agent-shim` binary.
 ///
 /// Its arguments are the *last two* of the command line: `launch <dir>` (what a runtime runs)
-/// or `run <dir>` (the same in the foreground). Everything between the program name and these
+/// or `run <dir>` (the same in the foreground), or `exec <json>` (an exec session's helper,
+/// see [`super::exec`]). Everything between the program name and these
 /// two is ignored.
 pub fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     let n = args.len();
     if n < 3 {
-        eprintln!("usage: <shim> [args...] (launch|run) <container dir>");
+        eprintln!("usage: <shim> [args...] (launch|run) <container dir> | exec <json>");
         return ExitCode::from(2);
     }
     let dir = PathBuf::from(&args[n - 1]);
     match args[n - 2].to_str() {
+        Some("exec") => match args[n - 1].to_str() {
+            Some(config) => super::exec::helper_main(config),
+            None => ExitCode::from(2),
+        },
         Some("launch") => launch(&dir),
         Some("run") => run(&dir),
         _ => {

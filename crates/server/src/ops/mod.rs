@@ -10,6 +10,7 @@ mod capacity_providers;
 mod clusters;
 mod container_instances;
 mod daemons;
+pub mod exec;
 mod protection;
 mod services;
 mod settings;
@@ -64,9 +65,23 @@ fn render<T: Serialize>(value: &T) -> OpResult<Vec<u8>> {
         .map_err(|e| EcsError::server(format!("cannot render the answer: {e}")))
 }
 
+/// Routes an operation to its handler, without exec sessions (ExecuteCommand
+/// answers UnsupportedFeature): see [`dispatch_with`].
+pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) -> OpResult<Vec<u8>> {
+    dispatch_with(ctx, None, op, principal, body)
+}
+
 /// Routes an operation to its handler. Every operation of the model is named
 /// here, so a new one in the model is a compile error until it is decided.
-pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) -> OpResult<Vec<u8>> {
+/// `exec` is what ExecuteCommand needs beyond the store (the agents'
+/// connections, the sessions, the stream URL).
+pub fn dispatch_with(
+    ctx: &Ctx,
+    exec: Option<&dyn exec::ExecEnv>,
+    op: Operation,
+    principal: &Principal,
+    body: &[u8],
+) -> OpResult<Vec<u8>> {
     macro_rules! call {
         ($f:path) => {
             render(&$f(ctx, parse(body)?)?)
@@ -134,6 +149,13 @@ pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) ->
         O::DescribeDaemonDeployments => call!(daemons::describe_deployments),
         O::ListDaemonDeployments => call!(daemons::list_deployments),
         O::DescribeDaemonRevisions => call!(daemons::describe_revisions),
+        O::ExecuteCommand => match exec {
+            Some(env) => render(&exec::execute_command(ctx, env, principal, parse(body)?)?),
+            None => Err(EcsError::new(
+                ErrorKind::UnsupportedFeature,
+                "ExecuteCommand needs a server with its agent gateway.",
+            )),
+        },
         O::ContinueServiceDeployment
         | O::CreateExpressGatewayService
         | O::CreateTaskSet
@@ -142,7 +164,6 @@ pub fn dispatch(ctx: &Ctx, op: Operation, principal: &Principal, body: &[u8]) ->
         | O::DescribeExpressGatewayService
         | O::DescribeTaskSets
         | O::DiscoverPollEndpoint
-        | O::ExecuteCommand
         | O::ListServicesByNamespace
         | O::RegisterContainerInstance
         | O::StartTask

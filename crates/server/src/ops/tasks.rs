@@ -137,6 +137,17 @@ fn present(mut t: Task, include_tags: bool) -> Task {
     if !include_tags {
         t.tags = None;
     }
+    if t.enable_execute_command {
+        let agents: Vec<_> = t
+            .containers
+            .iter()
+            .flatten()
+            .map(|c| super::exec::managed_agents(&t, c))
+            .collect();
+        for (c, a) in t.containers.iter_mut().flatten().zip(agents) {
+            c.managed_agents = a;
+        }
+    }
     t
 }
 
