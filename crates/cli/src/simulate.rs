@@ -251,6 +251,7 @@ fn print_table(r: &Report) {
             "launched",
             "terminated",
             "peak instances",
+            "ticks",
             "drains",
         ]);
         for day in &r.daily {
@@ -260,6 +261,7 @@ fn print_table(r: &Report) {
                 day.launched.to_string(),
                 day.terminated.to_string(),
                 day.peak_instances.to_string(),
+                day.steps.to_string(),
                 drains.join(", "),
             ]);
         }

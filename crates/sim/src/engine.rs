@@ -758,6 +758,7 @@ impl Simulation {
     fn step(&mut self) -> Result<Step, SimError> {
         let t = self.now;
         self.steps += 1;
+        self.day().steps += 1;
         self.clock.set(Duration::from_millis(t as u64));
         self.provider.advance(secs(t));
         let mut dirty = false;
@@ -1006,21 +1007,30 @@ impl Simulation {
 
     /// A booted instance's agent joins and says hello.
     fn join(&mut self, id: &str) -> Result<bool, SimError> {
+        if self
+            .instances
+            .get(id)
+            .is_none_or(|i| i.state != AgentState::Booting)
+        {
+            return Ok(false);
+        }
+        match self.provider.get(id).map(|i| i.state) {
+            Some(InstanceState::Running) => {}
+            Some(InstanceState::Pending) => {
+                // The provider counts in float seconds: a millisecond more.
+                let at = self.now + 1;
+                self.schedule(at, Timer::Boot(id.to_string()));
+                return Ok(false);
+            }
+            other => {
+                return Err(engine(format!(
+                    "{id} is due to have booted but the provider says {other:?}"
+                )))
+            }
+        }
         let Some(inst) = self.instances.get(id) else {
             return Ok(false);
         };
-        if inst.state != AgentState::Booting {
-            return Ok(false);
-        }
-        let booted = self
-            .provider
-            .get(id)
-            .is_some_and(|i| i.state == InstanceState::Running);
-        if !booted {
-            return Err(engine(format!(
-                "{id} is due to have booted but is not running"
-            )));
-        }
         let credential = match agents::admit(&self.ctx, id, &inst.token)? {
             Admission::Joined { credential } => credential,
             Admission::Known => return Err(engine(format!("{id} joined twice"))),
@@ -1266,7 +1276,7 @@ impl Simulation {
                 if let Some(s) = self.services.iter_mut().find(|s| &s.name == service) {
                     let from = s.desired;
                     s.desired = *desired_count;
-                    s.awaiting = Some((*desired_count, now));
+                    s.awaiting = (*desired_count > from).then_some((*desired_count, now));
                     self.note(format!(
                         "scale: {service} from {from} to {desired_count} tasks"
                     ));

@@ -147,6 +147,8 @@ pub struct Day {
     /// Drains started, by kind (kinds with none left out).
     pub drains: BTreeMap<String, u64>,
     pub peak_instances: u64,
+    /// Steps (scheduler ticks) taken that day.
+    pub steps: u64,
 }
 
 /// `90 s`, `12 min`, `3 h 20 min`, `14 d 2 h`.

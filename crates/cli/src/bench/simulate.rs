@@ -80,6 +80,8 @@ struct Result {
     web_seconds_below_minimum: f64,
     tasks_running_twice: u64,
     cap_steps_with_work: u64,
+    /// Steps taken each virtual day.
+    steps_by_day: Vec<u64>,
 }
 
 fn scenario(instances: u32, days: u32) -> serde_json::Value {
@@ -189,6 +191,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .map_or(0.0, |s| s.seconds_below_minimum),
         tasks_running_twice: report.invariants.tasks_running_twice,
         cap_steps_with_work: e.cap_steps_with_work,
+        steps_by_day: report.daily.iter().map(|d| d.steps).collect(),
     };
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&result)?),
@@ -255,6 +258,14 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                     format!("{:.0} s", r.web_seconds_below_minimum),
                 ),
                 ("tasks running twice", r.tasks_running_twice.to_string()),
+                (
+                    "steps by day",
+                    r.steps_by_day
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
             ];
             for (k, v) in rows {
                 t.add_row(vec![k.to_string(), v]);
