@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 mod placement;
 mod plan;
 mod services;
+mod simulate;
 mod tasks;
 
 /// The cluster, capacity provider and task definition family the benchmark uses.
@@ -68,6 +69,14 @@ const ERROR_SAMPLES: usize = 5;
 pub struct BenchArgs {
     #[command(subcommand)]
     benchmark: Benchmark,
+}
+
+impl BenchArgs {
+    /// Whether this runs the controllers in-process (`simulate`), whose logs
+    /// are many.
+    pub fn in_process_controllers(&self) -> bool {
+        matches!(self.benchmark, Benchmark::Simulate(_))
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -96,6 +105,9 @@ enum Benchmark {
     /// One reconcile of a large service (in-memory store, no server): create, steady,
     /// scale-in and deploy, against reading the service's tasks.
     Services(services::ServicesArgs),
+    /// `berth simulate`'s speed: 30 virtual days of a 1,000-instance fleet (by default),
+    /// against the cost of one quiet scheduler tick of the same fleet.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(clap::Args)]
@@ -843,6 +855,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Benchmark::Placement(a) => return placement::run(a),
         Benchmark::Plan(a) => return plan::run(a),
         Benchmark::Services(a) => return services::run(a),
+        Benchmark::Simulate(a) => return simulate::run(a),
     };
     let creds = credentials(&args)?;
     let report = bench_api(&args, creds, true).await?;

@@ -17,6 +17,7 @@ mod exec;
 mod fleet;
 mod image;
 mod logs;
+mod simulate;
 mod up;
 mod user;
 
@@ -144,6 +145,9 @@ enum Command {
     User(user::UserArgs),
     /// The audit log: exec sessions and mutating API calls.
     Audit(audit::AuditArgs),
+    /// Simulate weeks of a fleet's life in seconds: the real controllers on a virtual
+    /// clock and simulated instances, driven by a scenario file.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -257,10 +261,17 @@ fn main() -> std::process::ExitCode {
         return berth_agent::runtime::shim::main();
     }
     let cli = Cli::parse();
+    // A simulation's controllers log what they do, thousands of times over:
+    // only warnings by default.
+    let default_level = match &cli.command {
+        Command::Simulate(_) => "warn",
+        Command::Bench(b) if b.in_process_controllers() => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -300,13 +311,16 @@ fn main() -> std::process::ExitCode {
             Command::User(args) => user::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Exec(_) => Ok(()),
+            Command::Simulate(args) => simulate::run(args),
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<capacity::InputError>().is_some() {
+            if e.downcast_ref::<capacity::InputError>().is_some()
+                || e.downcast_ref::<berth_sim::ScenarioError>().is_some()
+            {
                 return std::process::ExitCode::from(2);
             }
             // The server refused (2) or failed (3); anything else is 1.
