@@ -152,7 +152,8 @@ async fn operators_run_stop_update_and_exec_but_not_administer() {
     assert_eq!(s, 200, "{v}");
     let (s, v) = call(&h, &o, "StopTask", json!({"cluster": "c1", "task": task})).await;
     assert_eq!(s, 200, "{v}");
-    // ExecuteCommand is an operator's: past the role check, berth answers it is not built yet.
+    // ExecuteCommand is an operator's: past the role check, the task itself is refused
+    // (it was not run with enableExecuteCommand).
     let (_, v) = call(
         &h,
         &o,
@@ -160,7 +161,7 @@ async fn operators_run_stop_update_and_exec_but_not_administer() {
         json!({"cluster": "c1", "task": task, "command": "sh", "interactive": true}),
     )
     .await;
-    assert_eq!(kind(&v), "UnsupportedFeatureException", "{v}");
+    assert_eq!(kind(&v), "InvalidParameterException", "{v}");
 
     let cluster_arn = "arn:aws:ecs:us-east-1:000000000000:cluster/c1";
     for (op, body) in [
