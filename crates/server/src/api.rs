@@ -392,6 +392,7 @@ impl ops::exec::ExecEnv for ExecEnvOf {
 
 /// Records an ended exec session in the audit log (who, what, how it ended).
 fn record_exec_end(state: &AppState, end: &crate::exec::SessionEnd) {
+    crate::exec::log_session_end(end);
     let caller = state
         .keys
         .get(&end.principal)
