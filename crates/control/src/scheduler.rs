@@ -858,7 +858,9 @@ impl Scheduler {
                     else {
                         continue;
                     };
-                    let empty = agents::instance_tasks(tx, &r)?.is_empty();
+                    // The counts the instance keeps (refresh_counts), not a read of its tasks.
+                    let empty =
+                        ci.value.running_tasks_count == 0 && ci.value.pending_tasks_count == 0;
                     fleets
                         .entry(r.capacity_provider.clone())
                         .or_default()
@@ -1021,21 +1023,13 @@ impl Scheduler {
             save_record(tx, &r)?;
             if kind == DrainKind::Spot {
                 for t in agents::instance_tasks(tx, &r)? {
-                    let Some(current) = tx.task(t.task_arn.as_deref().unwrap_or(""))? else {
-                        continue;
-                    };
-                    let mut t = current.value;
-                    if t.desired_status.as_deref() == Some("STOPPED") {
-                        continue;
-                    }
-                    t.desired_status = Some("STOPPED".into());
-                    t.stop_code = Some(TaskStopCode::SpotInterruption);
-                    t.stopped_reason = Some(
+                    crate::tasks::request_stop(
+                        tx,
+                        t.task_arn.as_deref().unwrap_or(""),
+                        TaskStopCode::SpotInterruption,
                         "Spot interruption: the instance's capacity is being taken back.".into(),
-                    );
-                    t.stopping_at.get_or_insert(now);
-                    t.version += 1;
-                    tx.put_task(&t, Expect::Version(current.version))?;
+                        now,
+                    )?;
                 }
             }
             Ok(())

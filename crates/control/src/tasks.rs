@@ -120,3 +120,29 @@ pub fn build(n: &NewTask<'_>) -> Task {
         ..Default::default()
     }
 }
+
+/// Asks a placed task to stop: desired STOPPED with `code` and `reason` (the
+/// agent stops it and reports). A task already asked to stop, or gone, is
+/// left as it is.
+pub fn request_stop(
+    tx: &dyn berth_store::Tx,
+    task_arn: &str,
+    code: TaskStopCode,
+    reason: String,
+    now: f64,
+) -> Result<(), berth_model::EcsError> {
+    let Some(current) = tx.task(task_arn)? else {
+        return Ok(());
+    };
+    let mut t = current.value;
+    if t.desired_status.as_deref() == Some("STOPPED") {
+        return Ok(());
+    }
+    t.desired_status = Some("STOPPED".into());
+    t.stop_code = Some(code);
+    t.stopped_reason = Some(reason);
+    t.stopping_at.get_or_insert(now);
+    t.version += 1;
+    tx.put_task(&t, berth_store::Expect::Version(current.version))?;
+    Ok(())
+}

@@ -9,7 +9,7 @@ mod common;
 use berth_control::agents;
 use berth_control::scheduler::Scheduler;
 use berth_protocol::TaskReport;
-use common::sched::{join_all, scheduler, scheduler_with, Recorder};
+use common::sched::{instance_id, join_all, live_tasks, scheduler, scheduler_with, Recorder};
 use common::{setup, Harness};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -18,34 +18,6 @@ use std::time::Duration;
 
 fn tick(s: &Scheduler) {
     tokio::task::block_in_place(|| s.tick()).expect("tick");
-}
-
-/// Every task of the cluster not yet STOPPED.
-async fn live_tasks(h: &Harness) -> Vec<Value> {
-    let mut out = vec![];
-    for desired in ["RUNNING", "STOPPED"] {
-        let list = h
-            .ok(
-                "ListTasks",
-                json!({"cluster": "c1", "desiredStatus": desired, "maxResults": 100}),
-            )
-            .await;
-        let arns = list["taskArns"].as_array().cloned().unwrap_or_default();
-        for chunk in arns.chunks(100) {
-            let d = h
-                .ok("DescribeTasks", json!({"cluster": "c1", "tasks": chunk}))
-                .await;
-            out.extend(
-                d["tasks"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|t| t["lastStatus"] != "STOPPED"),
-            );
-        }
-    }
-    out
 }
 
 fn is_daemon(t: &Value) -> bool {
@@ -73,19 +45,6 @@ async fn instances(h: &Harness) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-async fn instance_id(h: &Harness, ci: &str) -> String {
-    let r = h
-        .ok(
-            "DescribeContainerInstances",
-            json!({"cluster": "c1", "containerInstances": [ci]}),
-        )
-        .await;
-    r["containerInstances"][0]["ec2InstanceId"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 fn report(t: &Value, status: &str) -> TaskReport {

@@ -8,7 +8,7 @@ mod common;
 use berth_control::agents;
 use berth_control::scheduler::Scheduler;
 use berth_protocol::TaskReport;
-use common::sched::{join_all, scheduler_with, Recorder};
+use common::sched::{join_all, live_tasks, scheduler_with, Recorder};
 use common::{setup, Harness};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -18,36 +18,6 @@ const DAY: u64 = 86_400;
 
 fn tick(s: &Scheduler) -> berth_control::scheduler::TickReport {
     tokio::task::block_in_place(|| s.tick()).expect("tick")
-}
-
-async fn live_tasks(h: &Harness) -> Vec<Value> {
-    let mut out = vec![];
-    for desired in ["RUNNING", "STOPPED"] {
-        let arns = h
-            .ok(
-                "ListTasks",
-                json!({"cluster": "c1", "desiredStatus": desired}),
-            )
-            .await["taskArns"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if arns.is_empty() {
-            continue;
-        }
-        let d = h
-            .ok("DescribeTasks", json!({"cluster": "c1", "tasks": arns}))
-            .await;
-        out.extend(
-            d["tasks"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|t| t["lastStatus"] != "STOPPED"),
-        );
-    }
-    out
 }
 
 async fn describe_task(h: &Harness, arn: &Value) -> Value {

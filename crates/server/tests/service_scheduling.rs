@@ -8,7 +8,7 @@ mod common;
 use berth_control::agents;
 use berth_control::scheduler::Scheduler;
 use berth_protocol::TaskReport;
-use common::sched::{join_all, scheduler, Recorder};
+use common::sched::{instance_id, join_all, scheduler, Recorder};
 use common::{setup, Harness};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -53,19 +53,6 @@ async fn tasks(h: &Harness) -> Vec<Value> {
         );
     }
     out
-}
-
-async fn instance_id(h: &Harness, ci: &str) -> String {
-    let r = h
-        .ok(
-            "DescribeContainerInstances",
-            json!({"cluster": "c1", "containerInstances": [ci]}),
-        )
-        .await;
-    r["containerInstances"][0]["ec2InstanceId"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// What the agents do: placed tasks the server wants run, RUNNING; tasks it

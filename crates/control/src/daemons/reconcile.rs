@@ -343,7 +343,14 @@ fn reconcile_daemon(
                 .total_cmp(&b.stopped_at.unwrap_or(0.0))
         }) {
             if daemon.critical() {
-                impair(tx, inst, &daemon.name, last, now)?;
+                // The reason names the task: once per failure.
+                let reason = format!(
+                    "Daemon {} task {} stopped: {}",
+                    daemon.name,
+                    id_of(last.task_arn.as_deref().unwrap_or("")),
+                    last.stopped_reason.as_deref().unwrap_or("no reason given")
+                );
+                impair(tx, inst, reason, now)?;
             }
             let n = failures.len().clamp(1, 16) as i32;
             let wait = (FIRST_BACKOFF * 2f64.powi(n - 1)).min(MAX_BACKOFF);
@@ -369,7 +376,11 @@ fn reconcile_daemon(
                 "the instance has no room left for the daemon task"
             );
             if daemon.critical() {
-                no_room(tx, inst, &daemon.name, (need_cpu, need_mem), now)?;
+                let reason = format!(
+                    "Daemon {} does not fit: it needs {need_cpu} CPU units and {need_mem} MiB beside the tasks running there.",
+                    daemon.name
+                );
+                impair(tx, inst, reason, now)?;
             }
             continue;
         }
@@ -611,20 +622,13 @@ fn count_on(view: &mut DaemonView, t: &Task) {
 
 /// Asks a daemon task to stop (the agent stops it; the scheduler's stop code).
 fn stop(tx: &dyn Tx, v: &Versioned<Task>, now: f64, reason: String) -> Result<(), EcsError> {
-    let Some(current) = tx.task(v.value.task_arn.as_deref().unwrap_or(""))? else {
-        return Ok(());
-    };
-    let mut t = current.value;
-    if t.desired_status.as_deref() == Some("STOPPED") {
-        return Ok(());
-    }
-    t.desired_status = Some("STOPPED".into());
-    t.stop_code = Some(TaskStopCode::ServiceSchedulerInitiated);
-    t.stopped_reason = Some(reason);
-    t.stopping_at.get_or_insert(now);
-    t.version += 1;
-    tx.put_task(&t, Expect::Version(current.version))?;
-    Ok(())
+    crate::tasks::request_stop(
+        tx,
+        v.value.task_arn.as_deref().unwrap_or(""),
+        TaskStopCode::ServiceSchedulerInitiated,
+        reason,
+        now,
+    )
 }
 
 /// The daemon's stopped tasks on one instance.
@@ -682,14 +686,9 @@ fn revision_failures(
     }
 }
 
-/// Marks an instance IMPAIRED by the failure of a critical daemon (once per failure).
-fn impair(
-    tx: &dyn Tx,
-    inst: &Instance,
-    name: &str,
-    failure: &Task,
-    now: f64,
-) -> Result<(), EcsError> {
+/// Marks an instance IMPAIRED by a critical daemon (health check DAEMON),
+/// written once per distinct reason.
+fn impair(tx: &dyn Tx, inst: &Instance, reason: String, now: f64) -> Result<(), EcsError> {
     let Some(Versioned {
         version,
         value: mut ci,
@@ -697,48 +696,6 @@ fn impair(
     else {
         return Ok(());
     };
-    let reason = format!(
-        "Daemon {name} task {} stopped: {}",
-        id_of(failure.task_arn.as_deref().unwrap_or("")),
-        failure
-            .stopped_reason
-            .as_deref()
-            .unwrap_or("no reason given")
-    );
-    // Once per failure: the reason names the task.
-    let changed = crate::lifecycle::set_health(
-        &mut ci,
-        InstanceHealthCheckType::Daemon,
-        InstanceHealthCheckState::Impaired,
-        Some(reason),
-        now,
-    );
-    if !changed {
-        return Ok(());
-    }
-    ci.version += 1;
-    tx.put_container_instance(&inst.record.cluster_arn, &ci, Expect::Version(version))?;
-    Ok(())
-}
-
-/// Marks an instance IMPAIRED because a critical daemon does not fit on it.
-fn no_room(
-    tx: &dyn Tx,
-    inst: &Instance,
-    name: &str,
-    (cpu, memory): (u32, u64),
-    now: f64,
-) -> Result<(), EcsError> {
-    let Some(Versioned {
-        version,
-        value: mut ci,
-    }) = tx.container_instance(&inst.record.container_instance_arn)?
-    else {
-        return Ok(());
-    };
-    let reason = format!(
-        "Daemon {name} does not fit: it needs {cpu} CPU units and {memory} MiB beside the tasks running there."
-    );
     if crate::lifecycle::set_health(
         &mut ci,
         InstanceHealthCheckType::Daemon,

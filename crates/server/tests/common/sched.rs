@@ -167,3 +167,48 @@ pub fn join_all(h: &Harness, rec: &Recorder) -> BTreeMap<String, String> {
     }
     out
 }
+
+/// Every task of cluster `c1` not yet STOPPED, as DescribeTasks shows it.
+pub async fn live_tasks(h: &Harness) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let mut out = vec![];
+    for desired in ["RUNNING", "STOPPED"] {
+        let arns = h
+            .ok(
+                "ListTasks",
+                json!({"cluster": "c1", "desiredStatus": desired, "maxResults": 100}),
+            )
+            .await["taskArns"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for chunk in arns.chunks(100) {
+            let d = h
+                .ok("DescribeTasks", json!({"cluster": "c1", "tasks": chunk}))
+                .await;
+            out.extend(
+                d["tasks"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|t| t["lastStatus"] != "STOPPED"),
+            );
+        }
+    }
+    out
+}
+
+/// The EC2 instance id of a container instance of cluster `c1`.
+pub async fn instance_id(h: &Harness, ci: &str) -> String {
+    let r = h
+        .ok(
+            "DescribeContainerInstances",
+            serde_json::json!({"cluster": "c1", "containerInstances": [ci]}),
+        )
+        .await;
+    r["containerInstances"][0]["ec2InstanceId"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
