@@ -396,6 +396,22 @@ class Pty:
 
 
 @real_containers
+def test_a_sessions_transcript_is_kept_with_the_tasks_logs(up):
+    """The cluster's exec logging is DEFAULT (unset): input and output join the task's logs."""
+    marker = uuid.uuid4().hex[:12]
+    p = berth_exec(up, "sh", "-c", f"read x; echo out-$x; echo err-{marker} >&2", flags=["-i"], input=f"{marker}\n".encode())
+    assert p.returncode == 0, p.stderr
+    logs = subprocess.run(
+        [berth_bin(), "logs", "--cluster", CLUSTER, up.task, "--container", "app"],
+        env=berth_env(up), capture_output=True, timeout=30,
+    )
+    assert logs.returncode == 0, logs.stderr
+    assert marker in logs.stdout.decode().splitlines(), logs.stdout  # what was typed
+    assert f"out-{marker}" in logs.stdout.decode().splitlines(), logs.stdout
+    assert f"err-{marker}" in logs.stderr.decode().splitlines(), logs.stderr
+
+
+@real_containers
 def test_berth_exec_it_is_a_terminal(up):
     p = Pty([berth_bin(), "exec", "--cluster", CLUSTER, up.task, "-it", "--", "sh"], berth_env(up), cols=80, rows=24)
     try:

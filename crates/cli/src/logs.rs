@@ -52,7 +52,7 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
                     })
                     .unwrap_or_default();
                 println!("{when} {} {message}", e["container"].as_str().unwrap_or(""));
-            } else if e["stream"] == "stderr" {
+            } else if e["stream"] == "stderr" || e["stream"] == "exec:stderr" {
                 eprintln!("{message}");
             } else {
                 println!("{message}");

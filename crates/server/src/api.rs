@@ -421,7 +421,7 @@ fn record_exec_end(state: &AppState, end: &crate::exec::SessionEnd) {
         },
         error: end.reason.clone(),
     };
-    if let Err(e) = audit::record_exec(&state.ctx, &state.logs, &session, &[]) {
+    if let Err(e) = audit::record_exec(&state.ctx, &state.logs, &session, &end.transcript) {
         tracing::warn!(error = %e, session = end.session_id, "cannot record an exec session");
     }
 }

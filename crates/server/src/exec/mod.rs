@@ -24,8 +24,10 @@
 //! # The end of a session
 //!
 //! Every session that was attached ends in one [`SessionEnd`] (who, what, how it ended,
-//! how long, how many bytes), handed to the hub's [`SessionEndHook`]; the default hook logs
-//! it. Audit recording plugs in there ([`ExecHub::set_end_hook`]).
+//! how long, how many bytes, and its transcript: input and output cut into lines, at most
+//! [`TRANSCRIPT_LIMIT`] bytes), handed to the hub's [`SessionEndHook`]; the default hook logs
+//! it. Audit recording plugs in there ([`ExecHub::set_end_hook`]), and keeps the transcript
+//! with the task's logs unless the cluster's exec logging is `NONE`.
 
 pub mod native;
 pub mod ssm;
@@ -33,7 +35,7 @@ pub mod ssm;
 use crate::gateway::Hub;
 use berth_control::AgentLink as _;
 use berth_model::clock::Clock;
-use berth_protocol::{AgentMessage, ExecStart, ExecStream, ServerMessage, EXEC_WINDOW};
+use berth_protocol::{AgentMessage, ExecStart, ExecStream, LogLine, ServerMessage, EXEC_WINDOW};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -96,6 +98,92 @@ pub struct SessionEnd {
     pub bytes_in: u64,
     /// Bytes of output the process sent to the client.
     pub bytes_out: u64,
+    /// The session's input and output as lines (at most [`TRANSCRIPT_LIMIT`] bytes), for the
+    /// task's logs when the cluster keeps exec output.
+    pub transcript: Vec<LogLine>,
+}
+
+/// The most bytes (both ways) of one session kept in its transcript; beyond that one line says
+/// how much was left out.
+pub const TRANSCRIPT_LIMIT: usize = 1 << 20;
+
+/// A session's input and output cut into lines, per stream, each stamped with when it
+/// began.
+#[derive(Default)]
+struct Transcript {
+    lines: Vec<LogLine>,
+    /// Partial lines of stdout, stderr and stdin: (when it began, bytes so far).
+    open: [(f64, Vec<u8>); 3],
+    kept: usize,
+    dropped: u64,
+}
+
+const STDIN: usize = 2;
+
+impl Transcript {
+    fn slot(stream: ExecStream) -> usize {
+        match stream {
+            ExecStream::Stdout => 0,
+            ExecStream::Stderr => 1,
+        }
+    }
+
+    fn name(slot: usize) -> &'static str {
+        ["stdout", "stderr", "stdin"][slot.min(STDIN)]
+    }
+
+    /// Output, or input when `stream` is `None`. Input typed at a terminal ends its lines
+    /// with a carriage return.
+    fn push(&mut self, at: f64, stream: Option<ExecStream>, data: &[u8]) {
+        let room = TRANSCRIPT_LIMIT.saturating_sub(self.kept);
+        let (keep, drop) = data.split_at(data.len().min(room));
+        self.kept += keep.len();
+        self.dropped += drop.len() as u64;
+        let slot = stream.map_or(STDIN, Self::slot);
+        let ends = |b: &u8| *b == b'\n' || (slot == STDIN && *b == b'\r');
+        for piece in keep.split_inclusive(ends) {
+            let open = &mut self.open[slot];
+            if open.1.is_empty() {
+                open.0 = at;
+            }
+            open.1.extend_from_slice(piece);
+            if piece.last().is_some_and(ends) {
+                self.close(slot);
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize) {
+        let (at, bytes) = std::mem::take(&mut self.open[slot]);
+        // An empty line, or the newline of a typed "\r\n".
+        if bytes.is_empty() || (slot == STDIN && bytes == b"\n") {
+            return;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let message = text.trim_end_matches(['\n', '\r']).to_string();
+        self.lines.push(LogLine {
+            timestamp: at,
+            stream: Self::name(slot).into(),
+            message,
+        });
+    }
+
+    fn finish(mut self, at: f64) -> Vec<LogLine> {
+        for slot in 0..=STDIN {
+            self.close(slot);
+        }
+        if self.dropped > 0 {
+            self.lines.push(LogLine {
+                timestamp: at,
+                stream: "stdout".into(),
+                message: format!(
+                    "[berth: {} more bytes of the session were not kept in this transcript]",
+                    self.dropped
+                ),
+            });
+        }
+        self.lines
+    }
 }
 
 /// Where ended sessions go.
@@ -289,6 +377,7 @@ impl ExecHub {
             last_activity: Instant::now(),
             bytes_in: 0,
             bytes_out: 0,
+            transcript: Transcript::default(),
             input_in_flight: 0,
             exit_code: None,
             reason: None,
@@ -361,6 +450,7 @@ pub struct Attachment {
     last_activity: Instant,
     bytes_in: u64,
     bytes_out: u64,
+    transcript: Transcript,
     input_in_flight: u64,
     exit_code: Option<i32>,
     reason: Option<String>,
@@ -402,6 +492,8 @@ impl Attachment {
         self.last_activity = Instant::now();
         self.bytes_in += data.len() as u64;
         self.input_in_flight += data.len() as u64;
+        let at = self.exec.clock.epoch_seconds();
+        self.transcript.push(at, None, &data);
         self.send(ServerMessage::ExecInput {
             session: self.info.session_id.clone(),
             data,
@@ -441,9 +533,11 @@ impl Attachment {
             }
             Some(Routed::Event(e)) => {
                 match &e {
-                    AgentEvent::Output(_, data) => {
+                    AgentEvent::Output(stream, data) => {
                         self.last_activity = Instant::now();
                         self.bytes_out += data.len() as u64;
+                        let at = self.exec.clock.epoch_seconds();
+                        self.transcript.push(at, Some(*stream), data);
                     }
                     AgentEvent::Exit { code, error } => {
                         self.finish(*code, error.clone());
@@ -527,6 +621,8 @@ impl Drop for Attachment {
             duration: self.began.elapsed(),
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
+            transcript: std::mem::take(&mut self.transcript)
+                .finish(self.exec.clock.epoch_seconds()),
         };
         let hook = self.exec.hook.read().ok().map(|h| h.clone());
         if let Some(hook) = hook {
@@ -683,5 +779,56 @@ mod tests {
         assert_eq!(ended[0].bytes_out, 3);
         assert_eq!(ended[0].cluster, "c");
         assert_eq!(ended[0].principal, "AKIA1");
+        let lines: Vec<(&str, &str)> = ended[0]
+            .transcript
+            .iter()
+            .map(|l| (l.stream.as_str(), l.message.as_str()))
+            .collect();
+        assert_eq!(lines, [("stdout", "42"), ("stdin", "exit 3")]);
+    }
+
+    #[test]
+    fn a_transcript_cuts_lines_per_stream_and_stops_at_its_limit() {
+        let mut t = Transcript::default();
+        t.push(1.0, Some(ExecStream::Stdout), b"a\r\nb");
+        t.push(2.0, Some(ExecStream::Stderr), b"oops\n");
+        t.push(3.0, Some(ExecStream::Stdout), b"c\n");
+        // Typed at a terminal: each key, then Enter as a carriage return.
+        for key in [&b"l"[..], b"s", b"\r", b"p", b"w", b"d", b"\r\n"] {
+            t.push(4.0, None, key);
+        }
+        t.push(5.0, None, b"unfinished");
+        let kept = t.finish(6.0);
+        let lines: Vec<(f64, &str, &str)> = kept
+            .iter()
+            .map(|l| (l.timestamp, l.stream.as_str(), l.message.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (1.0, "stdout", "a"),
+                (2.0, "stderr", "oops"),
+                (1.0, "stdout", "bc"),
+                (4.0, "stdin", "ls"),
+                (4.0, "stdin", "pwd"),
+                (5.0, "stdin", "unfinished"),
+            ]
+        );
+
+        let mut big = Transcript::default();
+        big.push(
+            1.0,
+            Some(ExecStream::Stdout),
+            &vec![b'x'; TRANSCRIPT_LIMIT + 10],
+        );
+        big.push(2.0, Some(ExecStream::Stdout), b"more\n");
+        let lines = big.finish(3.0);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].message.len(), TRANSCRIPT_LIMIT);
+        assert!(
+            lines[1].message.contains("15 more bytes"),
+            "{}",
+            lines[1].message
+        );
     }
 }
