@@ -292,6 +292,16 @@ def test_tokens_are_single_use_and_short_lived(up):
         native_stream(up, r["session"]["sessionId"], r["session"]["tokenValue"])
     assert ei.value.status == 403
     assert "expired" in json.loads(ei.value.body)["message"]
+    # Each refused stream left an audit record, as did the session that ran.
+    audit = subprocess.run([berth_bin(), "audit", "exec", "--output", "json"], env=berth_env(up), capture_output=True, timeout=30)
+    assert audit.returncode == 0, audit.stderr
+    doc = json.loads(audit.stdout)
+    records = doc["records"] if isinstance(doc, dict) else doc
+    mine = [x for x in records if x.get("sessionId") in (sid, r["session"]["sessionId"]) or x.get("command") in ("echo first", "echo late")]
+    outcomes = sorted((x["command"], x["outcome"], "used" in x.get("error", "") or "expired" in x.get("error", "")) for x in mine)
+    assert ("echo first", "ok", False) in outcomes, mine
+    assert sum(1 for c, o, why in outcomes if c == "echo first" and o == "denied" and why) == 2, mine  # two reuses
+    assert ("echo late", "denied", True) in outcomes, mine
 
 
 # --- berth exec -----------------------------------------------------------------

@@ -414,7 +414,9 @@ fn record_exec_end(state: &AppState, end: &crate::exec::SessionEnd) {
         duration_seconds: duration,
         bytes_in: end.bytes_in,
         bytes_out: end.bytes_out,
-        outcome: if end.reason.is_none() {
+        outcome: if end.refused {
+            audit::Outcome::Denied
+        } else if end.reason.is_none() {
             audit::Outcome::Ok
         } else {
             audit::Outcome::Error

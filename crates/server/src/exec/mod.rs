@@ -93,6 +93,8 @@ pub struct SessionEnd {
     pub exit_code: Option<i32>,
     /// Why the session ended, when not by the process's exit.
     pub reason: Option<String>,
+    /// Its stream was refused (a wrong, used or expired token): nothing ran.
+    pub refused: bool,
     pub duration: Duration,
     /// Bytes the client sent to the process.
     pub bytes_in: u64,
@@ -250,7 +252,10 @@ enum Slot {
         expires_at: f64,
     },
     /// Its token was used (kept a while, so reuse is told apart from nonsense).
-    Used { forget_at: f64 },
+    Used {
+        info: Box<SessionInfo>,
+        forget_at: f64,
+    },
 }
 
 /// What the agent says about a session.
@@ -314,7 +319,7 @@ impl ExecHub {
         if let Ok(mut slots) = self.slots.lock() {
             slots.retain(|_, s| match s {
                 Slot::Issued { expires_at, .. } => *expires_at + 600.0 > now,
-                Slot::Used { forget_at } => *forget_at > now,
+                Slot::Used { forget_at, .. } => *forget_at > now,
             });
             slots.insert(
                 id.clone(),
@@ -328,35 +333,71 @@ impl ExecHub {
         (id, token)
     }
 
-    /// Consumes a session's token: the session, or why not.
+    /// Consumes a session's token: the session, or why not. A refusal for a session that
+    /// exists (a wrong, used or expired token) is reported to the end hook as a refused
+    /// session, so the audit log has it.
     pub fn redeem(&self, session_id: &str, token: &str) -> Result<SessionInfo, Refusal> {
+        let (result, refused) = self.try_redeem(session_id, token);
+        if let (Err(refusal), Some(info)) = (&result, refused) {
+            let end = SessionEnd {
+                session_id: info.session_id.clone(),
+                principal: info.principal.clone(),
+                cluster: cluster_name(&info.cluster_arn),
+                task: info.task_arn.clone(),
+                container: info.container.clone(),
+                command: info.command.clone(),
+                exit_code: None,
+                reason: Some(refusal.message(self.config.token_ttl)),
+                refused: true,
+                duration: Duration::ZERO,
+                bytes_in: 0,
+                bytes_out: 0,
+                transcript: Vec::new(),
+            };
+            let hook = self.hook.read().ok().map(|h| h.clone());
+            if let Some(hook) = hook {
+                hook(&end);
+            }
+        }
+        result
+    }
+
+    /// [`Self::redeem`] without the report: the result, and the session refused if any.
+    fn try_redeem(
+        &self,
+        session_id: &str,
+        token: &str,
+    ) -> (Result<SessionInfo, Refusal>, Option<SessionInfo>) {
         use subtle::ConstantTimeEq as _;
         let now = self.clock.epoch_seconds();
-        let mut slots = self.slots.lock().map_err(|_| Refusal::UnknownSession)?;
-        let slot = slots.get(session_id).ok_or(Refusal::UnknownSession)?;
-        match slot {
-            Slot::Used { .. } => Err(Refusal::TokenUsed),
-            Slot::Issued {
+        let Ok(mut slots) = self.slots.lock() else {
+            return (Err(Refusal::UnknownSession), None);
+        };
+        let refuse = |r: Refusal, info: &SessionInfo| (Err(r), Some(info.clone()));
+        match slots.get(session_id) {
+            None => (Err(Refusal::UnknownSession), None),
+            Some(Slot::Used { info, .. }) => refuse(Refusal::TokenUsed, info),
+            Some(Slot::Issued {
                 token_digest,
                 expires_at,
-                ..
-            } => {
+                info,
+            }) => {
                 let given = berth_control::digest(token);
                 if !bool::from(given.as_bytes().ct_eq(token_digest.as_bytes())) {
-                    return Err(Refusal::TokenMismatch);
+                    return refuse(Refusal::TokenMismatch, info);
                 }
                 if now > *expires_at {
-                    return Err(Refusal::TokenExpired);
+                    return refuse(Refusal::TokenExpired, info);
                 }
-                match slots.insert(
+                let info = (**info).clone();
+                slots.insert(
                     session_id.to_string(),
                     Slot::Used {
+                        info: Box::new(info.clone()),
                         forget_at: now + 3600.0,
                     },
-                ) {
-                    Some(Slot::Issued { info, .. }) => Ok(*info),
-                    _ => Err(Refusal::UnknownSession),
-                }
+                );
+                (Ok(info), None)
             }
         }
     }
@@ -598,13 +639,7 @@ impl Drop for Attachment {
         if let Ok(mut a) = self.exec.attached.lock() {
             a.remove(&self.info.session_id);
         }
-        let cluster = self
-            .info
-            .cluster_arn
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let cluster = cluster_name(&self.info.cluster_arn);
         let end = SessionEnd {
             session_id: self.info.session_id.clone(),
             principal: self.info.principal.clone(),
@@ -618,6 +653,7 @@ impl Drop for Attachment {
             } else {
                 Some("The client went away.".into())
             },
+            refused: false,
             duration: self.began.elapsed(),
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
@@ -629,6 +665,11 @@ impl Drop for Attachment {
             hook(&end);
         }
     }
+}
+
+/// A cluster's name from its ARN.
+fn cluster_name(arn: &str) -> String {
+    arn.rsplit('/').next().unwrap_or_default().to_string()
 }
 
 /// The WebSocket base (`ws://host:port`) of the server as a client reached it.
@@ -683,6 +724,11 @@ mod tests {
     #[test]
     fn a_token_opens_one_stream() {
         let (_, hub) = hub();
+        let ended = Arc::new(Mutex::new(vec![]));
+        let e2 = ended.clone();
+        hub.set_end_hook(Arc::new(move |e: &SessionEnd| {
+            e2.lock().unwrap().push(e.clone())
+        }));
         let (id, token) = hub.issue(info());
         assert!(id.starts_with("ecs-execute-command-"));
         assert_eq!(hub.redeem(&id, "wrong"), Err(Refusal::TokenMismatch));
@@ -691,6 +737,20 @@ mod tests {
         assert_eq!(got.argv, ["/bin/sh"]);
         assert_eq!(hub.redeem(&id, &token), Err(Refusal::TokenUsed));
         assert_eq!(hub.redeem("nope", &token), Err(Refusal::UnknownSession));
+        // Refusals of a real session are reported as refused sessions; nonsense is not.
+        let refused: Vec<(String, bool, Option<String>)> = ended
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| (e.session_id.clone(), e.refused, e.reason.clone()))
+            .collect();
+        assert_eq!(refused.len(), 2);
+        assert!(refused.iter().all(|(s, r, _)| s == &id && *r));
+        assert!(refused[1]
+            .2
+            .as_deref()
+            .unwrap_or("")
+            .contains("already used"));
         // Each session has its own token.
         let (id2, token2) = hub.issue(info());
         assert_ne!(token, token2);
