@@ -300,7 +300,13 @@ impl Supervisor {
         // Desired status changes (StopTask) and tasks the server no longer wants.
         for (arn, t) in self.tasks.iter_mut() {
             match desired.iter().find(|s| &s.task_arn == arn) {
-                Some(s) => t.spec.desired_status = s.desired_status,
+                Some(s) => {
+                    t.spec.desired_status = s.desired_status;
+                    if let Some(cap) = s.stop_timeout_cap {
+                        t.spec.stop_timeout_cap =
+                            Some(t.spec.stop_timeout_cap.map_or(cap, |c| c.min(cap)));
+                    }
+                }
                 None if t.report.last_status == "STOPPED" => {}
                 None => t.spec.desired_status = DesiredStatus::Stopped,
             }
@@ -674,7 +680,8 @@ impl Supervisor {
                         .find(|d| d.name.as_deref() == Some(c.name.as_str()));
                     let timeout = def
                         .and_then(|d| d.stop_timeout)
-                        .map_or(DEFAULT_STOP_TIMEOUT, f64::from);
+                        .map_or(DEFAULT_STOP_TIMEOUT, f64::from)
+                        .min(t.spec.stop_timeout_cap.map_or(f64::INFINITY, f64::from));
                     if first {
                         let _ = self.runtime.signal(&c.runtime_id, SIGTERM);
                     } else if now - since >= timeout {
@@ -994,6 +1001,7 @@ mod tests {
             gpu_ids: Default::default(),
             address: None,
             volumes: vec![],
+            stop_timeout_cap: None,
         }
     }
 
@@ -1198,6 +1206,39 @@ mod tests {
         assert!(
             rig.runtime.list().expect("list").is_empty(),
             "the container was removed"
+        );
+    }
+
+    #[test]
+    fn a_spot_notice_caps_the_stop_timeout() {
+        let rig = Rig::new();
+        let mut s = rig.open();
+        let mut slow = container("app", true, &[]);
+        slow.stop_timeout = Some(600);
+        let mut t = spec("arn:t/9", vec![slow]);
+        s.set_desired(vec![t.clone()]);
+        s.converge();
+        t.desired_status = DesiredStatus::Stopped;
+        t.stop_timeout_cap = Some(120);
+        s.set_desired(vec![t.clone()]);
+        s.converge();
+        let signals = |rig: &Rig| rig.runtime.signals.lock().expect("lock").clone();
+        assert_eq!(signals(&rig), [("9-app".to_string(), SIGTERM)]);
+        rig.advance(119.0);
+        s.converge();
+        assert_eq!(signals(&rig).len(), 1, "within the notice: no SIGKILL yet");
+        // A later set without the cap does not lift it.
+        t.stop_timeout_cap = None;
+        s.set_desired(vec![t.clone()]);
+        rig.advance(1.5);
+        s.converge();
+        assert_eq!(
+            signals(&rig),
+            [
+                ("9-app".to_string(), SIGTERM),
+                ("9-app".to_string(), SIGKILL)
+            ],
+            "killed at the notice's end, not after its own 600 s"
         );
     }
 

@@ -152,6 +152,7 @@ fn spec(arn: &str, volumes: Vec<Volume>, containers: Vec<ContainerDefinition>) -
         gpu_ids: Default::default(),
         address: None,
         volumes,
+        stop_timeout_cap: None,
     }
 }
 

@@ -616,13 +616,24 @@ fn instance_tasks_wanted(
 /// the agent runs and the set leaves out is one to stop (StopTask, or the
 /// instance is draining), so tasks whose desired status is STOPPED are not
 /// sent: the set, and each push of it, stays the size of what runs rather
-/// than growing with tasks winding down.
+/// than growing with tasks winding down. The exception is a spot-interrupted
+/// instance: its stopping tasks are sent with their stop timeouts capped at
+/// the interruption's notice ([`crate::lifecycle::SPOT_NOTICE`]), since the
+/// capacity goes when it runs out.
 pub fn desired(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<TaskSpec>, EcsError> {
     let mut specs = vec![];
     let mut tds = TdCache::default();
-    for t in instance_tasks_wanted(tx, r, &["RUNNING"])? {
+    let wanted: &[&str] = if r.interrupted_at.is_some() {
+        &["RUNNING", "STOPPED"]
+    } else {
+        &["RUNNING"]
+    };
+    for t in instance_tasks_wanted(tx, r, wanted)? {
         if let Some(td) = tds.get(tx, t.task_definition_arn.as_deref())? {
-            if let Some(spec) = spec_with(tx, &t, td)? {
+            if let Some(mut spec) = spec_with(tx, &t, td)? {
+                if spec.desired_status == DesiredStatus::Stopped {
+                    spec.stop_timeout_cap = Some(crate::lifecycle::SPOT_NOTICE as u32);
+                }
                 specs.push(spec);
             }
         }
@@ -748,6 +759,7 @@ fn spec_with(tx: &dyn Tx, t: &Task, td: TaskDefinition) -> Result<Option<TaskSpe
             .collect(),
         address: task_address(tx, t.task_arn.as_deref().unwrap_or(""))?.map(|(_, a)| a),
         volumes: td.volumes.unwrap_or_default(),
+        stop_timeout_cap: None,
     }))
 }
 

@@ -241,6 +241,10 @@ pub struct TaskSpec {
     /// name (empty from a server that does not send them).
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    /// The longest any of its containers may take to stop, in seconds, whatever their
+    /// `stopTimeout`: a spot interruption's notice. Sent with `desiredStatus` `STOPPED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_cap: Option<u32>,
 }
 
 /// An `awsvpc` task's own address (its ENI's private IP), given by the server.
@@ -332,9 +336,11 @@ mod tests {
                     }),
                     ..Default::default()
                 }],
+                stop_timeout_cap: None,
             }],
         };
         let text = serde_json::to_string(&m).expect("serialise");
+        assert!(!text.contains("stopTimeoutCap"), "left out unless set");
         assert!(text.contains("\"type\":\"desired\""));
         assert!(text.contains("\"desiredStatus\":\"RUNNING\""));
         assert!(text.contains(r#""volumes":[{"name":"logs","host":{"sourcePath":"/var/log"}}]"#));

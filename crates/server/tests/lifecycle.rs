@@ -7,7 +7,7 @@ mod common;
 
 use berth_control::agents;
 use berth_control::scheduler::Scheduler;
-use berth_protocol::TaskReport;
+use berth_protocol::{DesiredStatus, ServerMessage, TaskReport};
 use common::sched::{join_all, live_tasks, scheduler_with, Recorder};
 use common::{setup, Harness};
 use serde_json::{json, Value};
@@ -264,6 +264,22 @@ async fn a_spot_interruption_stops_tasks_at_once_and_replaces_them() {
         let t = describe_task(&h, arn).await;
         assert_eq!(t["desiredStatus"], "STOPPED");
         assert_eq!(t["stopCode"], "SpotInterruption");
+    }
+    // The agent is told to stop them within the notice, whatever their stopTimeout.
+    tick(&s);
+    let sent = rec.sent.lock().expect("lock").clone();
+    let Some(ServerMessage::Desired { tasks, .. }) = sent
+        .iter()
+        .rev()
+        .find(|(to, m)| to == &id && matches!(m, ServerMessage::Desired { .. }))
+        .map(|(_, m)| m)
+    else {
+        panic!("no desired set for the interrupted instance");
+    };
+    assert_eq!(tasks.len(), before.len());
+    for spec in tasks {
+        assert_eq!(spec.desired_status, DesiredStatus::Stopped);
+        assert_eq!(spec.stop_timeout_cap, Some(120));
     }
     settle(&h, &s, &rec, &[]).await;
     assert_eq!(running_of(&h, "api").await, 2);
