@@ -68,6 +68,7 @@ def up(tmp_root):
     )
     srv.start()
     import_busybox(srv, base)
+    srv.base_dir = base
     ecs = srv.client()
     ecs.create_cluster(clusterName="life")
     provider(ecs, "short", {"berth:drain-age": f"{DRAIN_AGE}s", "berth:max-lifetime": f"{MAX_LIFETIME}s"})
@@ -185,6 +186,10 @@ def test_every_instance_is_replaced_within_its_lifetime_while_the_service_stays_
     # Others were drained and replaced, not expired.
     reasons = [c.get("statusReason", "") for c in gone if c["containerInstanceArn"] != lone_home]
     assert all("drained" in r.lower() for r in reasons), reasons
+    # Replacement capacity came first, and pulled the service's image before its tasks moved.
+    assert "replacement capacity launched ahead of the drain" in up.log(), up.log()[-3000:]
+    logs = [p.read_text(errors="replace") for p in (up.base_dir / "data" / "instances").glob("*/agent.log")]
+    assert any("image prefetched" in text for text in logs), "no agent prefetched an image"
     ecs.delete_service(cluster="life", service="web", force=True)
     ecs.get_waiter("services_inactive").wait(cluster="life", services=["web"], WaiterConfig=WAIT)
 

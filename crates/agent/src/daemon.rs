@@ -68,7 +68,7 @@ fn save_credential(config: &AgentConfig, credential: &str) -> std::io::Result<()
 pub async fn run(
     config: AgentConfig,
     runtime: Arc<dyn Runtime>,
-    images: Images,
+    images: Arc<Images>,
     clock: Arc<dyn berth_model::clock::Clock>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -82,7 +82,7 @@ pub async fn run(
             uplink: "eth0".into(),
         },
         runtime.clone(),
-        Box::new(images),
+        Box::new(images.clone()),
         Arc::new(move || clock.epoch_seconds()),
     )
     .context("cannot open the agent state")?;
@@ -99,7 +99,13 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let session = connect_once(&config, runtime.clone(), supervisor.clone(), link.clone());
+        let session = connect_once(
+            &config,
+            runtime.clone(),
+            images.clone(),
+            supervisor.clone(),
+            link.clone(),
+        );
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             r = session => match r {
@@ -121,6 +127,7 @@ pub async fn run(
 async fn connect_once(
     config: &AgentConfig,
     runtime: Arc<dyn Runtime>,
+    images: Arc<Images>,
     supervisor: Arc<Mutex<Supervisor>>,
     link: Arc<Link>,
 ) -> anyhow::Result<()> {
@@ -222,6 +229,7 @@ async fn connect_once(
                             }
                         }
                         Ok(ServerMessage::Goodbye { reason }) => anyhow::bail!("the server refused: {reason}"),
+                        Ok(ServerMessage::Prefetch { images: wanted }) => prefetch(&images, wanted),
                         Ok(other) => {
                             exec.handle(other);
                         }
@@ -241,6 +249,22 @@ async fn connect_once(
             }
         }
     }
+}
+
+/// Pulls images ahead of the tasks that will use them, in the background;
+/// a task that needs one meanwhile waits on the same store.
+fn prefetch(images: &Arc<Images>, wanted: Vec<String>) {
+    let images = images.clone();
+    tokio::task::spawn_blocking(move || {
+        for reference in wanted {
+            match images.prepare(&reference) {
+                Ok(p) => tracing::info!(image = reference, digest = p.digest, "image prefetched"),
+                Err(e) => {
+                    tracing::warn!(image = reference, error = %format!("{e:#}"), "cannot prefetch an image")
+                }
+            }
+        }
+    });
 }
 
 /// Between the connection and the converging thread: the newest desired set

@@ -27,6 +27,12 @@ impl ImageSource for Images {
     }
 }
 
+impl<T: ImageSource + ?Sized> ImageSource for std::sync::Arc<T> {
+    fn prepare(&self, reference: &str) -> anyhow::Result<Prepared> {
+        (**self).prepare(reference)
+    }
+}
+
 /// The instance's images.
 pub struct Images {
     store: BlobStore,

@@ -67,7 +67,7 @@ pub async fn agent(
     daemon::run(
         config,
         runtime,
-        images,
+        Arc::new(images),
         Arc::new(berth_server::SystemClock),
         shutdown,
     )

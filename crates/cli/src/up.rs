@@ -196,6 +196,7 @@ pub async fn up(
                     .as_secs_f64()
                     .max(args.drain_age.as_secs_f64()),
                 agent_timeout: args.agent_timeout.as_secs_f64(),
+                ..Default::default()
             },
             ..SchedulerConfig::new(agent_url.clone(), program, config.data_dir.join("agents"))
         },

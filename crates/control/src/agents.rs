@@ -40,6 +40,9 @@ pub struct InstanceRecord {
     /// When a spot interruption notice came for it.
     #[serde(default)]
     pub interrupted_at: Option<f64>,
+    /// Replacement capacity launched ahead of its planned drain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparing: Option<crate::lifecycle::Preparing>,
 }
 
 /// Whether a task has its own network namespace and address.

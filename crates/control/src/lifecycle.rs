@@ -2,6 +2,10 @@
 //! rollouts, repairs, spot interruptions and user drains, over
 //! [`berth_scheduler::lifecycle`]'s decisions.
 //!
+//! A planned drain (lifetime, image) is prepared first: replacement
+//! capacity for the instance's service tasks is launched and told to pull
+//! their images, and the drain begins once it has joined or after
+//! [`LifecycleConfig::prepare_timeout`] ([`Preparing`]).
 //! A drain sets the container instance DRAINING and records why in the
 //! instance's record ([`InstanceRecord::drain`]). Then the other
 //! reconcilers do the work: services replace their tasks there start before
@@ -38,6 +42,21 @@ pub const IMAGE_VERSION_KEY: &str = "fleet/image-version";
 pub const DEFAULT_IMAGE_VERSION: &str = "1";
 /// A spot interruption notice gives this long before the capacity goes.
 pub const SPOT_NOTICE: f64 = 120.0;
+/// How long a planned drain waits for its replacement capacity at most.
+pub const DEFAULT_PREPARE_TIMEOUT: f64 = 600.0;
+
+/// Replacement capacity launched ahead of a planned drain (lifetime or
+/// image): the instance stays ACTIVE, counted against the disruption budget,
+/// until every replacement has joined (and been told to pull the images of
+/// the tasks that will move), or until the prepare timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Preparing {
+    pub kind: DrainKind,
+    pub since: f64,
+    /// The instances launched for it.
+    pub replacements: Vec<String>,
+}
 
 /// The server's lifecycle settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +67,10 @@ pub struct LifecycleConfig {
     pub max_lifetime: f64,
     /// An instance whose agent has been away this long is presumed lost.
     pub agent_timeout: f64,
+    /// The longest a planned drain (lifetime, image) waits for the
+    /// replacement capacity launched ahead of it to join; 0 drains at once
+    /// and leaves the replacement to provisioning.
+    pub prepare_timeout: f64,
 }
 
 impl Default for LifecycleConfig {
@@ -56,6 +79,7 @@ impl Default for LifecycleConfig {
             drain_age: DEFAULT_DRAIN_AGE,
             max_lifetime: DEFAULT_MAX_LIFETIME,
             agent_timeout: 600.0,
+            prepare_timeout: DEFAULT_PREPARE_TIMEOUT,
         }
     }
 }

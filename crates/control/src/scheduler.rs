@@ -144,6 +144,9 @@ pub struct TickReport {
     /// Instances terminated by the lifecycle (drained, expired, lost,
     /// interrupted), with the reason.
     pub retired: Vec<(String, String)>,
+    /// Instances due for a planned drain that got replacement capacity
+    /// first: the instance and the replacements launched for it.
+    pub prepared: Vec<(String, Vec<String>)>,
     /// Seconds until something is due (a batch to plan, an idle instance to
     /// scale in), when sooner than the next periodic tick should be.
     pub next_tick: Option<f64>,
@@ -185,6 +188,11 @@ pub struct Scheduler {
     warned: Mutex<BTreeSet<String>>,
     /// The instance each task was planned onto, until the task is placed.
     planned: Mutex<BTreeMap<String, String>>,
+    /// What each capacity provider's daemons reserve on an instance, as of
+    /// the last tick (for replacement capacity planned before they run).
+    reserve: Mutex<BTreeMap<String, (u32, u64)>>,
+    /// Replacement instances already told to pull their images.
+    prefetched: Mutex<BTreeSet<String>>,
 }
 
 struct Slot {
@@ -311,6 +319,8 @@ impl Scheduler {
             unavailable: Mutex::new(BTreeMap::new()),
             warned: Mutex::new(BTreeSet::new()),
             planned: Mutex::new(BTreeMap::new()),
+            reserve: Mutex::new(BTreeMap::new()),
+            prefetched: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -356,6 +366,9 @@ impl Scheduler {
         self.lifecycle(cluster, report)?;
         // Daemons next: their tasks go on each instance before anything else.
         let daemons = crate::daemons::reconcile_cluster(&self.ctx, cluster)?;
+        if let Ok(mut r) = self.reserve.lock() {
+            r.extend(daemons.reserve.iter().map(|(k, v)| (k.clone(), *v)));
+        }
         report.daemon_started += daemons.started;
         report.daemon_stopped += daemons.stopped;
         if let Some(n) = daemons.next_tick {
@@ -941,10 +954,13 @@ impl Scheduler {
                     Some(_) => {}
                 }
                 let agent_lost = !ci.agent_connected && r.disconnected_at.is_some();
+                // Preparing a planned drain counts as draining: against the
+                // budget, and not due again.
+                let preparing = r.preparing.as_ref().map(|p| p.kind);
                 fleet.push(pure::Instance {
                     id: r.instance_id.clone(),
                     launched_at: r.launched_at,
-                    draining: kind,
+                    draining: kind.or(preparing),
                     // An older image, or `berth fleet replace` since its launch.
                     outdated_image: lc::outdated(r, &current)
                         || replace_before.is_some_and(|t| r.launched_at < t),
@@ -965,10 +981,55 @@ impl Scheduler {
                     ),
                 ));
             }
+            let planned = |k: &DrainKind| matches!(k, DrainKind::Lifetime | DrainKind::Image);
             for (id, kind) in &d.drain {
+                if planned(kind) && config.prepare_timeout > 0.0 {
+                    let replacements =
+                        self.prepare_replacement(cluster, &cp_name, id, *kind, now)?;
+                    if !replacements.is_empty() {
+                        report.prepared.push((id.clone(), replacements));
+                        report.next_tick = Some(report.next_tick.map_or(1.0, |n: f64| n.min(1.0)));
+                        continue;
+                    }
+                }
                 self.start_drain(id, *kind, now)?;
                 report.drained.push((id.clone(), *kind));
                 tracing::info!(instance_id = id, kind = kind.as_str(), "draining");
+            }
+            // Prepared drains whose replacements have joined (or that waited
+            // long enough) begin.
+            for (ci, r, _) in &members {
+                let Some(p) = &r.preparing else { continue };
+                if ci.status.as_deref() != Some("ACTIVE") || r.drain.is_some() {
+                    continue;
+                }
+                if d.expire.contains(&r.instance_id) {
+                    continue;
+                }
+                let waited = now - p.since;
+                if !self.replacements_ready(r, p)? && waited < config.prepare_timeout {
+                    let left = (config.prepare_timeout - waited).min(5.0);
+                    report.next_tick = Some(report.next_tick.map_or(left, |n: f64| n.min(left)));
+                    continue;
+                }
+                if waited >= config.prepare_timeout {
+                    tracing::warn!(
+                        instance_id = r.instance_id,
+                        "replacement capacity did not join in time; draining anyway"
+                    );
+                }
+                self.start_drain(&r.instance_id, p.kind, now)?;
+                if let Ok(mut told) = self.prefetched.lock() {
+                    for id in &p.replacements {
+                        told.remove(id);
+                    }
+                }
+                report.drained.push((r.instance_id.clone(), p.kind));
+                tracing::info!(
+                    instance_id = r.instance_id,
+                    kind = p.kind.as_str(),
+                    "draining"
+                );
             }
             for (id, why) in retire {
                 if self.retire(&id, &why)? {
@@ -1020,6 +1081,7 @@ impl Scheduler {
             ci.version += 1;
             tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
             r.drain = Some(DrainState { kind, since: now });
+            r.preparing = None;
             save_record(tx, &r)?;
             if kind == DrainKind::Spot {
                 for t in agents::instance_tasks(tx, &r)? {
@@ -1034,6 +1096,138 @@ impl Scheduler {
             }
             Ok(())
         })
+    }
+
+    /// Launches the capacity that the service tasks of `instance_id` will
+    /// move to, before it drains, and records it on the instance
+    /// ([`crate::lifecycle::Preparing`]). Answers the instances launched:
+    /// none when nothing needs moving or nothing could be launched (then the
+    /// drain starts at once and provisioning follows as usual).
+    fn prepare_replacement(
+        &self,
+        cluster: &Cluster,
+        cp_name: &str,
+        instance_id: &str,
+        kind: crate::lifecycle::DrainKind,
+        now: f64,
+    ) -> Result<Vec<String>, EcsError> {
+        let waiting = self.ctx.store.read(|tx| {
+            let Some(r) = load_record(tx, instance_id)? else {
+                return Ok::<_, EcsError>(vec![]);
+            };
+            let mut tds = TdCache::default();
+            let mut out = vec![];
+            for t in agents::instance_tasks(tx, &r)? {
+                // Service tasks move; daemons stop with the instance, and
+                // standalone tasks run on until the deadline.
+                let moves = t.desired_status.as_deref() == Some("RUNNING")
+                    && t.group
+                        .as_deref()
+                        .is_some_and(|g| g.starts_with("service:"));
+                if !moves {
+                    continue;
+                }
+                let arn = t.task_arn.clone().unwrap_or_default();
+                let td = tds.get(tx, t.task_definition_arn.as_deref())?;
+                let requested = placing::requested(tx, &arn)?;
+                out.push(Waiting {
+                    task_arn: arn,
+                    demand: placing::demand(&t, td.as_ref(), &requested),
+                    architecture: td
+                        .as_ref()
+                        .and_then(|d| d.runtime_platform.as_ref())
+                        .and_then(|p| p.cpu_architecture)
+                        .unwrap_or(CPUArchitecture::X8664),
+                });
+            }
+            Ok(out)
+        })?;
+        if waiting.is_empty() {
+            return Ok(vec![]);
+        }
+        let daemons = self
+            .reserve
+            .lock()
+            .ok()
+            .and_then(|r| r.get(cp_name).copied())
+            .unwrap_or((0, 0));
+        let launched = self.launch_for(cluster, cp_name, &waiting, daemons, now)?;
+        // The running tasks are not pending: their replacements are placed
+        // by the services' new tasks, not pinned by these plans.
+        if let Ok(mut p) = self.planned.lock() {
+            for w in &waiting {
+                p.remove(&w.task_arn);
+            }
+        }
+        if launched.is_empty() {
+            return Ok(launched);
+        }
+        self.ctx.store.write(|tx| {
+            if let Some(mut r) = load_record(tx, instance_id)? {
+                r.preparing = Some(crate::lifecycle::Preparing {
+                    kind,
+                    since: now,
+                    replacements: launched.clone(),
+                });
+                save_record(tx, &r)?;
+            }
+            Ok::<_, EcsError>(())
+        })?;
+        tracing::info!(
+            instance_id,
+            kind = kind.as_str(),
+            replacements = ?launched,
+            "replacement capacity launched ahead of the drain"
+        );
+        Ok(launched)
+    }
+
+    /// Whether every replacement of a prepared drain has joined (ACTIVE, its
+    /// agent connected) or is gone. Each one that has joined is told, once,
+    /// to pull the images of the tasks that will move to it.
+    fn replacements_ready(
+        &self,
+        r: &InstanceRecord,
+        p: &crate::lifecycle::Preparing,
+    ) -> Result<bool, EcsError> {
+        let (joined, waiting, images) = self.ctx.store.read(|tx| {
+            let mut joined = vec![];
+            let mut waiting = false;
+            for id in &p.replacements {
+                let Some(rr) = load_record(tx, id)? else {
+                    continue;
+                };
+                let ci = tx.container_instance(&rr.container_instance_arn)?;
+                match ci.map(|v| v.value) {
+                    Some(ci) if ci.status.as_deref() == Some("ACTIVE") && ci.agent_connected => {
+                        joined.push(id.clone())
+                    }
+                    Some(ci) if ci.status.as_deref() == Some("INACTIVE") => {}
+                    Some(_) => waiting = true,
+                    None => waiting = true,
+                }
+            }
+            let mut images = BTreeSet::new();
+            if !joined.is_empty() {
+                for spec in agents::desired(tx, r)? {
+                    images.extend(spec.containers.iter().filter_map(|c| c.image.clone()));
+                }
+            }
+            Ok::<_, EcsError>((joined, waiting, images))
+        })?;
+        if let Ok(mut told) = self.prefetched.lock() {
+            for id in joined {
+                if told.insert(id.clone()) && !images.is_empty() {
+                    self.link.send(
+                        &id,
+                        ServerMessage::Prefetch {
+                            images: images.iter().cloned().collect(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(!waiting)
     }
 
     /// A provider's spot interruption notice for an instance: it drains at
@@ -1507,6 +1701,7 @@ impl Scheduler {
             drain: None,
             disconnected_at: None,
             interrupted_at: None,
+            preparing: None,
         };
         let ci = ContainerInstance {
             container_instance_arn: Some(ci_arn),

@@ -132,6 +132,9 @@ pub enum ServerMessage {
     ExecAck { session: String, bytes: u64 },
     /// End the session now: kill the process, release everything.
     ExecClose { session: String },
+    /// Pull these images now, ahead of the tasks that will use them: sent to
+    /// replacement capacity before a planned drain moves tasks there.
+    Prefetch { images: Vec<String> },
 }
 
 /// What [`ServerMessage::ExecStart`] carries.

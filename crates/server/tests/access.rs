@@ -315,6 +315,7 @@ async fn agent_credentials_never_sign_api_calls_and_user_keys_never_admit_an_age
                     drain: None,
                     disconnected_at: None,
                     interrupted_at: None,
+                    preparing: None,
                 },
             )
         })

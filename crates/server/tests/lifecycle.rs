@@ -164,6 +164,18 @@ async fn old_instances_drain_at_their_age_and_expire_at_the_deadline() {
     let r = tick(&s);
     assert!(r.drained.is_empty(), "{r:?}");
     h.clock.advance(Duration::from_secs(DAY / 5));
+    // Due: replacement capacity for its service tasks is launched first; the
+    // instance stays ACTIVE until it has joined.
+    let launches = rec.launches.lock().expect("lock").len();
+    let r = tick(&s);
+    assert!(r.drained.is_empty(), "{r:?}");
+    assert_eq!(r.prepared.len(), 1, "{r:?}");
+    let replacement = r.prepared[0].1[0].clone();
+    assert!(rec.launches.lock().expect("lock").len() > launches);
+    assert_eq!(instance(&h, &first).await["status"], "ACTIVE");
+    let r = tick(&s);
+    assert!(r.drained.is_empty() && r.prepared.is_empty(), "{r:?}");
+    join_all(&h, &rec);
     let r = tick(&s);
     assert_eq!(r.drained.len(), 1, "{r:?}");
     assert_eq!(
@@ -172,6 +184,19 @@ async fn old_instances_drain_at_their_age_and_expire_at_the_deadline() {
     );
     let ci = instance(&h, &first).await;
     assert_eq!(ci["status"], "DRAINING");
+    // The replacement was told to pull the images of the tasks moving to it.
+    let prefetched: Vec<Vec<String>> = rec
+        .sent
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(to, _)| to == &replacement)
+        .filter_map(|(_, m)| match m {
+            ServerMessage::Prefetch { images } => Some(images.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(prefetched, [vec!["busybox".to_string()]]);
     // The service moves, never below its floor; the standalone task stays.
     for _ in 0..8 {
         tick(&s);
@@ -219,6 +244,13 @@ async fn the_disruption_budget_bounds_concurrent_drains() {
     settle(&h, &s, &rec, &[]).await;
     assert_eq!(instances(&h, "ACTIVE").await.len(), 10);
     h.clock.advance(Duration::from_secs(DAY));
+    let r = tick(&s);
+    assert_eq!(r.prepared.len(), 2, "20 % of 10: {r:?}");
+    assert!(r.drained.is_empty(), "{r:?}");
+    // Replacements that never join hold the drains up to the prepare timeout.
+    h.clock.advance(Duration::from_secs(599));
+    assert!(tick(&s).drained.is_empty());
+    h.clock.advance(Duration::from_secs(1));
     let r = tick(&s);
     assert_eq!(r.drained.len(), 2, "20 % of 10: {r:?}");
     assert_eq!(instances(&h, "DRAINING").await.len(), 2);
