@@ -87,7 +87,20 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
                     i["status"].as_str().unwrap_or("").to_string(),
                     days(i["ageSeconds"].as_f64().unwrap_or(0.0)),
                     i["imageVersion"].as_str().unwrap_or("").to_string(),
-                    i["drain"].as_str().unwrap_or("-").to_string(),
+                    match (i["drain"].as_str(), i["preparing"]["kind"].as_str()) {
+                        (Some(d), _) => d.to_string(),
+                        (None, Some(k)) => format!(
+                            "{k}: waiting for {}",
+                            i["preparing"]["replacements"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|r| r.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        (None, None) => "-".to_string(),
+                    },
                     i["runningTasks"].to_string(),
                 ]);
             }

@@ -257,7 +257,20 @@ pub struct FleetInstance {
     pub age_seconds: f64,
     pub image_version: String,
     pub drain: Option<DrainKind>,
+    /// A planned drain waiting for its replacement capacity: the kind, and
+    /// the instances launched for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparing: Option<PreparingView>,
     pub running_tasks: i32,
+}
+
+/// What `berth fleet ls` shows of a drain being prepared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreparingView {
+    pub kind: DrainKind,
+    pub seconds: f64,
+    pub replacements: Vec<String>,
 }
 
 /// The live instances of a cluster, oldest first.
@@ -289,6 +302,15 @@ pub fn fleet(tx: &dyn Tx, cluster_arn: &str, now: f64) -> Result<Vec<FleetInstan
                     .clone()
                     .unwrap_or_else(|| DEFAULT_IMAGE_VERSION.into()),
                 drain,
+                preparing: r
+                    .preparing
+                    .as_ref()
+                    .filter(|_| status == "ACTIVE")
+                    .map(|p| PreparingView {
+                        kind: p.kind,
+                        seconds: (now - p.since).max(0.0),
+                        replacements: p.replacements.clone(),
+                    }),
                 running_tasks: ci.running_tasks_count,
             });
         }

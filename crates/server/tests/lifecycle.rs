@@ -173,6 +173,18 @@ async fn old_instances_drain_at_their_age_and_expire_at_the_deadline() {
     let replacement = r.prepared[0].1[0].clone();
     assert!(rec.launches.lock().expect("lock").len() > launches);
     assert_eq!(instance(&h, &first).await["status"], "ACTIVE");
+    let fleet = h
+        .ok("BerthV1.DescribeFleet", json!({"cluster": "c1"}))
+        .await;
+    let preparing: Vec<&Value> = fleet["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.get("preparing"))
+        .collect();
+    assert_eq!(preparing.len(), 1, "{fleet}");
+    assert_eq!(preparing[0]["kind"], "lifetime");
+    assert_eq!(preparing[0]["replacements"][0], replacement.as_str());
     let r = tick(&s);
     assert!(r.drained.is_empty() && r.prepared.is_empty(), "{r:?}");
     join_all(&h, &rec);
