@@ -107,12 +107,16 @@
 //!   those [`RequirementsError`] messages are berth's wording in AWS's style.
 
 mod catalog;
+pub mod cost;
 mod csv;
 mod fargate;
 mod matching;
 mod types;
 
-pub use catalog::{Catalog, CatalogCsv, Fee, FeeBasis, Price, PriceSource, ESTIMATED_FEE_RATIO};
+pub use catalog::{
+    embedded_fee_table, embedded_price_table, table_info, Catalog, CatalogCsv, Fee, FeeBasis,
+    Price, PriceSource, TableInfo, ESTIMATED_FEE_RATIO,
+};
 pub use fargate::{FargateDimension, FargateOs, FargateRate, FargateTaskSize};
 pub use matching::{
     ecs_managed_instances_floor, instance_type_pattern_matches, MatchOptions, PriceBasis,

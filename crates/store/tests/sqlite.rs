@@ -1850,7 +1850,7 @@ fn a_version_1_database_gains_the_service_tables() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE services; DROP TABLE service_deployments; DROP TABLE service_revisions;
-             DROP TABLE documents;
+             DROP TABLE documents; DROP TABLE instance_meters; DROP TABLE task_usage;
              DELETE FROM schema_migrations WHERE version > 1; PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -1862,10 +1862,10 @@ fn a_version_1_database_gains_the_service_tables() {
         .unwrap();
     drop(store);
     let (version, applied) = migrations_of(&path);
-    assert_eq!(version, 3);
+    assert_eq!(version, 5);
     assert_eq!(
         applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4, 5]
     );
 }
 
