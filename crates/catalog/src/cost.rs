@@ -6,9 +6,12 @@
 //! * **Billing.** An instance is billed per second from its launch, with a
 //!   60-second minimum: it lived `d` seconds (until it ended, or until the
 //!   report's end while it runs) and is billed `max(60, ⌈d⌉)` seconds at the
-//!   price and fee per hour frozen in its meter at launch. The billed span is
-//!   `[⌊launch⌋, ⌊launch⌋ + billed)`; a report over `[since, until)` counts the
-//!   whole seconds of that span inside it.
+//!   price and fee per hour frozen in its meter at launch. Seconds accrue as
+//!   it runs: a report over `[since, until)` counts the whole seconds of its
+//!   life `[⌊launch⌋, ⌊launch⌋ + ⌈d⌉)` inside the window, and the minimum's
+//!   padding (`60 − ⌈d⌉` for a shorter life) is charged at its end, when
+//!   the end is in the window. So an instance still running is billed up to
+//!   now, and one that lived 30 s is billed 60 s once it has ended.
 //! * **Attribution.** Each second a task runs on an instance it is charged
 //!   its share of that second's price and fee: the average of its reserved
 //!   CPU over the instance's CPU and its reserved memory over the instance's
@@ -20,7 +23,8 @@
 //! * **Fargate.** Each stay of a task on an instance is priced as a Fargate
 //!   task of the smallest valid size that holds its CPU and memory, at the
 //!   Linux per-vCPU-hour and per-GB-hour rates of its architecture, per
-//!   second with Fargate's 1-minute minimum. The rates are those of the
+//!   second with Fargate's 1-minute minimum (charged at its stop, as an
+//!   instance's is at its end). The rates are those of the
 //!   instance's region, else us-east-1's (the only region in the data). A
 //!   task with GPUs, or larger than any Fargate size, has no Fargate price:
 //!   it is counted in [`CostReport::fargate_unpriced_tasks`].
@@ -209,8 +213,10 @@ struct Stay<'a> {
     start: i64,
     end: i64,
     share: f64,
-    /// The end of its Fargate billing (the 1-minute minimum).
-    fargate_end: i64,
+    /// Fargate's 1-minute minimum's padding, charged when it stopped...
+    fargate_pad: i64,
+    /// ...in this piece of the window.
+    pad_piece: Option<usize>,
     /// Fargate USD per hour, `None` when it has no Fargate price.
     fargate_rate: Option<f64>,
 }
@@ -220,10 +226,15 @@ fn overlap(a: i64, b: i64, c: i64, d: i64) -> i64 {
     (b.min(d) - a.max(c)).max(0)
 }
 
-/// The instance's billed span in whole seconds (see the module's rules).
-pub fn billed_span(m: &InstanceMeter, now: f64) -> (i64, i64) {
-    let start = m.launched_at.floor() as i64;
-    (start, start + lived_seconds(m, now).max(MINIMUM_SECONDS))
+/// Billed seconds of an instance over its whole life so far: its age while
+/// it runs, at least the minimum once it has ended.
+pub fn billed_seconds(m: &InstanceMeter, now: f64) -> i64 {
+    let lived = lived_seconds(m, now);
+    if m.ended_at.is_some_and(|e| e <= now) {
+        lived.max(MINIMUM_SECONDS)
+    } else {
+        lived
+    }
 }
 
 /// Whole seconds the instance lived (ran), before the minimum.
@@ -231,12 +242,6 @@ fn lived_seconds(m: &InstanceMeter, now: f64) -> i64 {
     let end = m.ended_at.unwrap_or(now).max(m.launched_at);
     // A hair of slack so that 5400.000000001 s of float noise bills 5400 s.
     ((end - m.launched_at) - 1e-6).ceil().max(0.0) as i64
-}
-
-/// Billed seconds of an instance over its whole life so far.
-pub fn billed_seconds(m: &InstanceMeter, now: f64) -> i64 {
-    let (a, b) = billed_span(m, now);
-    b - a
 }
 
 /// A task's share of its instance (see the module's rules).
@@ -352,36 +357,69 @@ pub fn report(
     let mut price_tables = BTreeSet::new();
     let mut fee_tables = BTreeSet::new();
     for (m, usages) in instances {
-        let (start, end) = billed_span(m, window.until);
-        let lived_end = start + lived_seconds(m, window.until);
-        let billed = overlap(start, end, since, until);
-        if billed == 0 {
+        let start = m.launched_at.floor() as i64;
+        let lived = lived_seconds(m, window.until);
+        let lived_end = start + lived;
+        // The minimum's padding is charged when the life ends (in the window).
+        let ended = m.ended_at.is_some_and(|e| e <= window.until);
+        let pad = if ended && since < lived_end && lived_end <= until {
+            (MINIMUM_SECONDS - lived).max(0)
+        } else {
+            0
+        };
+        let mut parts = pieces(start.max(since), lived_end.min(until), by_day);
+        if pad > 0 && parts.last().map(|p| p.2) != Some(lived_end) {
+            let day = (lived_end - 1).max(start).div_euclid(DAY);
+            let key = if by_day {
+                day_label(day)
+            } else {
+                String::new()
+            };
+            parts.push((key, lived_end, lived_end));
+        }
+        if parts.is_empty() {
             continue;
         }
+        let last = parts.len() - 1;
         out.instances += 1;
         price_tables.insert(m.price_table.clone());
         fee_tables.insert(m.fee_table.clone());
         let price_s = m.price_per_hour / 3600.0;
         let fee_s = m.fee_per_hour / 3600.0;
-        // Each stay: its seconds on the instance, share, Fargate span and rate.
+        // Each stay: its seconds on the instance, share, Fargate padding and rate.
         let stays: Vec<Stay<'_>> = usages
             .iter()
             .map(|u| {
                 let a = (u.started_at.round() as i64).clamp(start, lived_end);
-                let stop = u.stopped_at.or(m.ended_at).unwrap_or(window.until);
-                let b = (stop.round() as i64).clamp(a, lived_end);
+                let stop = u.stopped_at.or(m.ended_at);
+                let b = (stop.unwrap_or(window.until).round() as i64).clamp(a, lived_end);
+                let stopped = stop.is_some_and(|e| e <= window.until);
+                let fargate_pad = if stopped && since < b && b <= until {
+                    (MINIMUM_SECONDS - (b - a)).max(0)
+                } else {
+                    0
+                };
+                let pad_piece = (fargate_pad > 0)
+                    .then(|| {
+                        parts
+                            .iter()
+                            .position(|p| p.1 < b && b <= p.2)
+                            .or_else(|| parts.iter().position(|p| p.1 <= b && b <= p.2))
+                    })
+                    .flatten();
                 Stay {
                     usage: u,
                     start: a,
                     end: b,
                     share: share(m, u),
-                    fargate_end: a + (b - a).max(MINIMUM_SECONDS),
+                    fargate_pad,
+                    pad_piece,
                     fargate_rate: fargate_hourly(catalog, &m.region, u),
                 }
             })
             .collect();
-        for (piece_key, pa, pb) in pieces(start.max(since), end.min(until), by_day) {
-            let seconds = pb - pa;
+        for (i, (piece_key, pa, pb)) in parts.into_iter().enumerate() {
+            let seconds = pb - pa + if i == last { pad } else { 0 };
             let bill_price = seconds as f64 * price_s;
             let bill_fee = seconds as f64 * fee_s;
             out.instance_seconds += seconds as u64;
@@ -401,10 +439,11 @@ pub fn report(
             for stay in &stays {
                 let (u, sh) = (stay.usage, stay.share);
                 let task_seconds = overlap(stay.start, stay.end, pa, pb);
-                let fargate_seconds = overlap(stay.start, stay.fargate_end, pa, pb);
-                if task_seconds == 0 && fargate_seconds == 0 {
+                let padded = stay.pad_piece == Some(i);
+                if task_seconds == 0 && !padded {
                     continue;
                 }
+                let fargate_seconds = task_seconds + if padded { stay.fargate_pad } else { 0 };
                 tasks.insert(u.task_arn.clone());
                 let price = task_seconds as f64 * sh * price_s;
                 let fee = task_seconds as f64 * sh * fee_s;
@@ -639,13 +678,38 @@ mod tests {
         );
         assert_eq!(r.instance_seconds, 600);
         // The padding of a short life lies inside its minute.
+        // A short life's minute is charged at its end, in the window or not.
         let short = meter("i-2", T0, Some(T0 + 10.0));
         let w = Window {
             since: Some(T0 + 30.0),
             until: T0 + 1200.0,
         };
-        let r = report(Catalog::embedded(), &[(short, vec![])], w, GroupBy::Cluster);
-        assert_eq!(r.instance_seconds, 30);
+        let r = report(
+            Catalog::embedded(),
+            &[(short.clone(), vec![])],
+            w,
+            GroupBy::Cluster,
+        );
+        assert_eq!((r.instances, r.instance_seconds), (0, 0));
+        let w = Window {
+            since: Some(T0 + 5.0),
+            until: T0 + 1200.0,
+        };
+        let r = report(
+            Catalog::embedded(),
+            &[(short.clone(), vec![])],
+            w,
+            GroupBy::Cluster,
+        );
+        assert_eq!(r.instance_seconds, 55);
+        // Before its end it has accrued its age.
+        let r = report(
+            Catalog::embedded(),
+            &[(short, vec![])],
+            window(T0 + 8.0),
+            GroupBy::Cluster,
+        );
+        assert_eq!(r.instance_seconds, 8);
     }
 
     #[test]

@@ -104,6 +104,9 @@ async fn short_lives_bill_a_minute_and_long_ones_every_second_at_price_plus_fee(
     let short = rec.launches.lock().expect("lock")[0].instance_id.clone();
     advance(&h, 30);
     agents::terminated(&h.state.ctx, &short, "test: gone after 30 s").expect("terminated");
+    // Billed its minute as soon as it has ended.
+    let r = cost(&h, json!({"groupBy": "instance"})).await;
+    assert_eq!(r["rows"][0]["seconds"], 60, "{r}");
 
     run_task(&h).await;
     settle(&h, &s, &rec).await;
@@ -179,15 +182,15 @@ async fn short_lives_bill_a_minute_and_long_ones_every_second_at_price_plus_fee(
         tasks["fargateUsd"].as_f64().unwrap_or(0.0),
         (60.0 + 5400.0) * per_hour / 3600.0
     ));
-    // A window cuts the bill: the first 600 s of the long one's life, and
-    // the last 30 s of the short one's minute (its padding ends then).
+    // A window cuts the bill: the first 600 s of the long one's life (the
+    // short one ended, minute and all, when it began).
     let launched = r["until"].as_f64().unwrap_or(0.0) - 1000.0 - 5400.0;
     let w = cost(
         &h,
         json!({"groupBy": "cluster", "since": launched, "until": launched + 600.0}),
     )
     .await;
-    assert_eq!(w["instanceSeconds"], 630, "{w}");
+    assert_eq!(w["instanceSeconds"], 600, "{w}");
     assert_eq!(
         w["rows"][0]["key"],
         "arn:aws:ecs:us-east-1:000000000000:cluster/c1"
