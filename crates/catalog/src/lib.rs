@@ -19,6 +19,12 @@
 //!   steps, and the code quotes the AWS sentence behind each rule).
 //!   [`Catalog::cheapest_fitting`] picks the cheapest of those for a task;
 //!   [`Catalog::fargate_hourly_cost`] prices the Fargate alternative.
+//!   [`cost`] turns meter records into bills, task shares, idle capacity,
+//!   roll-ups and the Fargate comparison (the rules are in its docs).
+//! * **Whose prices.** [`Catalog::with_tables`] and
+//!   [`Catalog::with_fee_percent`] set the price and fee tables' provenance
+//!   and a fee ratio, for catalogs built from an operator's tables
+//!   ([`table_info`] reads a table's sources and date).
 //!
 //! ```
 //! use berth_catalog::Catalog;
