@@ -391,3 +391,42 @@ async fn viewers_read_costs_and_bad_requests_say_what_is_wrong() {
     let (_, kind) = h.err("BerthV1.GetCost", json!({"colour": "red"})).await;
     assert_eq!(kind, "InvalidParameterException");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_instances_are_billed_at_the_planners_spot_price_and_the_full_fee() {
+    let h = Harness::new();
+    setup(&h).await;
+    let mut spot = common::provider("spot", "c1");
+    spot["managedInstancesProvider"]["instanceLaunchTemplate"]["capacityOptionType"] =
+        json!("SPOT");
+    h.ok("CreateCapacityProvider", spot).await;
+    h.ok(
+        "PutClusterCapacityProviders",
+        json!({"cluster": "c1", "capacityProviders": ["mi", "spot"], "defaultCapacityProviderStrategy": []}),
+    )
+    .await;
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    h.ok(
+        "RunTask",
+        json!({"cluster": "c1", "taskDefinition": "web",
+               "capacityProviderStrategy": [{"capacityProvider": "spot", "weight": 1}]}),
+    )
+    .await;
+    settle(&h, &s, &rec).await;
+    advance(&h, 3600);
+    let r = cost(&h, json!({"groupBy": "instance"})).await;
+    let row = &r["rows"][0];
+    assert_eq!(row["purchaseOption"], "SPOT", "{r}");
+    assert_eq!(row["capacityProvider"], "spot");
+    assert_eq!(row["seconds"], 3600);
+    let (price, fee) = rates(row["instanceType"].as_str().expect("type"));
+    let ratio = berth_scheduler::plan::DEFAULT_SPOT_PRICE_RATIO;
+    assert!(close(
+        row["instanceUsd"].as_f64().unwrap_or(0.0),
+        3600.0 * price * ratio
+    ));
+    assert!(close(row["feeUsd"].as_f64().unwrap_or(0.0), 3600.0 * fee));
+    let by_cp = cost(&h, json!({"groupBy": "capacity-provider"})).await;
+    assert_eq!(by_cp["rows"][0]["key"], "spot");
+}
