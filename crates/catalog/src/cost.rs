@@ -760,6 +760,56 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+        /// Whatever the lives, stays and window: every grouping's rows add
+        /// up (shares plus idle for tasks, whole bills for instances), and
+        /// idle plus shares is the bill.
+        #[test]
+        fn rows_add_up_to_the_bill(
+            lives in proptest::collection::vec((0u32..200_000, proptest::option::of(0u32..200_000)), 1..4),
+            stays in proptest::collection::vec((0usize..4, 0u32..4, 0u32..200_000, proptest::option::of(0u32..200_000)), 0..6),
+            since in proptest::option::of(0u32..150_000),
+            span in 1u32..250_000,
+        ) {
+            let mut input: Vec<(InstanceMeter, Vec<TaskUsage>)> = lives
+                .iter()
+                .enumerate()
+                .map(|(i, (a, d))| {
+                    let launched = T0 + f64::from(*a);
+                    (meter(&format!("i-{i}"), launched, d.map(|d| launched + f64::from(d))), vec![])
+                })
+                .collect();
+            // At most four stays of a quarter each: reservations always fit.
+            for (k, (i, slot, a, d)) in stays.iter().enumerate() {
+                let Some((m, us)) = input.get_mut(*i) else { continue };
+                if us.len() >= 4 {
+                    continue;
+                }
+                let started = m.launched_at + f64::from(*a);
+                let mut u = usage(&format!("t{k}-{slot}"), &m.instance_id, 512, 2048, started,
+                    d.map(|d| started + f64::from(d)));
+                u.group = Some(format!("service:{}", slot % 2));
+                us.push(u);
+            }
+            let since = since.map(|s| T0 + f64::from(s));
+            let w = Window { since, until: since.unwrap_or(T0) + f64::from(span) };
+            for g in GroupBy::ALL {
+                let r = report(Catalog::embedded(), &input, w, *g);
+                let rows: f64 = r.rows.iter().map(|x| x.total_usd).sum();
+                proptest::prop_assert!((r.attributed_usd + r.idle_usd - r.total_usd).abs() < 1e-9);
+                proptest::prop_assert!(r.idle_usd > -1e-9, "idle {} < 0", r.idle_usd);
+                if g.by_instance() {
+                    proptest::prop_assert!((rows - r.total_usd).abs() < 1e-9);
+                    let secs: u64 = r.rows.iter().map(|x| x.seconds).sum();
+                    proptest::prop_assert_eq!(secs, r.instance_seconds);
+                } else {
+                    proptest::prop_assert!((rows - r.attributed_usd).abs() < 1e-9);
+                }
+            }
+        }
+    }
+
     #[test]
     fn group_by_spellings_round_trip() {
         for g in GroupBy::ALL {
