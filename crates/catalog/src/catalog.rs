@@ -94,6 +94,9 @@ pub enum FeeBasis {
     /// A 12 % estimate computed here from the on-demand price, for a
     /// (region, type) the fee file does not cover.
     Extrapolated,
+    /// Given by the operator: a fee table without a `basis` column
+    /// (`--fee-table`) or a percentage of on-demand (`--fee-percent`).
+    Configured,
 }
 
 impl FeeBasis {
@@ -102,6 +105,7 @@ impl FeeBasis {
             "published_example" => Some(Self::PublishedExample),
             "measured_ratio" => Some(Self::MeasuredRatio),
             "estimate_12pct" => Some(Self::Estimate),
+            "configured" => Some(Self::Configured),
             _ => None,
         }
     }
@@ -121,6 +125,82 @@ pub struct Fee {
     pub usd_per_hour: f64,
     /// How it was arrived at.
     pub basis: FeeBasis,
+}
+
+/// Where a price or fee table came from and how recent it is, as cost
+/// reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableInfo {
+    /// Where the figures come from (sources, or the file given).
+    pub source: String,
+    /// The date of the figures (`YYYY-MM-DD`), or what is known of it.
+    pub date: String,
+}
+
+impl TableInfo {
+    /// `source (date)`, the label meters keep.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.source, self.date)
+    }
+}
+
+impl std::fmt::Display for TableInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// The embedded price table's provenance (`data/PROVENANCE.md`).
+pub fn embedded_price_table() -> TableInfo {
+    TableInfo {
+        source: "berth catalog: Karpenter pricing (us-east-1, GovCloud, 2026-07-20) and \
+                 the aws-samples ECS Managed Instances calculator (other regions, 2026-02-07)"
+            .into(),
+        date: "2026-11-25".into(),
+    }
+}
+
+/// The embedded fee table's provenance (`data/PROVENANCE.md`).
+pub fn embedded_fee_table() -> TableInfo {
+    TableInfo {
+        source: "berth catalog: AWS's published example and 12 % estimates of on-demand \
+                 (ecs-mi-management-fee.csv)"
+            .into(),
+        date: "2026-11-25".into(),
+    }
+}
+
+/// The provenance of a price or fee table given in the formats of `data/`
+/// (`--price-table`, `--fee-table`): the file, the distinct values of its
+/// `source` (or `basis`) column, and the latest of its `as_of` column
+/// (`undated` without one).
+pub fn table_info(file: &str, text: &str) -> TableInfo {
+    let mut sources = BTreeSet::new();
+    let mut dates = BTreeSet::new();
+    if let Ok(table) = Table::parse("table", text) {
+        for row in table.rows() {
+            for column in ["source", "basis"] {
+                if let Ok(Some(v)) = row.opt_str(column) {
+                    sources.insert(v.to_string());
+                }
+            }
+            if let Ok(Some(v)) = row.opt_str("as_of") {
+                dates.insert(v.to_string());
+            }
+        }
+    }
+    let mut source = file.to_string();
+    if !sources.is_empty() {
+        source.push_str(&format!(
+            " ({})",
+            sources.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    TableInfo {
+        source,
+        date: dates.pop_last().unwrap_or_else(|| "undated".into()),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +223,12 @@ pub struct Catalog {
     region_data: HashMap<String, RegionData>,
     pub(crate) fargate_rates: Vec<FargateRate>,
     pub(crate) fargate_task_sizes: Vec<FargateTaskSize>,
+    /// The fee as a fraction of on-demand where the fee table has no row.
+    fee_ratio: f64,
+    /// Fees for a (region, type) without a row are `Configured`, not estimates.
+    fee_ratio_configured: bool,
+    price_table: TableInfo,
+    fee_table: TableInfo,
 }
 
 static EMBEDDED: OnceLock<Catalog> = OnceLock::new();
@@ -218,7 +304,7 @@ impl Catalog {
         }
 
         let table = Table::parse("ecs-mi-management-fee.csv", csv.fees)?;
-        table.require(&["region", "instance_type", "fee_usd_per_hour", "basis"])?;
+        table.require(&["region", "instance_type", "fee_usd_per_hour"])?;
         for row in table.rows() {
             let region = nonempty(&row, "region")?;
             let name = nonempty(&row, "instance_type")?;
@@ -226,9 +312,12 @@ impl Catalog {
             if !usd_per_hour.is_finite() || usd_per_hour < 0.0 {
                 return Err(row.error(format!("fee {usd_per_hour} is negative")));
             }
-            let basis_text = row.str("basis")?;
-            let basis = FeeBasis::parse(basis_text)
-                .ok_or_else(|| row.error(format!("unknown fee basis `{basis_text}`")))?;
+            // A table without a basis column is the operator's own.
+            let basis = match row.opt_str("basis").ok().flatten() {
+                None | Some("") => FeeBasis::Configured,
+                Some(text) => FeeBasis::parse(text)
+                    .ok_or_else(|| row.error(format!("unknown fee basis `{text}`")))?,
+            };
             let fees = &mut region_data.entry(region.to_string()).or_default().fees;
             if fees
                 .insert(
@@ -254,7 +343,39 @@ impl Catalog {
             region_data,
             fargate_rates,
             fargate_task_sizes,
+            fee_ratio: ESTIMATED_FEE_RATIO,
+            fee_ratio_configured: false,
+            price_table: embedded_price_table(),
+            fee_table: embedded_fee_table(),
         })
+    }
+
+    /// The same catalog with these provenances for its price and fee tables.
+    pub fn with_tables(mut self, price_table: TableInfo, fee_table: TableInfo) -> Catalog {
+        self.price_table = price_table;
+        self.fee_table = fee_table;
+        self
+    }
+
+    /// The same catalog with every management fee `percent` % of the
+    /// on-demand price (`--fee-percent`): the fee rows are dropped.
+    pub fn with_fee_percent(mut self, percent: f64) -> Catalog {
+        for data in self.region_data.values_mut() {
+            data.fees.clear();
+        }
+        self.fee_ratio = percent / 100.0;
+        self.fee_ratio_configured = true;
+        self
+    }
+
+    /// Where the on-demand prices come from.
+    pub fn price_table(&self) -> &TableInfo {
+        &self.price_table
+    }
+
+    /// Where the management fees come from.
+    pub fn fee_table(&self) -> &TableInfo {
+        &self.fee_table
     }
 
     /// Every instance type, sorted by name.
@@ -327,8 +448,12 @@ impl Catalog {
         }
         let price = data.prices.get(instance_type)?;
         Some(Fee {
-            usd_per_hour: price.usd_per_hour * ESTIMATED_FEE_RATIO,
-            basis: FeeBasis::Extrapolated,
+            usd_per_hour: price.usd_per_hour * self.fee_ratio,
+            basis: if self.fee_ratio_configured {
+                FeeBasis::Configured
+            } else {
+                FeeBasis::Extrapolated
+            },
         })
     }
 

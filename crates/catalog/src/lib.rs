@@ -19,6 +19,12 @@
 //!   steps, and the code quotes the AWS sentence behind each rule).
 //!   [`Catalog::cheapest_fitting`] picks the cheapest of those for a task;
 //!   [`Catalog::fargate_hourly_cost`] prices the Fargate alternative.
+//!   [`cost`] turns meter records into bills, task shares, idle capacity,
+//!   roll-ups and the Fargate comparison (the rules are in its docs).
+//! * **Whose prices.** [`Catalog::with_tables`] and
+//!   [`Catalog::with_fee_percent`] set the price and fee tables' provenance
+//!   and a fee ratio, for catalogs built from an operator's tables
+//!   ([`table_info`] reads a table's sources and date).
 //!
 //! ```
 //! use berth_catalog::Catalog;
@@ -107,12 +113,16 @@
 //!   those [`RequirementsError`] messages are berth's wording in AWS's style.
 
 mod catalog;
+pub mod cost;
 mod csv;
 mod fargate;
 mod matching;
 mod types;
 
-pub use catalog::{Catalog, CatalogCsv, Fee, FeeBasis, Price, PriceSource, ESTIMATED_FEE_RATIO};
+pub use catalog::{
+    embedded_fee_table, embedded_price_table, table_info, Catalog, CatalogCsv, Fee, FeeBasis,
+    Price, PriceSource, TableInfo, ESTIMATED_FEE_RATIO,
+};
 pub use fargate::{FargateDimension, FargateOs, FargateRate, FargateTaskSize};
 pub use matching::{
     ecs_managed_instances_floor, instance_type_pattern_matches, MatchOptions, PriceBasis,

@@ -949,6 +949,7 @@ mod tests {
             account_id: "123456789012".into(),
             durability: berth_store::Durability::Process,
             exec: Default::default(),
+            catalog: berth_catalog::Catalog::embedded(),
         };
         let server = berth_server::Server::bind(&config).await?;
         let addr = server.local_addr()?;

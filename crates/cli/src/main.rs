@@ -13,6 +13,7 @@ mod audit;
 mod bench;
 mod capacity;
 mod client;
+mod cost;
 mod exec;
 mod fleet;
 mod image;
@@ -70,6 +71,20 @@ struct ServerArgs {
     /// An exec session without input or output for this long ends.
     #[arg(long, default_value = "20m", value_parser = parse_duration_arg, env = "BERTH_EXEC_IDLE_TIMEOUT")]
     exec_idle_timeout: std::time::Duration,
+    /// On-demand prices to use instead of the embedded ones: a CSV with
+    /// region,instance_type,usd_per_hour[,source][,as_of] (the format of
+    /// crates/catalog/data/prices-on-demand.csv).
+    #[arg(long, env = "BERTH_PRICE_TABLE")]
+    price_table: Option<PathBuf>,
+    /// Management fees to use instead of the embedded ones: a CSV with
+    /// region,instance_type,fee_usd_per_hour[,basis][,as_of] (the format of
+    /// ecs-mi-management-fee.csv); types without a row pay 12 % of on-demand.
+    #[arg(long, env = "BERTH_FEE_TABLE", conflicts_with = "fee_percent")]
+    fee_table: Option<PathBuf>,
+    /// The management fee as this percentage of each type's on-demand price
+    /// instead of a fee table.
+    #[arg(long, env = "BERTH_FEE_PERCENT")]
+    fee_percent: Option<f64>,
 }
 
 /// Where `berth up` puts its local instances.
@@ -145,6 +160,9 @@ enum Command {
     User(user::UserArgs),
     /// The audit log: exec sessions and mutating API calls.
     Audit(audit::AuditArgs),
+    /// Metered cost: instance bills at price + management fee, each task's
+    /// share, idle capacity, and what Fargate would have cost.
+    Cost(cost::CostArgs),
     /// Simulate weeks of a fleet's life in seconds: the real controllers on a virtual
     /// clock and simulated instances, driven by a scenario file.
     Simulate(simulate::SimulateArgs),
@@ -202,6 +220,11 @@ fn config(args: ServerArgs) -> anyhow::Result<Config> {
             idle_timeout: args.exec_idle_timeout,
             public_url: args.public_url,
         },
+        catalog: cost::load_catalog(
+            args.price_table.as_deref(),
+            args.fee_table.as_deref(),
+            args.fee_percent,
+        )?,
     })
 }
 
@@ -310,6 +333,7 @@ fn main() -> std::process::ExitCode {
             Command::Fleet(args) => fleet::run(args).await,
             Command::User(args) => user::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Cost(args) => cost::run(args).await,
             Command::Exec(_) => Ok(()),
             Command::Simulate(args) => simulate::run(args),
         }

@@ -197,8 +197,20 @@ fn print_table(r: &Report) {
     t.add_row(vec![
         "cost".to_string(),
         format!(
-            "${:.2} (instances ${:.2} + management fee ${:.2})",
-            r.cost.total_usd, r.cost.instance_usd, r.cost.fee_usd
+            "${:.2} (instances ${:.2} + management fee ${:.2}); idle capacity ${:.2}; on Fargate ${:.2}{}",
+            r.cost.total_usd,
+            r.cost.instance_usd,
+            r.cost.fee_usd,
+            r.cost.idle_usd,
+            r.cost.fargate_usd,
+            if r.cost.fargate_unpriced_tasks > 0 {
+                format!(
+                    " ({} tasks with GPUs or beyond Fargate's sizes left out)",
+                    r.cost.fargate_unpriced_tasks
+                )
+            } else {
+                String::new()
+            }
         ),
     ]);
     let inv = &r.invariants;
@@ -224,8 +236,11 @@ fn print_table(r: &Report) {
             "min fraction",
             "below floor",
             "first at desired",
+            "cost",
+            "on Fargate",
         ]);
         for (name, v) in &r.services {
+            let cost = r.cost.services.get(&format!("service:{name}"));
             s.add_row(vec![
                 name.clone(),
                 v.desired.to_string(),
@@ -239,6 +254,9 @@ fn print_table(r: &Report) {
                     v.below_minimum_intervals
                 ),
                 v.reached_desired_at.map_or("never".into(), at),
+                cost.map_or("-".into(), |c| format!("${:.2}", c.total_usd)),
+                cost.and_then(|c| c.fargate_usd)
+                    .map_or("-".into(), |f| format!("${f:.2}")),
             ]);
         }
         right(&mut s, 1);

@@ -508,6 +508,7 @@ fn apply_report(
     if t == before {
         return Ok(false);
     }
+    crate::metering::task_changed(ctx, tx, r, &before, &t, now)?;
     t.version += 1;
     tx.put_task(&t, Expect::Version(version))?;
     Ok(t.last_status != before.last_status)
@@ -803,6 +804,7 @@ pub fn terminated(ctx: &Ctx, instance_id: &str, reason: &str) -> Result<(), EcsE
             tx.put_task(&t, Expect::Version(current.version))?;
             queue_release(tx, t.task_arn.as_deref().unwrap_or(""))?;
         }
+        crate::metering::instance_ended(tx, instance_id, now)?;
         if let Some(Versioned {
             version,
             value: mut ci,

@@ -24,6 +24,7 @@
 pub mod agents;
 pub mod daemons;
 pub mod lifecycle;
+pub mod metering;
 pub mod placing;
 pub mod protection;
 pub mod scheduler;

@@ -1735,6 +1735,7 @@ impl Scheduler {
         self.ctx.store.write(|tx| {
             save_record(tx, &record)?;
             tx.put_container_instance(&cluster_arn, &ci, Expect::Absent)?;
+            crate::metering::instance_launched(&self.ctx, tx, &record)?;
             Ok::<_, EcsError>(())
         })?;
         let mut args = self.config.agent_args.clone();
@@ -1788,6 +1789,7 @@ impl Scheduler {
                     ci.version += 1;
                     tx.put_container_instance(&cluster_arn, &ci, Expect::Version(version))?;
                 }
+                crate::metering::instance_voided(tx, &record.instance_id)?;
                 Ok::<_, EcsError>(())
             })?;
             return Err(EcsError::server(format!(

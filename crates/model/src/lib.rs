@@ -12,6 +12,7 @@ pub mod arn;
 pub mod clock;
 pub mod ecs;
 pub mod error;
+pub mod meter;
 pub mod names;
 pub mod resources;
 pub mod tags;

@@ -6,7 +6,7 @@
 //!
 //! | level | operations | viewer | operator | admin |
 //! |---|---|:-:|:-:|:-:|
-//! | read | `Describe*`, `List*`, `Get*`, `BerthV1.GetTaskLogs`, `BerthV1.DescribeFleet` | ✓ | ✓ | ✓ |
+//! | read | `Describe*`, `List*`, `Get*`, `BerthV1.GetTaskLogs`, `BerthV1.DescribeFleet`, `BerthV1.GetCost` | ✓ | ✓ | ✓ |
 //! | operate | every other ECS operation on workloads: task definitions, tasks (`RunTask`, `StartTask`, `StopTask`, `ExecuteCommand`, `UpdateTaskProtection`), services, task sets, deployments, daemons, express gateway services, attributes, `UpdateContainerInstancesState`, tags on those | | ✓ | ✓ |
 //! | administer | clusters (`CreateCluster`, `UpdateCluster`, `UpdateClusterSettings`, `PutClusterCapacityProviders`, `DeleteCluster`), capacity providers (`Create/Update/DeleteCapacityProvider`), account settings (`PutAccountSetting`, `PutAccountSettingDefault`, `DeleteAccountSetting`), `DeregisterContainerInstance`, the agent-side operations (`RegisterContainerInstance`, `DiscoverPollEndpoint`, `Submit*StateChange`, `UpdateContainerAgent`), tags on clusters and capacity providers, and `BerthV1.` users, audit, `SetImageVersion`, `ReplaceInstances` | | | ✓ |
 //!
@@ -204,7 +204,7 @@ fn tags_administered_resource(body: &[u8]) -> bool {
 /// The rule of a berth operation (`BerthV1.<name>`); `None` when unknown.
 pub fn berth_rule(name: &str) -> Option<Rule> {
     Some(match name {
-        "GetTaskLogs" | "DescribeFleet" => READ,
+        "GetTaskLogs" | "DescribeFleet" | "GetCost" => READ,
         "ListUsers" | "ListAuditRecords" => Rule {
             level: Level::Administer,
             mutating: false,

@@ -1,8 +1,8 @@
 //! Operations beyond the ECS API (`X-Amz-Target: BerthV1.<Operation>`),
 //! signed, shaped and answered like ECS's: container logs, the fleet's
 //! lifecycle (`SetImageVersion`, `ReplaceInstances`, `DescribeFleet`), users
-//! (`CreateUser`, `ListUsers`, `DeleteUser`) and the audit log
-//! (`ListAuditRecords`). Who may call which is [`crate::access`].
+//! (`CreateUser`, `ListUsers`, `DeleteUser`), the audit log
+//! (`ListAuditRecords`) and metered cost (`GetCost`). Who may call which is [`crate::access`].
 
 use crate::api::AppState;
 use crate::ops::{active_cluster, OpResult};
@@ -75,6 +75,7 @@ pub fn dispatch(state: &AppState, operation: &str, body: &[u8]) -> OpResult<Vec<
         "ListUsers" => render(&list_users(state, parse(body)?)?),
         "DeleteUser" => render(&delete_user(state, parse(body)?)?),
         "ListAuditRecords" => list_audit_records(state, parse(body)?),
+        "GetCost" => render(&get_cost(state, parse(body)?)?),
         other => Err(EcsError::new(
             ErrorKind::UnknownOperation,
             format!("Unknown operation BerthV1.{other}."),
@@ -210,6 +211,96 @@ fn describe_fleet(state: &AppState, req: DescribeFleetRequest) -> OpResult<Descr
                 ctx.now(),
             )?,
         })
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GetCostRequest {
+    /// A cluster name or ARN; every cluster when absent.
+    cluster: Option<String>,
+    /// `task`, `service`, `cluster` (default), `capacity-provider`,
+    /// `instance`, `instance-type` or `day`.
+    group_by: Option<String>,
+    /// Epoch seconds; from the first meter when absent.
+    since: Option<f64>,
+    /// Epoch seconds; now when absent (and at most now).
+    until: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GetCostResponse {
+    #[serde(flatten)]
+    report: berth_catalog::cost::CostReport,
+    /// The cluster reported on, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_arn: Option<String>,
+    /// The tables new instances are priced with now (meters keep the
+    /// price and fee of their launch).
+    price_table: berth_catalog::TableInfo,
+    fee_table: berth_catalog::TableInfo,
+    /// Where Fargate's rates come from.
+    fargate_rates: String,
+}
+
+/// Metered cost over a window: instance bills, task shares, idle capacity
+/// and the Fargate comparison ([`berth_control::metering`]).
+fn get_cost(state: &AppState, req: GetCostRequest) -> OpResult<GetCostResponse> {
+    use berth_catalog::cost::{GroupBy, Window};
+    let ctx = &state.ctx;
+    let group_by = match req.group_by.as_deref() {
+        None => GroupBy::Cluster,
+        Some(g) => GroupBy::parse(g).ok_or_else(|| {
+            let all: Vec<&str> = GroupBy::ALL.iter().map(|g| g.as_str()).collect();
+            EcsError::invalid(format!("groupBy `{g}` is not one of {}.", all.join(", ")))
+        })?,
+    };
+    let now = ctx.now();
+    for (name, v) in [("since", req.since), ("until", req.until)] {
+        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+            return Err(EcsError::invalid(format!(
+                "{name} must be a time in epoch seconds, 0 or later."
+            )));
+        }
+    }
+    let until = req.until.unwrap_or(now).min(now);
+    if let Some(since) = req.since {
+        if since >= until {
+            return Err(EcsError::invalid(format!(
+                "since ({since}) must be before until ({until}, which is at most now)."
+            )));
+        }
+    }
+    let cluster_arn = match req.cluster.as_deref() {
+        None => None,
+        Some(c) => {
+            let name = crate::ops::cluster_name(ctx, Some(c))?;
+            // A deleted cluster's cost stays reportable: any status will do.
+            let found = ctx.store.read(|tx| tx.cluster(&name))?;
+            match found {
+                Some(c) => c.value.cluster_arn,
+                None => return Err(EcsError::cluster_not_found()),
+            }
+        }
+    };
+    let report = berth_control::metering::report(
+        ctx,
+        cluster_arn.as_deref(),
+        Window {
+            since: req.since,
+            until,
+        },
+        group_by,
+    )?;
+    Ok(GetCostResponse {
+        report,
+        cluster_arn,
+        price_table: ctx.catalog.price_table().clone(),
+        fee_table: ctx.catalog.fee_table().clone(),
+        fargate_rates: "fargate-prices.csv: AWS Fargate on-demand, us-east-1 (2026-09-20), \
+                        used for every region"
+            .into(),
     })
 }
 

@@ -57,6 +57,9 @@ pub struct Config {
     pub durability: Durability,
     /// Exec sessions: token lifetime, idle timeout, public URL.
     pub exec: exec::ExecConfig,
+    /// Instance types, prices and fees (`--price-table`, `--fee-table`,
+    /// `--fee-percent` replace the embedded ones).
+    pub catalog: &'static berth_catalog::Catalog,
 }
 
 /// A server bound to its address, ready to serve.
@@ -90,7 +93,7 @@ impl Server {
                 account: config.account_id.clone(),
             },
             clock: Arc::new(SystemClock),
-            catalog: berth_catalog::Catalog::embedded(),
+            catalog: config.catalog,
         };
         let state = Arc::new(
             api::AppState::new(ctx, &credentials, &config.data_dir)?

@@ -380,7 +380,6 @@ pub struct Simulation {
     launcher: Arc<SimLauncher>,
     link: Arc<SimLink>,
     scheduler: Scheduler,
-    spot: bool,
     policy: Policy,
     start: Ms,
     now: Ms,
@@ -541,8 +540,6 @@ impl Simulation {
             json!({"cluster": CLUSTER, "capacityProviders": [CAPACITY_PROVIDER],
                    "defaultCapacityProviderStrategy": [{"capacityProvider": CAPACITY_PROVIDER, "weight": 1}]}),
         )?;
-        let spot =
-            scenario.capacity_provider["instanceLaunchTemplate"]["capacityOptionType"] == "SPOT";
         let register = |name: &str, cpu: u32, memory: u32| {
             call(
                 &ctx,
@@ -637,7 +634,6 @@ impl Simulation {
             launcher,
             link,
             scheduler,
-            spot,
             policy,
             start,
             now: start,
@@ -1490,29 +1486,12 @@ impl Simulation {
             }
             Ok::<_, EcsError>(out)
         })?;
-        let region = self.scenario.region.clone();
-        let catalog = self.ctx.catalog;
-        let (mut instance_usd, mut fee_usd) = (0.0, 0.0);
         let mut max_age: f64 = 0.0;
         let mut images: BTreeMap<String, u64> = BTreeMap::new();
         for inst in self.instances.values() {
             let until = inst.ended_at.unwrap_or(end);
             let age = secs(until - inst.launched_at);
             max_age = max_age.max(age);
-            let hours = age.max(60.0) / 3600.0;
-            let price = catalog
-                .on_demand_price(&region, &inst.instance_type)
-                .unwrap_or(0.0)
-                * if self.spot {
-                    berth_scheduler::plan::DEFAULT_SPOT_PRICE_RATIO
-                } else {
-                    1.0
-                };
-            let fee = catalog
-                .management_fee(&region, &inst.instance_type)
-                .unwrap_or(0.0);
-            instance_usd += hours * price;
-            fee_usd += hours * fee;
             if inst.ended_at.is_none() {
                 *images.entry(inst.image_version.clone()).or_insert(0) += 1;
             }
@@ -1540,7 +1519,6 @@ impl Simulation {
                 )
             })
             .collect();
-        let round = |x: f64| (x * 100.0).round() / 100.0;
         Ok(Report {
             duration_seconds: secs(end - self.start),
             instances_launched: self.launched,
@@ -1555,11 +1533,15 @@ impl Simulation {
                 .collect(),
             task_stops: stops,
             services,
-            cost: report::Cost {
-                instance_usd: round(instance_usd),
-                fee_usd: round(fee_usd),
-                total_usd: round(instance_usd + fee_usd),
-            },
+            cost: report::Cost::metered(&berth_control::metering::report(
+                &self.ctx,
+                None,
+                berth_catalog::cost::Window {
+                    since: None,
+                    until: secs(end),
+                },
+                berth_catalog::cost::GroupBy::Service,
+            )?),
             wall_seconds: wall.as_secs_f64(),
             policy: report::PolicyReport {
                 drain_age_seconds: self.policy.drain_age,

@@ -73,14 +73,67 @@ pub struct Below {
     pub floor: u32,
 }
 
+/// The virtual period's cost, from the same meters and arithmetic as
+/// `berth cost` (`berth_control::metering`), in USD rounded to the cent.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cost {
-    /// Instance hours × the on-demand price (× 0.35 for spot).
+    /// Billed instance seconds × the on-demand price (× 0.35 for spot).
     pub instance_usd: f64,
-    /// Instance hours × the ECS Managed Instances management fee.
+    /// Billed instance seconds × the ECS Managed Instances management fee.
     pub fee_usd: f64,
     pub total_usd: f64,
+    /// The part of the bill no task reserved.
+    pub idle_usd: f64,
+    /// What the same tasks would have cost on Fargate (those that fit it).
+    pub fargate_usd: f64,
+    /// Tasks without a Fargate price (GPUs, beyond Fargate's sizes).
+    pub fargate_unpriced_tasks: usize,
+    /// Billed instance seconds.
+    pub instance_seconds: u64,
+    /// Each task group's (`service:NAME`, `family:NAME`) share.
+    pub services: BTreeMap<String, ServiceCost>,
+}
+
+/// One task group's share of the bill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCost {
+    /// Seconds its tasks ran.
+    pub seconds: u64,
+    pub total_usd: f64,
+    /// What its tasks would have cost on Fargate.
+    pub fargate_usd: Option<f64>,
+}
+
+impl Cost {
+    /// The report's figures from a metered cost report by service.
+    pub fn metered(r: &berth_catalog::cost::CostReport) -> Cost {
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        Cost {
+            instance_usd: round(r.instance_usd),
+            fee_usd: round(r.fee_usd),
+            total_usd: round(r.total_usd),
+            idle_usd: round(r.idle_usd),
+            fargate_usd: round(r.fargate_usd),
+            fargate_unpriced_tasks: r.fargate_unpriced_tasks,
+            instance_seconds: r.instance_seconds,
+            services: r
+                .rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.key.clone(),
+                        ServiceCost {
+                            seconds: row.seconds,
+                            total_usd: round(row.total_usd),
+                            fargate_usd: row.fargate_usd.map(round),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -168,6 +168,18 @@ fn sixty_days_keep_every_promise() {
     assert_eq!(r.engine.cap_steps_with_work, 0, "{json}");
     assert!(r.cost.total_usd > 0.0);
     assert!((r.cost.total_usd - r.cost.instance_usd - r.cost.fee_usd).abs() < 0.02);
+    // The same metered figures as `berth cost`: every group's share plus
+    // idle capacity is the bill (each rounded to the cent), and Fargate
+    // prices the same tasks.
+    let shares: f64 = r.cost.services.values().map(|s| s.total_usd).sum();
+    let groups = r.cost.services.len() as f64;
+    assert!(
+        (shares + r.cost.idle_usd - r.cost.total_usd).abs() <= 0.01 * (groups + 2.0),
+        "{json}"
+    );
+    assert!(r.cost.services["service:web"].total_usd > 0.0, "{json}");
+    assert!(r.cost.fargate_usd > 0.0);
+    assert!(r.cost.instance_seconds > 0);
 }
 
 #[test]

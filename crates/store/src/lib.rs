@@ -30,6 +30,7 @@ use berth_model::ecs::{
     Attribute, CapacityProvider, Cluster, ContainerInstance, Service, ServiceDeployment,
     ServiceRevision, Setting, Task, TaskDefinition, TaskDefinitionStatus,
 };
+use berth_model::meter::{InstanceMeter, TaskUsage};
 use std::path::Path;
 
 pub use sqlite::SqliteStore;
@@ -293,6 +294,31 @@ pub trait Tx {
     // ---- small key/value state (server identity, counters) ----
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn put_meta(&self, key: &str, value: &str) -> Result<()>;
+
+    // ---- metering (see berth_model::meter) ----
+    /// Opens an instance's meter; false (and nothing changed) when it has one.
+    fn open_instance_meter(&self, meter: &InstanceMeter) -> Result<bool>;
+    /// Removes the meter of an instance whose launch failed; false when none.
+    fn void_instance_meter(&self, instance_id: &str) -> Result<bool>;
+    /// Closes an instance's meter at `at` (not before its launch) and every
+    /// task usage on it still open; false when it was closed or unknown.
+    fn close_instance_meter(&self, instance_id: &str, at: f64) -> Result<bool>;
+    /// Opens a task's usage of an instance; false when it has one.
+    fn open_task_usage(&self, usage: &TaskUsage) -> Result<bool>;
+    /// Closes a task's usage of an instance at `at` (not before its start);
+    /// false when it was closed or unknown.
+    fn close_task_usage(&self, task_arn: &str, instance_id: &str, at: f64) -> Result<bool>;
+    /// The meters of instances (of one cluster, when given) that may be
+    /// billed in `[since, until)`: launched before `until` and not ended
+    /// (counting the 60 s minimum) before `since`; ordered by instance id.
+    fn instance_meters(
+        &self,
+        cluster_arn: Option<&str>,
+        since: f64,
+        until: f64,
+    ) -> Result<Vec<InstanceMeter>>;
+    /// The task usages of one instance, by start.
+    fn task_usages(&self, instance_id: &str) -> Result<Vec<TaskUsage>>;
 }
 
 /// Typed access to [`Tx::document`] and friends: a document is any

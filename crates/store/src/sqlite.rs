@@ -24,6 +24,7 @@ use berth_model::ecs::{
     ServiceDeployment, ServiceRevision, Setting, SettingName, SettingType, TargetType, Task,
     TaskDefinition, TaskDefinitionStatus,
 };
+use berth_model::meter::{InstanceMeter, TaskUsage};
 use rusqlite::types::ValueRef;
 use rusqlite::{
     CachedStatement, Connection, ErrorCode, OpenFlags, Row, ToSql, Transaction, TransactionBehavior,
@@ -1369,6 +1370,183 @@ impl Tx for SqliteTx<'_> {
             &[&key, &value],
         )?;
         Ok(())
+    }
+
+    // ---- metering ----
+
+    fn open_instance_meter(&self, m: &InstanceMeter) -> Result<bool> {
+        let changed = self.exec(
+            "INSERT INTO instance_meters (instance_id, cluster_arn, container_instance_arn,
+                 capacity_provider, instance_type, region, purchase_option, cpu_units,
+                 memory_mib, price_per_hour, fee_per_hour, price_table, fee_table,
+                 launched_at, ended_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT (instance_id) DO NOTHING",
+            &[
+                &m.instance_id,
+                &m.cluster_arn,
+                &m.container_instance_arn,
+                &m.capacity_provider,
+                &m.instance_type,
+                &m.region,
+                &m.purchase_option.as_str(),
+                &m.cpu_units,
+                &(m.memory_mib as i64),
+                &m.price_per_hour,
+                &m.fee_per_hour,
+                &m.price_table,
+                &m.fee_table,
+                &m.launched_at,
+                &m.ended_at,
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn void_instance_meter(&self, instance_id: &str) -> Result<bool> {
+        self.exec(
+            "DELETE FROM task_usage WHERE instance_id = ?1",
+            &[&instance_id],
+        )?;
+        let changed = self.exec(
+            "DELETE FROM instance_meters WHERE instance_id = ?1",
+            &[&instance_id],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn close_instance_meter(&self, instance_id: &str, at: f64) -> Result<bool> {
+        let changed = self.exec(
+            "UPDATE instance_meters SET ended_at = max(launched_at, ?2)
+             WHERE instance_id = ?1 AND ended_at IS NULL",
+            &[&instance_id, &at],
+        )?;
+        self.exec(
+            "UPDATE task_usage SET stopped_at = max(started_at, ?2)
+             WHERE instance_id = ?1 AND stopped_at IS NULL",
+            &[&instance_id, &at],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn open_task_usage(&self, u: &TaskUsage) -> Result<bool> {
+        let changed = self.exec(
+            "INSERT INTO task_usage (task_arn, instance_id, cluster_arn, grp, family, cpu_units,
+                 memory_mib, gpus, architecture, started_at, stopped_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT (task_arn, instance_id) DO NOTHING",
+            &[
+                &u.task_arn,
+                &u.instance_id,
+                &u.cluster_arn,
+                &u.group,
+                &u.family,
+                &u.cpu_units,
+                &(u.memory_mib as i64),
+                &u.gpus,
+                &u.architecture,
+                &u.started_at,
+                &u.stopped_at,
+            ],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn close_task_usage(&self, task_arn: &str, instance_id: &str, at: f64) -> Result<bool> {
+        let changed = self.exec(
+            "UPDATE task_usage SET stopped_at = max(started_at, ?3)
+             WHERE task_arn = ?1 AND instance_id = ?2 AND stopped_at IS NULL",
+            &[&task_arn, &instance_id, &at],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn instance_meters(
+        &self,
+        cluster_arn: Option<&str>,
+        since: f64,
+        until: f64,
+    ) -> Result<Vec<InstanceMeter>> {
+        const COLUMNS: &str = "SELECT instance_id, cluster_arn, container_instance_arn,
+                 capacity_provider, instance_type, region, purchase_option, cpu_units,
+                 memory_mib, price_per_hour, fee_per_hour, price_table, fee_table,
+                 launched_at, ended_at FROM instance_meters
+             WHERE launched_at < ?1 AND (ended_at IS NULL OR max(ended_at, launched_at + 60) > ?2)";
+        let row_to =
+            |row: &Row<'_>| -> Result<InstanceMeter> {
+                let option: String = row.get(6).db()?;
+                let instance_id: String = row.get(0).db()?;
+                let purchase_option = berth_model::meter::PurchaseOption::parse(&option)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        key: format!("instance meter {instance_id}"),
+                        reason: format!("unknown purchase option `{option}`"),
+                    })?;
+                let memory: i64 = row.get(8).db()?;
+                Ok(InstanceMeter {
+                    instance_id,
+                    cluster_arn: row.get(1).db()?,
+                    container_instance_arn: row.get(2).db()?,
+                    capacity_provider: row.get(3).db()?,
+                    instance_type: row.get(4).db()?,
+                    region: row.get(5).db()?,
+                    purchase_option,
+                    cpu_units: row.get(7).db()?,
+                    memory_mib: memory.max(0) as u64,
+                    price_per_hour: row.get(9).db()?,
+                    fee_per_hour: row.get(10).db()?,
+                    price_table: row.get(11).db()?,
+                    fee_table: row.get(12).db()?,
+                    launched_at: row.get(13).db()?,
+                    ended_at: row.get(14).db()?,
+                })
+            };
+        let mut out = vec![];
+        match cluster_arn {
+            Some(c) => {
+                let mut stmt = self.stmt(&format!(
+                    "{COLUMNS} AND cluster_arn = ?3 ORDER BY instance_id"
+                ))?;
+                let mut rows = stmt.query(rusqlite::params![until, since, c]).db()?;
+                while let Some(row) = rows.next().db()? {
+                    out.push(row_to(row)?);
+                }
+            }
+            None => {
+                let mut stmt = self.stmt(&format!("{COLUMNS} ORDER BY instance_id"))?;
+                let mut rows = stmt.query(rusqlite::params![until, since]).db()?;
+                while let Some(row) = rows.next().db()? {
+                    out.push(row_to(row)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn task_usages(&self, instance_id: &str) -> Result<Vec<TaskUsage>> {
+        let mut stmt = self.stmt(
+            "SELECT task_arn, instance_id, cluster_arn, grp, family, cpu_units, memory_mib, gpus,
+                 architecture, started_at, stopped_at
+             FROM task_usage WHERE instance_id = ?1 ORDER BY started_at, task_arn",
+        )?;
+        let mut rows = stmt.query([instance_id]).db()?;
+        let mut out = vec![];
+        while let Some(row) = rows.next().db()? {
+            let memory: i64 = row.get(6).db()?;
+            out.push(TaskUsage {
+                task_arn: row.get(0).db()?,
+                instance_id: row.get(1).db()?,
+                cluster_arn: row.get(2).db()?,
+                group: row.get(3).db()?,
+                family: row.get(4).db()?,
+                cpu_units: row.get(5).db()?,
+                memory_mib: memory.max(0) as u64,
+                gpus: row.get(7).db()?,
+                architecture: row.get(8).db()?,
+                started_at: row.get(9).db()?,
+                stopped_at: row.get(10).db()?,
+            });
+        }
+        Ok(out)
     }
 }
 

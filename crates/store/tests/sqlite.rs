@@ -1850,7 +1850,7 @@ fn a_version_1_database_gains_the_service_tables() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE services; DROP TABLE service_deployments; DROP TABLE service_revisions;
-             DROP TABLE documents;
+             DROP TABLE documents; DROP TABLE instance_meters; DROP TABLE task_usage;
              DELETE FROM schema_migrations WHERE version > 1; PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -1862,10 +1862,10 @@ fn a_version_1_database_gains_the_service_tables() {
         .unwrap();
     drop(store);
     let (version, applied) = migrations_of(&path);
-    assert_eq!(version, 3);
+    assert_eq!(version, 5);
     assert_eq!(
         applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4, 5]
     );
 }
 
@@ -1957,4 +1957,105 @@ fn documents_round_trip_page_by_parent_and_survive_a_reopen() {
             Ok::<_, StoreError>(())
         })
         .unwrap();
+}
+
+fn meter(id: &str, cluster: &str, launched: f64) -> berth_model::meter::InstanceMeter {
+    berth_model::meter::InstanceMeter {
+        instance_id: id.into(),
+        cluster_arn: cluster.into(),
+        container_instance_arn: format!("ci/{id}"),
+        capacity_provider: "mi".into(),
+        instance_type: "m7i.large".into(),
+        region: "us-east-1".into(),
+        purchase_option: berth_model::meter::PurchaseOption::Spot,
+        cpu_units: 2048,
+        memory_mib: 8192,
+        price_per_hour: 0.1,
+        fee_per_hour: 0.01,
+        price_table: "p".into(),
+        fee_table: "f".into(),
+        launched_at: launched,
+        ended_at: None,
+    }
+}
+
+fn usage(task: &str, id: &str, started: f64) -> berth_model::meter::TaskUsage {
+    berth_model::meter::TaskUsage {
+        task_arn: task.into(),
+        instance_id: id.into(),
+        cluster_arn: "c".into(),
+        group: Some("service:web".into()),
+        family: None,
+        cpu_units: 256,
+        memory_mib: 512,
+        gpus: 0,
+        architecture: "x86_64".into(),
+        started_at: started,
+        stopped_at: None,
+    }
+}
+
+#[test]
+fn meters_open_and_close_once_and_survive_a_reopen() {
+    let (_dir, path, store) = file_store();
+    store
+        .write(|tx| {
+            assert!(tx.open_instance_meter(&meter("i-1", "c", 100.0))?);
+            assert!(!tx.open_instance_meter(&meter("i-1", "c", 999.0))?);
+            assert!(tx.open_instance_meter(&meter("i-2", "d", 100.0))?);
+            assert!(tx.open_instance_meter(&meter("i-3", "c", 100.0))?);
+            assert!(tx.open_task_usage(&usage("t1", "i-1", 110.0))?);
+            assert!(!tx.open_task_usage(&usage("t1", "i-1", 500.0))?);
+            assert!(tx.open_task_usage(&usage("t2", "i-1", 120.0))?);
+            assert!(tx.close_task_usage("t1", "i-1", 130.0)?);
+            assert!(!tx.close_task_usage("t1", "i-1", 900.0)?);
+            assert!(tx.void_instance_meter("i-3")?);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    drop(store);
+    let store = Store::open_sqlite(&path, Durability::Full).unwrap();
+    store
+        .write(|tx| {
+            // Closing the instance closes what is still open on it.
+            assert!(tx.close_instance_meter("i-1", 200.0)?);
+            assert!(!tx.close_instance_meter("i-1", 300.0)?);
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let (c, all, late) = store
+        .read(|tx| {
+            Ok::<_, StoreError>((
+                tx.instance_meters(Some("c"), 0.0, 1000.0)?,
+                tx.instance_meters(None, 0.0, 1000.0)?,
+                tx.instance_meters(None, 1000.0, 2000.0)?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].launched_at, 100.0);
+    assert_eq!(c[0].ended_at, Some(200.0));
+    assert_eq!(
+        c[0].purchase_option,
+        berth_model::meter::PurchaseOption::Spot
+    );
+    assert_eq!(all.len(), 2);
+    // i-1 ended at 200 (its minute long past); i-2 still runs.
+    assert_eq!(
+        late.iter()
+            .map(|m| m.instance_id.as_str())
+            .collect::<Vec<_>>(),
+        ["i-2"]
+    );
+    let usages = store.read(|tx| tx.task_usages("i-1")).unwrap();
+    assert_eq!(usages.len(), 2);
+    assert_eq!(
+        (usages[0].started_at, usages[0].stopped_at),
+        (110.0, Some(130.0))
+    );
+    assert_eq!(
+        (usages[1].started_at, usages[1].stopped_at),
+        (120.0, Some(200.0))
+    );
+    assert!(store.read(|tx| tx.task_usages("i-3")).unwrap().is_empty());
 }

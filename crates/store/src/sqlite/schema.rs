@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// Every migration, in order; the schema version of a database is how many of
 /// them it has had.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 const V1: &str = "
 CREATE TABLE schema_migrations (
@@ -167,6 +167,52 @@ CREATE TABLE documents (
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
 CREATE INDEX documents_parent ON documents (kind, parent, key);
+";
+
+/// Reserved for the task indexes of a parallel change; this placeholder
+/// keeps the meters below numbered 5 and is replaced by that migration.
+const V4: &str = "SELECT 1;";
+
+/// Metering (depends on nothing after V3): one row per instance with its
+/// price and fee frozen at launch, one per task's stay on an instance.
+/// Written in the transactions of the state changes they record; costs are
+/// computed from these alone, never from tasks (which may be pruned).
+const V5: &str = "
+CREATE TABLE instance_meters (
+    instance_id            TEXT PRIMARY KEY,
+    cluster_arn            TEXT NOT NULL,
+    container_instance_arn TEXT NOT NULL,
+    capacity_provider      TEXT NOT NULL,
+    instance_type          TEXT NOT NULL,
+    region                 TEXT NOT NULL,
+    purchase_option        TEXT NOT NULL,
+    cpu_units              INTEGER NOT NULL,
+    memory_mib             INTEGER NOT NULL,
+    price_per_hour         REAL NOT NULL,
+    fee_per_hour           REAL NOT NULL,
+    price_table            TEXT NOT NULL,
+    fee_table              TEXT NOT NULL,
+    launched_at            REAL NOT NULL,
+    ended_at               REAL
+);
+CREATE INDEX instance_meters_cluster ON instance_meters (cluster_arn, launched_at);
+CREATE INDEX instance_meters_launched ON instance_meters (launched_at);
+
+CREATE TABLE task_usage (
+    task_arn     TEXT NOT NULL,
+    instance_id  TEXT NOT NULL,
+    cluster_arn  TEXT NOT NULL,
+    grp          TEXT,
+    family       TEXT,
+    cpu_units    INTEGER NOT NULL,
+    memory_mib   INTEGER NOT NULL,
+    gpus         INTEGER NOT NULL,
+    architecture TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    stopped_at   REAL,
+    PRIMARY KEY (task_arn, instance_id)
+) WITHOUT ROWID;
+CREATE INDEX task_usage_instance ON task_usage (instance_id, stopped_at);
 ";
 
 /// The schema version of the database behind `conn`.
