@@ -599,6 +599,7 @@ fn instance_tasks_wanted(
             cluster_arn: r.cluster_arn.clone(),
             container_instance_arn: Some(r.container_instance_arn.clone()),
             desired_status: Some((*desired).into()),
+            not_stopped: true,
             ..Default::default()
         };
         let tasks = berth_store::all(|a, n| tx.tasks(&filter, a, n))?;
@@ -610,6 +611,19 @@ fn instance_tasks_wanted(
         );
     }
     Ok(out)
+}
+
+/// The tasks [`desired`] makes the set of, with their versions: when they
+/// are the same, so is the set.
+pub fn desired_versions(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<(String, i64)>, EcsError> {
+    let filter = TaskFilter {
+        cluster_arn: r.cluster_arn.clone(),
+        container_instance_arn: Some(r.container_instance_arn.clone()),
+        desired_status: Some("RUNNING".into()),
+        not_stopped: true,
+        ..Default::default()
+    };
+    Ok(berth_store::all(|a, n| tx.task_versions(&filter, a, n))?)
 }
 
 /// The full desired set for an instance: the tasks it should run. A task

@@ -165,6 +165,16 @@ fn default_requirements() -> InstanceRequirementsRequest {
     }
 }
 
+/// A desired set as last sent to an instance.
+struct Sent {
+    /// The tasks it was made of and their versions: while they are the
+    /// same, so is the set, and it is not built again.
+    tasks: Vec<(String, i64)>,
+    /// The set itself, as JSON.
+    fingerprint: String,
+    generation: u64,
+}
+
 pub struct Scheduler {
     pub ctx: Arc<Ctx>,
     pub provider: Arc<dyn Launcher>,
@@ -172,7 +182,7 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     /// What each instance was last sent and its generation, so a desired set
     /// goes out only when it changed, with a generation above the last one.
-    sent: Mutex<BTreeMap<String, (String, u64)>>,
+    sent: Mutex<BTreeMap<String, Sent>>,
     /// Seed of the `random` placement strategy, a new one every tick.
     seed: AtomicU64,
     /// Since when each instance (by cluster) has had no task.
@@ -1615,29 +1625,54 @@ impl Scheduler {
     /// counting again on each): the hello stores and sends one, and each push
     /// after it takes the next, counted in memory, so a push costs no write.
     pub fn push_if_changed(&self, instance_id: &str) -> Result<(), EcsError> {
+        // The set's tasks and their versions first: while none changed, the
+        // set is what was sent, and building it (every task's spec) is
+        // skipped. A set depends on nothing else that changes: a task's
+        // definition never does, its address comes with a write of the task.
         let current = self.ctx.store.read(|tx| {
             let Some(r) = load_record(tx, instance_id)? else {
                 return Ok::<_, EcsError>(None);
             };
-            Ok(Some((r.generation, agents::desired(tx, &r)?)))
+            Ok(Some((agents::desired_versions(tx, &r)?, r)))
         })?;
-        let Some((stored, tasks)) = current else {
+        let Some((versions, record)) = current else {
             return Ok(());
         };
+        let unchanged = self.sent.lock().is_ok_and(|sent| {
+            sent.get(instance_id)
+                .is_some_and(|last| last.tasks == versions)
+        });
+        if unchanged {
+            return Ok(());
+        }
+        let tasks = self.ctx.store.read(|tx| agents::desired(tx, &record))?;
         let fingerprint = serde_json::to_string(&tasks).unwrap_or_default();
         let Ok(mut sent) = self.sent.lock() else {
             return Ok(());
         };
-        let last = sent.get(instance_id);
-        if last.is_some_and(|(f, _)| *f == fingerprint) {
-            return Ok(());
+        let last = sent.get_mut(instance_id);
+        if let Some(last) = last {
+            if last.fingerprint == fingerprint {
+                // Tasks changed (a report), the set did not.
+                last.tasks = versions;
+                return Ok(());
+            }
         }
-        let generation = last.map_or(stored, |(_, g)| (*g).max(stored)) + 1;
+        let last = sent.get(instance_id);
+        let generation =
+            last.map_or(record.generation, |s| s.generation.max(record.generation)) + 1;
         if self
             .link
             .send(instance_id, ServerMessage::Desired { generation, tasks })
         {
-            sent.insert(instance_id.to_string(), (fingerprint, generation));
+            sent.insert(
+                instance_id.to_string(),
+                Sent {
+                    tasks: versions,
+                    fingerprint,
+                    generation,
+                },
+            );
         }
         Ok(())
     }

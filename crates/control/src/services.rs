@@ -145,6 +145,9 @@ fn reconcile_service(
         cluster_arn: cluster_arn.to_string(),
         group: Some(group.clone()),
         desired_status: Some("RUNNING".into()),
+        // A task is STOPPED with its desired status STOPPED: the same
+        // tasks, read from the index of those not yet stopped.
+        not_stopped: true,
         ..Default::default()
     };
     let running: Vec<Versioned<Task>> = berth_store::all(|a, n| tx.tasks(&filter, a, n))?;
@@ -171,12 +174,6 @@ fn reconcile_service(
     }
     let original = svc.clone();
     let mut deployments = svc.deployments.clone().unwrap_or_default();
-    let mut failed: BTreeMap<String, u32> = BTreeMap::new();
-    for d in &deployments {
-        let id = d.id.clone().unwrap_or_default();
-        let n = failures(tx, cluster_arn, &id, 200)?;
-        failed.insert(id, n);
-    }
     // PRIMARY first.
     deployments.sort_by_key(|d| d.status.as_deref() != Some("PRIMARY"));
     if deployments.is_empty() {
@@ -188,6 +185,21 @@ fn reconcile_service(
         .deployment_circuit_breaker
         .clone()
         .unwrap_or_default();
+    // Failures are counted (a read of the deployment's stopped tasks) while
+    // its rollout is in progress, the only time the breaker judges it; a
+    // deployment whose rollout is over keeps the count it reached (ECS too
+    // stops counting once a deployment runs), so no pass reads a
+    // long-lived deployment's whole history.
+    let mut failed: BTreeMap<String, u32> = BTreeMap::new();
+    for d in &deployments {
+        let id = d.id.clone().unwrap_or_default();
+        let n = if rollout_of(d) == Rollout::InProgress {
+            failures(tx, cluster_arn, &id, 200)?
+        } else {
+            u32::try_from(d.failed_tasks).unwrap_or(0)
+        };
+        failed.insert(id, n);
+    }
     let mut zones: Vec<String> = vec![];
     let mut tasks = vec![];
     for v in running.iter().chain(&stopping) {

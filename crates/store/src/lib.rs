@@ -80,6 +80,11 @@ pub struct TaskFilter {
     pub desired_status: Option<String>,
     /// Compared with the task's `lastStatus`.
     pub last_status: Option<String>,
+    /// Only tasks whose `lastStatus` is not `STOPPED`: what is still placed
+    /// or running. With the instance or the group and the desired status,
+    /// such a listing reads an index of those tasks alone, so it costs the
+    /// same however many tasks have stopped before.
+    pub not_stopped: bool,
 }
 
 /// Filters of ListTaskDefinitions.
@@ -194,6 +199,14 @@ pub trait Tx {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Versioned<Task>>>;
+    /// The ARN and version of each task [`Tx::tasks`] lists, without the
+    /// documents: what tells cheaply whether any of them changed.
+    fn task_versions(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, i64)>>;
     /// How many tasks of a cluster are in each `lastStatus`: `(lastStatus, count)`.
     fn task_counts(&self, cluster_arn: &str) -> Result<Vec<(String, i64)>>;
     fn put_task(&self, task: &Task, expect: Expect) -> Result<i64>;

@@ -1153,6 +1153,41 @@ fn task_filters() {
                 && t.desired_status.as_deref() == Some("RUNNING")
         },
     );
+    // Not yet stopped, by instance and by group with a desired status (the
+    // scheduler's reads, on the partial indexes of migration 4), and alone.
+    check(
+        TaskFilter {
+            container_instance_arn: Some(ci2.clone()),
+            desired_status: Some("RUNNING".into()),
+            not_stopped: true,
+            ..base.clone()
+        },
+        &|t| {
+            t.container_instance_arn.as_ref() == Some(&ci2)
+                && t.desired_status.as_deref() == Some("RUNNING")
+                && t.last_status.as_deref() != Some("STOPPED")
+        },
+    );
+    check(
+        TaskFilter {
+            group: Some("family:batch".into()),
+            desired_status: Some("STOPPED".into()),
+            not_stopped: true,
+            ..base.clone()
+        },
+        &|t| {
+            t.group.as_deref() == Some("family:batch")
+                && t.desired_status.as_deref() == Some("STOPPED")
+                && t.last_status.as_deref() != Some("STOPPED")
+        },
+    );
+    check(
+        TaskFilter {
+            not_stopped: true,
+            ..base.clone()
+        },
+        &|t| t.last_status.as_deref() != Some("STOPPED"),
+    );
     let none = TaskFilter {
         family: Some("nope".into()),
         ..base.clone()
@@ -1862,10 +1897,10 @@ fn a_version_1_database_gains_the_service_tables() {
         .unwrap();
     drop(store);
     let (version, applied) = migrations_of(&path);
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     assert_eq!(
         applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
-        [1, 2, 3]
+        [1, 2, 3, 4]
     );
 }
 

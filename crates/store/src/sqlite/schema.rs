@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// Every migration, in order; the schema version of a database is how many of
 /// them it has had.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 const V1: &str = "
 CREATE TABLE schema_migrations (
@@ -167,6 +167,18 @@ CREATE TABLE documents (
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
 CREATE INDEX documents_parent ON documents (kind, parent, key);
+";
+
+/// Tasks not yet STOPPED, by instance and by group (a service's tasks), with
+/// their desired status: what the scheduler reads every tick. Partial
+/// indexes, so those reads never walk the tasks stopped before, however
+/// many; used by a listing with [`crate::TaskFilter::not_stopped`], whose
+/// condition is literally theirs.
+const V4: &str = "
+CREATE INDEX tasks_live_instance ON tasks (cluster_arn, container_instance_arn, desired_status, arn)
+    WHERE last_status IS NOT 'STOPPED';
+CREATE INDEX tasks_live_group ON tasks (cluster_arn, grp, desired_status, arn)
+    WHERE last_status IS NOT 'STOPPED';
 ";
 
 /// The schema version of the database behind `conn`.
