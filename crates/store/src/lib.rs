@@ -247,6 +247,15 @@ pub trait Tx {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Versioned<ContainerInstance>>>;
+    /// The ARN and version of each container instance
+    /// [`Tx::container_instances`] lists, without the documents.
+    fn container_instance_versions(
+        &self,
+        cluster_arn: &str,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, i64)>>;
     fn put_container_instance(
         &self,
         cluster_arn: &str,
@@ -431,6 +440,17 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(s) => s.read(f),
+        }
+    }
+
+    /// A mark that differs whenever anything stored may have changed since
+    /// it was taken (a write through this store, or by another process on
+    /// the same file): while it is the same, a reader can keep what it
+    /// derived from the store. It may differ with nothing changed (a write
+    /// rolled back), never the other way.
+    pub fn change_mark(&self) -> Result<(u64, i64)> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.change_mark(),
         }
     }
 

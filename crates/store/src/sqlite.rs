@@ -143,6 +143,17 @@ impl SqliteStore {
         }
     }
 
+    /// Rows this store's writer has changed (every write goes through it)
+    /// and SQLite's `data_version` (which moves when another connection,
+    /// another process, commits to the file): see [`crate::Store::change_mark`].
+    pub fn change_mark(&self) -> Result<(u64, i64)> {
+        let conn = lock(&self.writer);
+        let others: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .db()?;
+        Ok((conn.total_changes(), others))
+    }
+
     /// Runs `f` in one write transaction, committed only when it returns `Ok`.
     pub fn write<R, E>(&self, f: impl FnOnce(&dyn Tx) -> Result<R, E>) -> Result<R, E>
     where
@@ -376,6 +387,31 @@ fn task_listing<'p>(
         // Literally the condition of the partial indexes `tasks_live_*`
         // (migration 4), so the planner can use them: not a parameter.
         sql.push_str(" AND last_status IS NOT 'STOPPED'");
+    }
+    if let Some(after) = after {
+        params.push(after);
+        sql.push_str(&format!(" AND arn > ?{}", params.len()));
+    }
+    params.push(limit);
+    sql.push_str(&format!(" ORDER BY arn LIMIT ?{}", params.len()));
+    (sql, params)
+}
+
+/// The statement and parameters of a listing of container instances:
+/// `columns` of a cluster's instances (of one status) after `after`, by
+/// ARN, at most `limit`.
+fn instance_listing<'p>(
+    columns: &str,
+    cluster_arn: &'p &str,
+    status: &'p Option<&str>,
+    after: &'p Option<&str>,
+    limit: &'p i64,
+) -> (String, Vec<&'p dyn ToSql>) {
+    let mut sql = format!("SELECT {columns} FROM container_instances WHERE cluster_arn = ?1");
+    let mut params: Vec<&dyn ToSql> = vec![cluster_arn];
+    if let Some(status) = status {
+        params.push(status);
+        sql.push_str(&format!(" AND status = ?{}", params.len()));
     }
     if let Some(after) = after {
         params.push(after);
@@ -1095,21 +1131,8 @@ impl Tx for SqliteTx<'_> {
         limit: usize,
     ) -> Result<Page<Versioned<ContainerInstance>>> {
         let limit_p = limit_param(limit);
-        let mut sql = String::from(
-            "SELECT arn, version, doc FROM container_instances WHERE cluster_arn = ?1",
-        );
-        let mut params: Vec<&dyn ToSql> = vec![&cluster_arn];
-        if let Some(status) = &status {
-            params.push(status);
-            sql.push_str(&format!(" AND status = ?{}", params.len()));
-        }
-        if let Some(after) = &after {
-            params.push(after);
-            sql.push_str(&format!(" AND arn > ?{}", params.len()));
-        }
-        params.push(&limit_p);
-        sql.push_str(&format!(" ORDER BY arn LIMIT ?{}", params.len()));
-
+        let (sql, params) =
+            instance_listing("arn, version, doc", &cluster_arn, &status, &after, &limit_p);
         self.list(&sql, &params, limit, |row| {
             let arn: String = row.get(0).db()?;
             let value = Versioned {
@@ -1117,6 +1140,23 @@ impl Tx for SqliteTx<'_> {
                 value: doc(row, 2, CONTAINER_INSTANCE, &arn)?,
             };
             Ok((arn, value))
+        })
+    }
+
+    fn container_instance_versions(
+        &self,
+        cluster_arn: &str,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, i64)>> {
+        let limit_p = limit_param(limit);
+        let (sql, params) =
+            instance_listing("arn, version", &cluster_arn, &status, &after, &limit_p);
+        self.list(&sql, &params, limit, |row| {
+            let arn: String = row.get(0).db()?;
+            let version: i64 = row.get(1).db()?;
+            Ok((arn.clone(), (arn, version)))
         })
     }
 
@@ -1535,6 +1575,27 @@ mod tests {
         };
         let p = plan(&by_group, None);
         assert!(p.contains("tasks_live_group"), "{p}");
+        // Versions alone: from the index, not the table.
+        let limit = 100i64;
+        let (sql, params) = task_listing("arn, version", &by_group, &None, &limit);
+        let p: String = conn
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {sql}"),
+                params.as_slice(),
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(p.contains("COVERING INDEX tasks_live_group"), "{p}");
+        // The scheduler's pending tasks: by last status, not by the desired
+        // status every running task shares.
+        let pending = TaskFilter {
+            cluster_arn: "c".into(),
+            desired_status: Some("RUNNING".into()),
+            last_status: Some("PROVISIONING".into()),
+            ..Default::default()
+        };
+        let p = plan(&pending, None);
+        assert!(p.contains("tasks_cluster_last_arn"), "{p}");
         assert!(conn
             .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
             .unwrap());

@@ -1886,6 +1886,9 @@ fn a_version_1_database_gains_the_service_tables() {
         conn.execute_batch(
             "DROP TABLE services; DROP TABLE service_deployments; DROP TABLE service_revisions;
              DROP TABLE documents;
+             DROP INDEX tasks_live_instance; DROP INDEX tasks_live_group;
+             DROP INDEX tasks_cluster_last_arn;
+             CREATE INDEX tasks_cluster_last ON tasks (cluster_arn, last_status);
              DELETE FROM schema_migrations WHERE version > 1; PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -1992,4 +1995,21 @@ fn documents_round_trip_page_by_parent_and_survive_a_reopen() {
             Ok::<_, StoreError>(())
         })
         .unwrap();
+}
+
+#[test]
+fn the_change_mark_moves_with_writes_only() {
+    let (_dir, path, store) = file_store();
+    let before = store.change_mark().unwrap();
+    store.read(|tx| tx.meta("k")).unwrap();
+    assert_eq!(store.change_mark().unwrap(), before);
+    store.write(|tx| tx.put_meta("k", "v")).unwrap();
+    let after = store.change_mark().unwrap();
+    assert_ne!(after, before);
+    // Another process writing the same file moves it too.
+    {
+        let other = Store::open_sqlite(&path, Durability::Full).unwrap();
+        other.write(|tx| tx.put_meta("k", "w")).unwrap();
+    }
+    assert_ne!(store.change_mark().unwrap(), after);
 }
