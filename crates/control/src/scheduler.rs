@@ -165,12 +165,13 @@ fn default_requirements() -> InstanceRequirementsRequest {
     }
 }
 
-/// Container instances as read, by ARN: the tick that last read each,
-/// its version and document.
+/// Container instances and the tasks placed on them as read, by ARN: the
+/// tick that last read each, its version and document.
 #[derive(Default)]
 struct KnownInstances {
     tick: u64,
     by_arn: BTreeMap<String, (u64, i64, Arc<ContainerInstance>)>,
+    tasks: BTreeMap<String, (u64, i64, Arc<Task>)>,
 }
 
 /// A desired set as last sent to an instance.
@@ -379,6 +380,41 @@ impl Scheduler {
         Ok(out)
     }
 
+    /// [`agents::instance_tasks`], each task decoded again only when its
+    /// version changed since a tick read it (as [`Self::instances`], and
+    /// with its rule: before any write in the transaction).
+    fn instance_tasks(&self, tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<Arc<Task>>, EcsError> {
+        let mut out = vec![];
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let tick = known.tick;
+        for desired in ["RUNNING", "STOPPED"] {
+            let filter = TaskFilter {
+                cluster_arn: r.cluster_arn.clone(),
+                container_instance_arn: Some(r.container_instance_arn.clone()),
+                desired_status: Some(desired.into()),
+                not_stopped: true,
+                ..Default::default()
+            };
+            for (arn, version) in berth_store::all(|a, n| tx.task_versions(&filter, a, n))? {
+                let hit = known
+                    .tasks
+                    .get(&arn)
+                    .filter(|(_, v, _)| *v == version)
+                    .map(|(_, _, t)| t.clone());
+                let task = match hit {
+                    Some(t) => t,
+                    None => match tx.task(&arn)? {
+                        Some(v) if v.version == version => Arc::new(v.value),
+                        _ => continue,
+                    },
+                };
+                known.tasks.insert(arn, (tick, version, task.clone()));
+                out.push(task);
+            }
+        }
+        Ok(out)
+    }
+
     /// Forgets what an instance was sent (it reconnected and got a fresh set).
     pub fn forget(&self, instance_id: &str) {
         if let Ok(mut sent) = self.sent.lock() {
@@ -397,6 +433,7 @@ impl Scheduler {
             known.tick += 1;
             let tick = known.tick;
             known.by_arn.retain(|_, (seen, _, _)| *seen + 2 >= tick);
+            known.tasks.retain(|_, (seen, _, _)| *seen + 2 >= tick);
         }
         // Addresses of stopped tasks go back to the provider.
         for (instance_id, task_arn) in agents::pending_releases(&self.ctx)? {
@@ -753,14 +790,14 @@ impl Scheduler {
                 let mut on = vec![];
                 let mut app_tasks = 0;
                 let (mut used_cpu, mut used_mem) = (0i64, 0i64);
-                for t in agents::instance_tasks(tx, &record)? {
+                for t in self.instance_tasks(tx, &record)? {
                     if !crate::daemons::is_daemon_task(&t) {
                         app_tasks += 1;
                     }
                     let (c, m) = task_needs(&t);
                     used_cpu += i64::from(c);
                     used_mem += m as i64;
-                    let td = tds.get(tx, t.task_definition_arn.as_deref())?;
+                    let td = tds.shared(tx, t.task_definition_arn.as_deref())?;
                     on.push((t, td));
                 }
                 let arn = ci.container_instance_arn.clone().unwrap_or_default();
