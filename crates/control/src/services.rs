@@ -545,6 +545,7 @@ fn reconcile_service(
             .any(|r| d.id.as_deref() == Some(r.as_str()))
     });
     // Counts, from the tasks as they are now.
+    let stopping_now: BTreeSet<&str> = decision.stop.iter().map(|s| s.task.as_str()).collect();
     let (mut run_total, mut pending_total) = (0, 0);
     for d in deployments.iter_mut() {
         let id = d.id.clone().unwrap_or_default();
@@ -552,10 +553,10 @@ fn reconcile_service(
             .iter()
             .filter(|v| v.value.started_by.as_deref() == Some(id.as_str()))
             .filter(|v| {
-                !decision
-                    .stop
-                    .iter()
-                    .any(|s| Some(s.task.as_str()) == v.value.task_arn.as_deref())
+                v.value
+                    .task_arn
+                    .as_deref()
+                    .is_none_or(|a| !stopping_now.contains(a))
             });
         let (mut r, mut p) = (0, 0);
         for v in mine {
