@@ -9,6 +9,7 @@ use berth_model::EcsError;
 use berth_protocol::{DesiredStatus, Hello, TaskReport, TaskSpec};
 use berth_store::{Expect, TaskFilter, Tx, Versioned};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
 
 /// berth's private record of an instance, beside its public ContainerInstance.
@@ -603,6 +604,7 @@ fn instance_tasks_wanted(
             cluster_arn: r.cluster_arn.clone(),
             container_instance_arn: Some(r.container_instance_arn.clone()),
             desired_status: Some((*desired).into()),
+            not_stopped: true,
             ..Default::default()
         };
         let tasks = berth_store::all(|a, n| tx.tasks(&filter, a, n))?;
@@ -614,6 +616,19 @@ fn instance_tasks_wanted(
         );
     }
     Ok(out)
+}
+
+/// The tasks [`desired`] makes the set of, with their versions: when they
+/// are the same, so is the set.
+pub fn desired_versions(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<(String, i64)>, EcsError> {
+    let filter = TaskFilter {
+        cluster_arn: r.cluster_arn.clone(),
+        container_instance_arn: Some(r.container_instance_arn.clone()),
+        desired_status: Some("RUNNING".into()),
+        not_stopped: true,
+        ..Default::default()
+    };
+    Ok(berth_store::all(|a, n| tx.task_versions(&filter, a, n))?)
 }
 
 /// The full desired set for an instance: the tasks it should run. A task
@@ -667,7 +682,7 @@ pub fn load_task_definition(tx: &dyn Tx, td_arn: &str) -> Result<Option<TaskDefi
 
 /// Task definitions by ARN, each read once (for one pass over many tasks).
 #[derive(Default)]
-pub struct TdCache(std::collections::BTreeMap<String, Option<TaskDefinition>>);
+pub struct TdCache(std::collections::BTreeMap<String, Option<Arc<TaskDefinition>>>);
 
 impl TdCache {
     /// The task definition of `arn` (`None` when absent or not found).
@@ -676,13 +691,22 @@ impl TdCache {
         tx: &dyn Tx,
         arn: Option<&str>,
     ) -> Result<Option<TaskDefinition>, EcsError> {
+        Ok(self.shared(tx, arn)?.map(|td| TaskDefinition::clone(&td)))
+    }
+
+    /// [`Self::get`] without a copy.
+    pub fn shared(
+        &mut self,
+        tx: &dyn Tx,
+        arn: Option<&str>,
+    ) -> Result<Option<Arc<TaskDefinition>>, EcsError> {
         let Some(arn) = arn else {
             return Ok(None);
         };
         if let Some(td) = self.0.get(arn) {
             return Ok(td.clone());
         }
-        let td = load_task_definition(tx, arn)?;
+        let td = load_task_definition(tx, arn)?.map(Arc::new);
         self.0.insert(arn.to_string(), td.clone());
         Ok(td)
     }

@@ -11,6 +11,7 @@ use berth_scheduler::placement::{
 };
 use berth_store::Tx;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The placement constraints and strategies of a RunTask, as it gave them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -213,8 +214,11 @@ pub fn registered_gpus(ci: &ContainerInstance) -> Vec<String> {
 
 /// The GPU ids the tasks hold.
 pub fn gpus_in_use(tasks: &[Task]) -> Vec<String> {
+    gpus_of(tasks.iter())
+}
+
+fn gpus_of<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<String> {
     tasks
-        .iter()
         .flat_map(|t| t.containers.iter().flatten())
         .flat_map(|c| c.gpu_ids.iter().flatten().cloned())
         .collect()
@@ -247,7 +251,7 @@ pub fn assign_gpus(t: &mut Task, td: &TaskDefinition, gpus: &[String]) {
 pub fn instance_spec(
     ci: &ContainerInstance,
     custom: &[Attribute],
-    tasks: &[(Task, Option<TaskDefinition>)],
+    tasks: &[(Arc<Task>, Option<Arc<TaskDefinition>>)],
     remaining_cpu: i64,
     remaining_memory: i64,
 ) -> InstanceSpec {
@@ -259,8 +263,7 @@ pub fn instance_spec(
         .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
         .collect();
     attributes.dedup_by(|a, b| a.0 == b.0);
-    let plain: Vec<Task> = tasks.iter().map(|(t, _)| t.clone()).collect();
-    let used = gpus_in_use(&plain);
+    let used = gpus_of(tasks.iter().map(|(t, _)| &**t));
     let free_gpus = registered_gpus(ci)
         .into_iter()
         .filter(|g| !used.contains(g))
@@ -280,12 +283,12 @@ pub fn instance_spec(
         free_gpus,
         ports_in_use: tasks
             .iter()
-            .filter_map(|(_, td)| td.as_ref())
+            .filter_map(|(_, td)| td.as_deref())
             .flat_map(host_ports)
             .collect(),
         task_groups: tasks
             .iter()
-            .map(|(t, td)| group_of(t, td.as_ref()))
+            .map(|(t, td)| group_of(t, td.as_deref()))
             .collect(),
     }
 }

@@ -18,7 +18,7 @@ use berth_store::{Expect, TaskFilter, Tx, Versioned};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How the scheduler launches instances.
@@ -168,6 +168,25 @@ fn default_requirements() -> InstanceRequirementsRequest {
     }
 }
 
+/// Container instances and the tasks placed on them as read, by ARN: the
+/// tick that last read each, its version and document.
+#[derive(Default)]
+struct KnownInstances {
+    tick: u64,
+    by_arn: BTreeMap<String, (u64, i64, Arc<ContainerInstance>)>,
+    tasks: BTreeMap<String, (u64, i64, Arc<Task>)>,
+}
+
+/// A desired set as last sent to an instance.
+struct Sent {
+    /// The tasks it was made of and their versions: while they are the
+    /// same, so is the set, and it is not built again.
+    tasks: Vec<(String, i64)>,
+    /// The set itself, as JSON.
+    fingerprint: String,
+    generation: u64,
+}
+
 pub struct Scheduler {
     pub ctx: Arc<Ctx>,
     pub provider: Arc<dyn Launcher>,
@@ -175,7 +194,15 @@ pub struct Scheduler {
     pub config: SchedulerConfig,
     /// What each instance was last sent and its generation, so a desired set
     /// goes out only when it changed, with a generation above the last one.
-    sent: Mutex<BTreeMap<String, (String, u64)>>,
+    sent: Mutex<BTreeMap<String, Sent>>,
+    /// Services whose last pass changed nothing (see [`crate::services::Steady`]).
+    steady: crate::services::Steady,
+    /// By cluster, the store's change mark when every desired set of its
+    /// instances was last settled (sent, or unchanged): while the store has
+    /// not changed since, there is nothing new to push.
+    pushed: Mutex<BTreeMap<String, (u64, i64)>>,
+    /// Container instances as last read (see `instances`).
+    known: Mutex<KnownInstances>,
     /// Seed of the `random` placement strategy, a new one every tick.
     seed: AtomicU64,
     /// Since when each instance (by cluster) has had no task.
@@ -313,6 +340,9 @@ impl Scheduler {
             link,
             config,
             sent: Mutex::new(BTreeMap::new()),
+            steady: crate::services::Steady::default(),
+            pushed: Mutex::new(BTreeMap::new()),
+            known: Mutex::new(KnownInstances::default()),
             seed: AtomicU64::new(0x5eed),
             idle_since: Mutex::new(BTreeMap::new()),
             batches: Mutex::new(BTreeMap::new()),
@@ -324,16 +354,97 @@ impl Scheduler {
         }
     }
 
+    /// A cluster's container instances of a status, by ARN. Each is decoded
+    /// again only when its version changed since the last read (a version
+    /// is never reused for other content); what no tick read for two ticks
+    /// is forgotten. Only what is committed may be kept: in a write
+    /// transaction, call it before writing any container instance.
+    fn instances(
+        &self,
+        tx: &dyn Tx,
+        cluster_arn: &str,
+        status: &str,
+    ) -> Result<Vec<Versioned<Arc<ContainerInstance>>>, EcsError> {
+        let versions = berth_store::all(|a, n| {
+            tx.container_instance_versions(cluster_arn, Some(status), a, n)
+        })?;
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let tick = known.tick;
+        let mut out = Vec::with_capacity(versions.len());
+        for (arn, version) in versions {
+            let hit = known
+                .by_arn
+                .get(&arn)
+                .filter(|(_, v, _)| *v == version)
+                .map(|(_, _, ci)| ci.clone());
+            let ci = match hit {
+                Some(ci) => ci,
+                None => match tx.container_instance(&arn)? {
+                    Some(v) if v.version == version => Arc::new(v.value),
+                    _ => continue,
+                },
+            };
+            known.by_arn.insert(arn, (tick, version, ci.clone()));
+            out.push(Versioned { version, value: ci });
+        }
+        Ok(out)
+    }
+
+    /// [`agents::instance_tasks`], each task decoded again only when its
+    /// version changed since a tick read it (as [`Self::instances`], and
+    /// with its rule: before any write in the transaction).
+    fn instance_tasks(&self, tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<Arc<Task>>, EcsError> {
+        let mut out = vec![];
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let tick = known.tick;
+        for desired in ["RUNNING", "STOPPED"] {
+            let filter = TaskFilter {
+                cluster_arn: r.cluster_arn.clone(),
+                container_instance_arn: Some(r.container_instance_arn.clone()),
+                desired_status: Some(desired.into()),
+                not_stopped: true,
+                ..Default::default()
+            };
+            for (arn, version) in berth_store::all(|a, n| tx.task_versions(&filter, a, n))? {
+                let hit = known
+                    .tasks
+                    .get(&arn)
+                    .filter(|(_, v, _)| *v == version)
+                    .map(|(_, _, t)| t.clone());
+                let task = match hit {
+                    Some(t) => t,
+                    None => match tx.task(&arn)? {
+                        Some(v) if v.version == version => Arc::new(v.value),
+                        _ => continue,
+                    },
+                };
+                known.tasks.insert(arn, (tick, version, task.clone()));
+                out.push(task);
+            }
+        }
+        Ok(out)
+    }
+
     /// Forgets what an instance was sent (it reconnected and got a fresh set).
     pub fn forget(&self, instance_id: &str) {
         if let Ok(mut sent) = self.sent.lock() {
             sent.remove(instance_id);
+        }
+        if let Ok(mut pushed) = self.pushed.lock() {
+            pushed.clear();
         }
     }
 
     /// One reconcile pass over every cluster.
     pub fn tick(&self) -> Result<TickReport, EcsError> {
         let mut report = TickReport::default();
+        {
+            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            known.tick += 1;
+            let tick = known.tick;
+            known.by_arn.retain(|_, (seen, _, _)| *seen + 2 >= tick);
+            known.tasks.retain(|_, (seen, _, _)| *seen + 2 >= tick);
+        }
         // Addresses of stopped tasks go back to the provider.
         for (instance_id, task_arn) in agents::pending_releases(&self.ctx)? {
             let task_id = task_arn.rsplit('/').next().unwrap_or("");
@@ -375,7 +486,8 @@ impl Scheduler {
             report.next_tick = Some(report.next_tick.map_or(n, |m: f64| m.min(n)));
         }
         // Services next: the tasks they start are placed below, in this tick.
-        let (started, stopped) = crate::services::reconcile_cluster(&self.ctx, cluster)?;
+        let (started, stopped) =
+            crate::services::reconcile_cluster_with(&self.ctx, cluster, &self.steady)?;
         report.service_started += started;
         report.service_stopped += stopped;
         let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
@@ -391,10 +503,7 @@ impl Scheduler {
             if !pending_tasks(tx, &cluster_arn)?.is_empty() {
                 return Ok::<_, EcsError>(false);
             }
-            let list = berth_store::all(|a, n| {
-                tx.container_instances(&cluster_arn, Some("ACTIVE"), a, n)
-            })?;
-            for ci in list {
+            for ci in self.instances(tx, &cluster_arn, "ACTIVE")? {
                 let ci = ci.value;
                 let Some(record) = load_record(tx, ci.ec2_instance_id.as_deref().unwrap_or(""))?
                 else {
@@ -616,20 +725,34 @@ impl Scheduler {
     /// Pushes the desired sets of these connected ACTIVE instances and of
     /// every connected DRAINING one (whose tasks are being stopped).
     fn push_draining(&self, cluster_arn: &str, mut connected: Vec<String>) -> Result<(), EcsError> {
+        let mark = self.ctx.store.change_mark()?;
+        let settled = self
+            .pushed
+            .lock()
+            .is_ok_and(|p| p.get(cluster_arn) == Some(&mark));
+        if settled {
+            return Ok(());
+        }
         let draining = self.ctx.store.read(|tx| {
             Ok::<_, EcsError>(
-                berth_store::all(|a, n| {
-                    tx.container_instances(cluster_arn, Some("DRAINING"), a, n)
-                })?
-                .into_iter()
-                .filter(|ci| ci.value.agent_connected)
-                .filter_map(|ci| ci.value.ec2_instance_id)
-                .collect::<Vec<_>>(),
+                self.instances(tx, cluster_arn, "DRAINING")?
+                    .into_iter()
+                    .filter(|ci| ci.value.agent_connected)
+                    .filter_map(|ci| ci.value.ec2_instance_id.clone())
+                    .collect::<Vec<_>>(),
             )
         })?;
         connected.extend(draining);
+        let mut all_settled = true;
         for id in connected {
-            self.push_if_changed(&id)?;
+            all_settled &= self.push(&id)?;
+        }
+        if let Ok(mut pushed) = self.pushed.lock() {
+            if all_settled {
+                pushed.insert(cluster_arn.to_string(), mark);
+            } else {
+                pushed.remove(cluster_arn);
+            }
         }
         Ok(())
     }
@@ -657,9 +780,7 @@ impl Scheduler {
         })?;
         let mut out = vec![];
         for status in ["ACTIVE", "REGISTERING"] {
-            let list =
-                berth_store::all(|a, n| tx.container_instances(cluster_arn, Some(status), a, n))?;
-            for ci in list {
+            for ci in self.instances(tx, cluster_arn, status)? {
                 let ci = ci.value;
                 let Some(id) = ci.ec2_instance_id.clone() else {
                     continue;
@@ -682,14 +803,14 @@ impl Scheduler {
                 let mut on = vec![];
                 let mut app_tasks = 0;
                 let (mut used_cpu, mut used_mem) = (0i64, 0i64);
-                for t in agents::instance_tasks(tx, &record)? {
+                for t in self.instance_tasks(tx, &record)? {
                     if !crate::daemons::is_daemon_task(&t) {
                         app_tasks += 1;
                     }
                     let (c, m) = task_needs(&t);
                     used_cpu += i64::from(c);
                     used_mem += m as i64;
-                    let td = tds.get(tx, t.task_definition_arn.as_deref())?;
+                    let td = tds.shared(tx, t.task_definition_arn.as_deref())?;
                     on.push((t, td));
                 }
                 let arn = ci.container_instance_arn.clone().unwrap_or_default();
@@ -858,14 +979,11 @@ impl Scheduler {
         let now = self.ctx.now();
         let config = &self.config.lifecycle;
         // Per capacity provider: its instances, their records, and whether empty.
-        type Member = (ContainerInstance, InstanceRecord, bool);
+        type Member = (Arc<ContainerInstance>, InstanceRecord, bool);
         let (fleets, current) = self.ctx.store.read(|tx| {
             let mut fleets: BTreeMap<String, Vec<Member>> = BTreeMap::new();
             for status in ["ACTIVE", "DRAINING"] {
-                let list = berth_store::all(|a, n| {
-                    tx.container_instances(&cluster_arn, Some(status), a, n)
-                })?;
-                for ci in list {
+                for ci in self.instances(tx, &cluster_arn, status)? {
                     let Some(r) =
                         load_record(tx, ci.value.ec2_instance_id.as_deref().unwrap_or(""))?
                     else {
@@ -1812,31 +1930,64 @@ impl Scheduler {
     /// counting again on each): the hello stores and sends one, and each push
     /// after it takes the next, counted in memory, so a push costs no write.
     pub fn push_if_changed(&self, instance_id: &str) -> Result<(), EcsError> {
+        self.push(instance_id).map(|_| ())
+    }
+
+    /// [`Self::push_if_changed`]; answers whether the instance's set is
+    /// settled: unchanged, or sent.
+    fn push(&self, instance_id: &str) -> Result<bool, EcsError> {
+        // The set's tasks and their versions first: while none changed, the
+        // set is what was sent, and building it (every task's spec) is
+        // skipped. A set depends on nothing else that changes: a task's
+        // definition never does, its address comes with a write of the task.
         let current = self.ctx.store.read(|tx| {
             let Some(r) = load_record(tx, instance_id)? else {
                 return Ok::<_, EcsError>(None);
             };
-            Ok(Some((r.generation, agents::desired(tx, &r)?)))
+            Ok(Some((agents::desired_versions(tx, &r)?, r)))
         })?;
-        let Some((stored, tasks)) = current else {
-            return Ok(());
+        let Some((versions, record)) = current else {
+            // Nothing to send to an instance berth does not know.
+            return Ok(true);
         };
+        let unchanged = self.sent.lock().is_ok_and(|sent| {
+            sent.get(instance_id)
+                .is_some_and(|last| last.tasks == versions)
+        });
+        if unchanged {
+            return Ok(true);
+        }
+        let tasks = self.ctx.store.read(|tx| agents::desired(tx, &record))?;
         let fingerprint = serde_json::to_string(&tasks).unwrap_or_default();
         let Ok(mut sent) = self.sent.lock() else {
-            return Ok(());
+            return Ok(false);
         };
-        let last = sent.get(instance_id);
-        if last.is_some_and(|(f, _)| *f == fingerprint) {
-            return Ok(());
+        let last = sent.get_mut(instance_id);
+        if let Some(last) = last {
+            if last.fingerprint == fingerprint {
+                // Tasks changed (a report), the set did not.
+                last.tasks = versions;
+                return Ok(true);
+            }
         }
-        let generation = last.map_or(stored, |(_, g)| (*g).max(stored)) + 1;
-        if self
+        let last = sent.get(instance_id);
+        let generation =
+            last.map_or(record.generation, |s| s.generation.max(record.generation)) + 1;
+        if !self
             .link
             .send(instance_id, ServerMessage::Desired { generation, tasks })
         {
-            sent.insert(instance_id.to_string(), (fingerprint, generation));
+            return Ok(false);
         }
-        Ok(())
+        sent.insert(
+            instance_id.to_string(),
+            Sent {
+                tasks: versions,
+                fingerprint,
+                generation,
+            },
+        );
+        Ok(true)
     }
 }
 

@@ -18,6 +18,7 @@ use berth_model::EcsError;
 use berth_scheduler::service::{self as decide, CircuitBreaker, Health, Rollout, TaskStatus};
 use berth_store::{Expect, ServiceFilter, TaskFilter, Tx, Versioned};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 /// Marks the deployment of a task on a DRAINING instance, so the service
 /// decision replaces it as it replaces older deployments' tasks.
@@ -26,9 +27,103 @@ const DRAINING_SUFFIX: &str = "@draining";
 /// Events kept per service, newest first (ECS keeps the last 100).
 const MAX_EVENTS: usize = 100;
 
+/// What a service's last pass read when it changed nothing and nothing it
+/// decided on depended on the time (no health check pending or failing, no
+/// protected task): while all of it is the same, so is the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    service_version: i64,
+    /// Its tasks not yet STOPPED and their versions.
+    tasks: Vec<(String, i64)>,
+    draining: BTreeSet<String>,
+}
+
+/// A task as a pass read it, by ARN: its version and document.
+type Known = BTreeMap<String, (i64, Arc<Task>)>;
+
+/// What the reconciler keeps between passes, by service ARN, so a pass
+/// reads its tasks' versions (an index) and little else:
+///
+/// * the services whose last pass changed nothing ([`Seen`]): when nothing
+///   it read changed since, the pass stops there;
+/// * the tasks each pass read: the next one reads again only those whose
+///   version changed (a version is never reused for other content: every
+///   write of a task takes the next, and only committed rows are read).
+#[derive(Debug, Default)]
+pub struct Steady {
+    seen: Mutex<BTreeMap<String, Seen>>,
+    tasks: Mutex<BTreeMap<String, Known>>,
+}
+
+impl Steady {
+    fn is(&self, service_arn: &str, seen: &Seen) -> bool {
+        self.seen
+            .lock()
+            .is_ok_and(|m| m.get(service_arn).is_some_and(|s| s == seen))
+    }
+
+    fn set(&self, service_arn: &str, seen: Option<Seen>) {
+        if let Ok(mut m) = self.seen.lock() {
+            match seen {
+                Some(s) => m.insert(service_arn.to_string(), s),
+                None => m.remove(service_arn),
+            };
+        }
+    }
+
+    /// The tasks of `versions`, from what the last pass of the service read
+    /// where the version is the same, else from the store; keeps exactly
+    /// these for the next pass.
+    fn read(
+        &self,
+        tx: &dyn Tx,
+        service_arn: &str,
+        versions: &[(String, i64)],
+    ) -> Result<Vec<Versioned<Arc<Task>>>, EcsError> {
+        let mut before = self
+            .tasks
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(service_arn))
+            .unwrap_or_default();
+        let mut now = Known::new();
+        let mut out = Vec::with_capacity(versions.len());
+        for (arn, version) in versions {
+            let task = match before.remove(arn) {
+                Some((v, t)) if v == *version => t,
+                _ => match tx.task(arn)? {
+                    Some(v) if v.version == *version => Arc::new(v.value),
+                    // Listed in this transaction, so read the same; skip
+                    // what would not be.
+                    _ => continue,
+                },
+            };
+            now.insert(arn.clone(), (*version, task.clone()));
+            out.push(Versioned {
+                version: *version,
+                value: task,
+            });
+        }
+        if let Ok(mut m) = self.tasks.lock() {
+            m.insert(service_arn.to_string(), now);
+        }
+        Ok(out)
+    }
+}
+
 /// Reconciles every ACTIVE or DRAINING service of a cluster. Returns how many
 /// tasks it started and stopped.
 pub fn reconcile_cluster(ctx: &Ctx, cluster: &Cluster) -> Result<(usize, usize), EcsError> {
+    reconcile_cluster_with(ctx, cluster, &Steady::default())
+}
+
+/// [`reconcile_cluster`], skipping the services `steady` knows unchanged
+/// since a pass that changed nothing (the scheduler keeps one across ticks).
+pub fn reconcile_cluster_with(
+    ctx: &Ctx,
+    cluster: &Cluster,
+    steady: &Steady,
+) -> Result<(usize, usize), EcsError> {
     let cluster_arn = cluster.cluster_arn.clone().unwrap_or_default();
     let cluster_name = cluster.cluster_name.clone().unwrap_or_default();
     let services = ctx.store.read(|tx| {
@@ -52,9 +147,17 @@ pub fn reconcile_cluster(ctx: &Ctx, cluster: &Cluster) -> Result<(usize, usize),
     let (mut started, mut stopped) = (0, 0);
     for s in services {
         let arn = s.value.service_arn.clone().unwrap_or_default();
-        let (a, b) = ctx
-            .store
-            .write(|tx| reconcile_service(ctx, tx, &cluster_name, &cluster_arn, &arn, &draining))?;
+        let (a, b) = ctx.store.write(|tx| {
+            reconcile_service(
+                ctx,
+                tx,
+                &cluster_name,
+                &cluster_arn,
+                &arn,
+                &draining,
+                steady,
+            )
+        })?;
         started += a;
         stopped += b;
     }
@@ -130,6 +233,7 @@ fn reconcile_service(
     cluster_arn: &str,
     service_arn: &str,
     draining_instances: &BTreeSet<String>,
+    steady: &Steady,
 ) -> Result<(usize, usize), EcsError> {
     let Some(Versioned {
         version,
@@ -145,17 +249,35 @@ fn reconcile_service(
         cluster_arn: cluster_arn.to_string(),
         group: Some(group.clone()),
         desired_status: Some("RUNNING".into()),
+        // A task is STOPPED with its desired status STOPPED: the same
+        // tasks, read from the index of those not yet stopped.
+        not_stopped: true,
         ..Default::default()
     };
-    let running: Vec<Versioned<Task>> = berth_store::all(|a, n| tx.tasks(&filter, a, n))?;
     let stopping_filter = TaskFilter {
         desired_status: Some("STOPPED".into()),
         ..filter.clone()
     };
-    let stopping: Vec<Versioned<Task>> = berth_store::all(|a, n| tx.tasks(&stopping_filter, a, n))?
+    let mut live = berth_store::all(|a, n| tx.task_versions(&filter, a, n))?;
+    live.extend(berth_store::all(|a, n| {
+        tx.task_versions(&stopping_filter, a, n)
+    })?);
+    let seen = Seen {
+        service_version: version,
+        tasks: live,
+        draining: draining_instances.clone(),
+    };
+    if steady.is(service_arn, &seen) {
+        return Ok((0, 0));
+    }
+    // Whether the decision depends on the time (health checks in their
+    // grace period or failing, protections that expire).
+    let mut timed = false;
+    // Desired RUNNING first, then those stopping.
+    let (stopping, running): (Vec<_>, Vec<_>) = steady
+        .read(tx, service_arn, &seen.tasks)?
         .into_iter()
-        .filter(|v| v.value.last_status.as_deref() != Some("STOPPED"))
-        .collect();
+        .partition(|v| v.value.desired_status.as_deref() == Some("STOPPED"));
     let draining = svc.status.as_deref() == Some("DRAINING");
     if draining && running.is_empty() && stopping.is_empty() {
         svc.status = Some("INACTIVE".into());
@@ -171,12 +293,6 @@ fn reconcile_service(
     }
     let original = svc.clone();
     let mut deployments = svc.deployments.clone().unwrap_or_default();
-    let mut failed: BTreeMap<String, u32> = BTreeMap::new();
-    for d in &deployments {
-        let id = d.id.clone().unwrap_or_default();
-        let n = failures(tx, cluster_arn, &id, 200)?;
-        failed.insert(id, n);
-    }
     // PRIMARY first.
     deployments.sort_by_key(|d| d.status.as_deref() != Some("PRIMARY"));
     if deployments.is_empty() {
@@ -188,6 +304,21 @@ fn reconcile_service(
         .deployment_circuit_breaker
         .clone()
         .unwrap_or_default();
+    // Failures are counted (a read of the deployment's stopped tasks) while
+    // its rollout is in progress, the only time the breaker judges it; a
+    // deployment whose rollout is over keeps the count it reached (ECS too
+    // stops counting once a deployment runs), so no pass reads a
+    // long-lived deployment's whole history.
+    let mut failed: BTreeMap<String, u32> = BTreeMap::new();
+    for d in &deployments {
+        let id = d.id.clone().unwrap_or_default();
+        let n = if rollout_of(d) == Rollout::InProgress {
+            failures(tx, cluster_arn, &id, 200)?
+        } else {
+            u32::try_from(d.failed_tasks).unwrap_or(0)
+        };
+        failed.insert(id, n);
+    }
     let mut zones: Vec<String> = vec![];
     let mut tasks = vec![];
     for v in running.iter().chain(&stopping) {
@@ -203,6 +334,8 @@ fn reconcile_service(
                 _ => Health::Unknown,
             }
         };
+        let protected = protection::is_protected(tx, &arn, now)?;
+        timed |= protected || !matches!(health, Health::NoCheck | Health::Healthy);
         let zone = t.availability_zone.clone().unwrap_or_default();
         if !zone.is_empty() && !zones.contains(&zone) {
             zones.push(zone.clone());
@@ -231,7 +364,7 @@ fn reconcile_service(
             health,
             started_at: t.started_at.map(|s| s.max(0.0) as u64),
             zone,
-            protected: protection::is_protected(tx, &arn, now)?,
+            protected,
         });
     }
     zones.sort();
@@ -311,7 +444,7 @@ fn reconcile_service(
         }
     }
     // Stops.
-    let by_arn: BTreeMap<&str, &Versioned<Task>> = running
+    let by_arn: BTreeMap<&str, &Versioned<Arc<Task>>> = running
         .iter()
         .chain(&stopping)
         .map(|v| (v.value.task_arn.as_deref().unwrap_or(""), v))
@@ -321,7 +454,7 @@ fn reconcile_service(
         let Some(v) = by_arn.get(s.task.as_str()) else {
             continue;
         };
-        let mut t = v.value.clone();
+        let mut t = Task::clone(&v.value);
         if t.desired_status.as_deref() == Some("STOPPED") {
             continue;
         }
@@ -412,6 +545,7 @@ fn reconcile_service(
             .any(|r| d.id.as_deref() == Some(r.as_str()))
     });
     // Counts, from the tasks as they are now.
+    let stopping_now: BTreeSet<&str> = decision.stop.iter().map(|s| s.task.as_str()).collect();
     let (mut run_total, mut pending_total) = (0, 0);
     for d in deployments.iter_mut() {
         let id = d.id.clone().unwrap_or_default();
@@ -419,10 +553,10 @@ fn reconcile_service(
             .iter()
             .filter(|v| v.value.started_by.as_deref() == Some(id.as_str()))
             .filter(|v| {
-                !decision
-                    .stop
-                    .iter()
-                    .any(|s| Some(s.task.as_str()) == v.value.task_arn.as_deref())
+                v.value
+                    .task_arn
+                    .as_deref()
+                    .is_none_or(|a| !stopping_now.contains(a))
             });
         let (mut r, mut p) = (0, 0);
         for v in mine {
@@ -455,6 +589,8 @@ fn reconcile_service(
     for e in &decision.events {
         push_event(&mut svc, now, e.to_string());
     }
+    let unchanged = svc == original && stopped == 0 && started == 0 && decision.rollback.is_none();
+    steady.set(service_arn, (unchanged && !timed).then_some(seen));
     // A steady service is not written again every tick.
     if svc != original {
         tx.put_service(&svc, Expect::Version(version))?;

@@ -9,7 +9,11 @@
 //!   its *maximum lifetime* (21 days) whatever still runs on it.
 //! * Drain dates are spread: an instance's drain is due up to
 //!   [`Policy::spread`] before its drain age, by a deterministic hash of its
-//!   id, so a fleet launched together is not replaced at once.
+//!   id, so a fleet launched together is not replaced at once; and batched:
+//!   drains due within the same slot of [`Policy::batch`] seconds (three
+//!   hours by default) are all due at the slot's start, so a fleet is replaced in
+//!   a few waves (within the budget) rather than one instance at a time,
+//!   each drain starting at most `batch` earlier than its spread date.
 //! * With a maintenance window, lifetime and image drains begin only inside
 //!   a window — earlier than the drain age when the last window before the
 //!   deadline comes first (a drain must start at least
@@ -172,6 +176,11 @@ pub struct Policy {
     pub max_lifetime: f64,
     /// Drains are spread up to this many seconds before the drain age.
     pub spread: f64,
+    /// Drains due within the same slot of this many seconds (counted from
+    /// the epoch) are due together, at the slot's start; 0: each at its
+    /// own date.
+    #[serde(default)]
+    pub batch: f64,
     /// A drain starts at least this long before the deadline.
     pub drain_margin: f64,
     pub window: Option<Window>,
@@ -192,14 +201,17 @@ impl Default for Policy {
 
 impl Policy {
     /// A policy with these ages and the default budget; the spread is a
-    /// tenth of the drain age (at most a day), the margin a tenth of the time
-    /// between the two ages (at most a day).
+    /// tenth of the drain age (at most a day), the batch an eighth of the
+    /// spread (at most three hours), the margin a tenth of the time between the
+    /// two ages (at most a day).
     pub fn new(drain_age: f64, max_lifetime: f64) -> Policy {
         let max_lifetime = max_lifetime.max(drain_age);
+        let spread = (drain_age / 10.0).min(86_400.0);
         Policy {
             drain_age,
             max_lifetime,
-            spread: (drain_age / 10.0).min(86_400.0),
+            spread,
+            batch: (spread / 8.0).min(3.0 * 3600.0),
             drain_margin: ((max_lifetime - drain_age) / 10.0).min(86_400.0),
             window: None,
             budget_percent: 20,
@@ -217,10 +229,16 @@ impl Policy {
     }
 
     /// When the drain of an instance launched at `launched_at` is due,
-    /// without a window: its drain age, spread earlier by its id.
+    /// without a window: its drain age, spread earlier by its id, at the
+    /// start of its batch.
     pub fn drain_due(&self, id: &str, launched_at: f64) -> f64 {
         let h = fnv(id) % 10_000;
-        launched_at + self.drain_age - self.spread * (h as f64 / 10_000.0)
+        let due = launched_at + self.drain_age - self.spread * (h as f64 / 10_000.0);
+        if self.batch > 0.0 {
+            (due / self.batch).floor() * self.batch
+        } else {
+            due
+        }
     }
 
     pub fn deadline(&self, launched_at: f64) -> f64 {
@@ -407,10 +425,14 @@ mod tests {
         let d = decide(&p, &fleet, 14.0 * DAY);
         assert_eq!(d.drain.len(), 4, "20 % of 20");
         assert!(d.drain.iter().all(|(_, k)| *k == DrainKind::Lifetime));
-        // Due dates differ by id.
+        // Due dates differ by id (without batches).
+        let unbatched = Policy {
+            batch: 0.0,
+            ..p.clone()
+        };
         let dues: std::collections::BTreeSet<u64> = fleet
             .iter()
-            .map(|i| p.drain_due(&i.id, 0.0) as u64)
+            .map(|i| unbatched.drain_due(&i.id, 0.0) as u64)
             .collect();
         assert!(dues.len() > 10);
         // Below 9 instances: one at a time, and draining ones count.
@@ -418,6 +440,41 @@ mod tests {
         assert_eq!(decide(&p, &small, 14.0 * DAY).drain.len(), 1);
         small[0].draining = Some(DrainKind::Lifetime);
         assert!(decide(&p, &small, 14.0 * DAY).drain.is_empty());
+    }
+
+    #[test]
+    fn drains_due_in_the_same_batch_start_together_within_the_budget() {
+        let p = Policy::default();
+        assert_eq!(p.batch, 3.0 * 3600.0);
+        let fleet: Vec<Instance> = (0..400).map(|i| inst(&format!("i-{i}"), 0.0)).collect();
+        for i in &fleet {
+            let due = p.drain_due(&i.id, 0.0);
+            let spread = Policy {
+                batch: 0.0,
+                ..p.clone()
+            }
+            .drain_due(&i.id, 0.0);
+            // At the start of its batch, never later than its spread date,
+            // never more than a batch earlier.
+            assert_eq!(due % p.batch, 0.0);
+            assert!(due <= spread && spread - due < p.batch);
+        }
+        // The first batch of the spread: every instance due then drains at
+        // its start, together, within the budget (20 % of 400 = 80).
+        let first = fleet
+            .iter()
+            .map(|i| p.drain_due(&i.id, 0.0))
+            .fold(f64::INFINITY, f64::min);
+        let due_then = fleet
+            .iter()
+            .filter(|i| p.drain_due(&i.id, 0.0) == first)
+            .count();
+        assert!(due_then > 1);
+        let d = decide(&p, &fleet, first);
+        assert_eq!(d.drain.len(), due_then.min(80));
+        assert!(decide(&p, &fleet, first - 1.0).drain.is_empty());
+        // The next wake-up is the next batch.
+        assert_eq!(d.next_in, Some(p.batch));
     }
 
     #[test]

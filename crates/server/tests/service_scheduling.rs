@@ -7,6 +7,7 @@ mod common;
 
 use berth_control::agents;
 use berth_control::scheduler::Scheduler;
+use berth_model::clock::Clock as _;
 use berth_protocol::TaskReport;
 use common::sched::{instance_id, join_all, scheduler, Recorder};
 use common::{setup, Harness};
@@ -366,5 +367,72 @@ async fn a_draining_instance_hands_its_service_tasks_over_start_before_stop() {
         svc["deployments"].as_array().map(Vec::len),
         Some(1),
         "{svc}"
+    );
+}
+
+/// A pass that changed nothing is remembered and the next ones skipped while
+/// nothing they read changes, but not when the decision depends on the time:
+/// an UNHEALTHY task is kept through the grace period and replaced once it
+/// is over, with nothing in the store changed in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_task_is_replaced_when_its_grace_period_ends_with_nothing_else_changed() {
+    let h = Harness::new();
+    setup(&h).await;
+    h.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "checked", "requiresCompatibilities": ["MANAGED_INSTANCES"],
+               "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 64,
+                   "healthCheck": {"command": ["CMD-SHELL", "true"]}}]}),
+    )
+    .await;
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    h.ok(
+        "CreateService",
+        json!({"cluster": "c1", "serviceName": "api", "taskDefinition": "checked", "desiredCount": 2,
+               "healthCheckGracePeriodSeconds": 60,
+               "capacityProviderStrategy": [{"capacityProvider": "mi", "weight": 1}],
+               "deploymentConfiguration": {"minimumHealthyPercent": 100, "maximumPercent": 200}}),
+    )
+    .await;
+    for _ in 0..5 {
+        tick(&s);
+        join_all(&h, &rec);
+        tick(&s);
+    }
+    // Both RUNNING and UNHEALTHY, started now: healthy for the grace period.
+    let now = h.clock.now().as_secs_f64();
+    for t in tasks(&h).await {
+        let Some(ci) = t["containerInstanceArn"].as_str() else {
+            continue;
+        };
+        let id = instance_id(&h, ci).await;
+        let report = TaskReport {
+            task_arn: t["taskArn"].as_str().unwrap_or("").into(),
+            last_status: "RUNNING".into(),
+            started_at: Some(now),
+            containers: vec![berth_protocol::ContainerReport {
+                name: "app".into(),
+                last_status: "RUNNING".into(),
+                health_status: Some("UNHEALTHY".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        agents::report(&h.state.ctx, &id, &report).expect("report");
+    }
+    for _ in 0..3 {
+        tick(&s);
+    }
+    let before: Vec<Value> = tasks(&h).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(before.iter().all(|t| t["desiredStatus"] == "RUNNING"));
+    // The grace period ends; nothing else changes.
+    h.clock.advance(std::time::Duration::from_secs(61));
+    tick(&s);
+    let after = tasks(&h).await;
+    assert!(
+        after.len() > 2,
+        "replacements start once the grace period is over: {after:?}"
     );
 }

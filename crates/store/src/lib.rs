@@ -81,6 +81,11 @@ pub struct TaskFilter {
     pub desired_status: Option<String>,
     /// Compared with the task's `lastStatus`.
     pub last_status: Option<String>,
+    /// Only tasks whose `lastStatus` is not `STOPPED`: what is still placed
+    /// or running. With the instance or the group and the desired status,
+    /// such a listing reads an index of those tasks alone, so it costs the
+    /// same however many tasks have stopped before.
+    pub not_stopped: bool,
 }
 
 /// Filters of ListTaskDefinitions.
@@ -195,6 +200,14 @@ pub trait Tx {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Versioned<Task>>>;
+    /// The ARN and version of each task [`Tx::tasks`] lists, without the
+    /// documents: what tells cheaply whether any of them changed.
+    fn task_versions(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, i64)>>;
     /// How many tasks of a cluster are in each `lastStatus`: `(lastStatus, count)`.
     fn task_counts(&self, cluster_arn: &str) -> Result<Vec<(String, i64)>>;
     fn put_task(&self, task: &Task, expect: Expect) -> Result<i64>;
@@ -235,6 +248,15 @@ pub trait Tx {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Versioned<ContainerInstance>>>;
+    /// The ARN and version of each container instance
+    /// [`Tx::container_instances`] lists, without the documents.
+    fn container_instance_versions(
+        &self,
+        cluster_arn: &str,
+        status: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<(String, i64)>>;
     fn put_container_instance(
         &self,
         cluster_arn: &str,
@@ -444,6 +466,17 @@ impl Store {
     {
         match &self.backend {
             Backend::Sqlite(s) => s.read(f),
+        }
+    }
+
+    /// A mark that differs whenever anything stored may have changed since
+    /// it was taken (a write through this store, or by another process on
+    /// the same file): while it is the same, a reader can keep what it
+    /// derived from the store. It may differ with nothing changed (a write
+    /// rolled back), never the other way.
+    pub fn change_mark(&self) -> Result<(u64, i64)> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.change_mark(),
         }
     }
 

@@ -1153,6 +1153,41 @@ fn task_filters() {
                 && t.desired_status.as_deref() == Some("RUNNING")
         },
     );
+    // Not yet stopped, by instance and by group with a desired status (the
+    // scheduler's reads, on the partial indexes of migration 4), and alone.
+    check(
+        TaskFilter {
+            container_instance_arn: Some(ci2.clone()),
+            desired_status: Some("RUNNING".into()),
+            not_stopped: true,
+            ..base.clone()
+        },
+        &|t| {
+            t.container_instance_arn.as_ref() == Some(&ci2)
+                && t.desired_status.as_deref() == Some("RUNNING")
+                && t.last_status.as_deref() != Some("STOPPED")
+        },
+    );
+    check(
+        TaskFilter {
+            group: Some("family:batch".into()),
+            desired_status: Some("STOPPED".into()),
+            not_stopped: true,
+            ..base.clone()
+        },
+        &|t| {
+            t.group.as_deref() == Some("family:batch")
+                && t.desired_status.as_deref() == Some("STOPPED")
+                && t.last_status.as_deref() != Some("STOPPED")
+        },
+    );
+    check(
+        TaskFilter {
+            not_stopped: true,
+            ..base.clone()
+        },
+        &|t| t.last_status.as_deref() != Some("STOPPED"),
+    );
     let none = TaskFilter {
         family: Some("nope".into()),
         ..base.clone()
@@ -1851,6 +1886,9 @@ fn a_version_1_database_gains_the_service_tables() {
         conn.execute_batch(
             "DROP TABLE services; DROP TABLE service_deployments; DROP TABLE service_revisions;
              DROP TABLE documents; DROP TABLE instance_meters; DROP TABLE task_usage;
+             DROP INDEX tasks_live_instance; DROP INDEX tasks_live_group;
+             DROP INDEX tasks_cluster_last_arn;
+             CREATE INDEX tasks_cluster_last ON tasks (cluster_arn, last_status);
              DELETE FROM schema_migrations WHERE version > 1; PRAGMA user_version = 1;",
         )
         .unwrap();
@@ -2058,4 +2096,21 @@ fn meters_open_and_close_once_and_survive_a_reopen() {
         (120.0, Some(200.0))
     );
     assert!(store.read(|tx| tx.task_usages("i-3")).unwrap().is_empty());
+}
+
+#[test]
+fn the_change_mark_moves_with_writes_only() {
+    let (_dir, path, store) = file_store();
+    let before = store.change_mark().unwrap();
+    store.read(|tx| tx.meta("k")).unwrap();
+    assert_eq!(store.change_mark().unwrap(), before);
+    store.write(|tx| tx.put_meta("k", "v")).unwrap();
+    let after = store.change_mark().unwrap();
+    assert_ne!(after, before);
+    // Another process writing the same file moves it too.
+    {
+        let other = Store::open_sqlite(&path, Durability::Full).unwrap();
+        other.write(|tx| tx.put_meta("k", "w")).unwrap();
+    }
+    assert_ne!(store.change_mark().unwrap(), after);
 }

@@ -79,6 +79,12 @@ struct Result {
     drains: std::collections::BTreeMap<String, u64>,
     web_seconds_below_minimum: f64,
     tasks_running_twice: u64,
+    /// Ticks that started drains beyond the disruption budget.
+    budget_exceeded: u64,
+    /// The most instances draining at once under the budget.
+    max_concurrent_drains: u64,
+    /// The oldest any instance got, days (the maximum lifetime is 21).
+    max_instance_age_days: f64,
     cap_steps_with_work: u64,
     /// Steps taken each virtual day.
     steps_by_day: Vec<u64>,
@@ -190,6 +196,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .get("web")
             .map_or(0.0, |s| s.seconds_below_minimum),
         tasks_running_twice: report.invariants.tasks_running_twice,
+        budget_exceeded: report.invariants.budget_exceeded,
+        max_concurrent_drains: report.max_concurrent_drains,
+        max_instance_age_days: report.max_instance_age_seconds / 86_400.0,
         cap_steps_with_work: e.cap_steps_with_work,
         steps_by_day: report.daily.iter().map(|d| d.steps).collect(),
     };
@@ -258,6 +267,17 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
                     format!("{:.0} s", r.web_seconds_below_minimum),
                 ),
                 ("tasks running twice", r.tasks_running_twice.to_string()),
+                (
+                    "drains beyond the budget",
+                    format!(
+                        "{} (at most {} at once)",
+                        r.budget_exceeded, r.max_concurrent_drains
+                    ),
+                ),
+                (
+                    "oldest instance",
+                    format!("{:.2} days", r.max_instance_age_days),
+                ),
                 (
                     "steps by day",
                     r.steps_by_day

@@ -139,6 +139,7 @@ fn reconcile_daemon(
         .map(|d| {
             let f = TaskFilter {
                 desired_status: Some((*d).into()),
+                not_stopped: true,
                 ..filter.clone()
             };
             berth_store::all(|a, n| tx.tasks(&f, a, n))
@@ -203,10 +204,16 @@ fn reconcile_daemon(
             else {
                 continue;
             };
-            let others = crate::agents::instance_tasks(tx, &record)?
-                .iter()
-                .filter(|t| !is_daemon_task(t))
-                .count();
+            // Only a draining instance's other tasks matter (its daemons
+            // stop last), so only a draining instance's tasks are read.
+            let others = if status == "DRAINING" {
+                crate::agents::instance_tasks(tx, &record)?
+                    .iter()
+                    .filter(|t| !is_daemon_task(t))
+                    .count()
+            } else {
+                0
+            };
             instances.push(Instance {
                 ci,
                 record,

@@ -452,6 +452,7 @@ pub fn list(ctx: &Ctx, req: ListTasksRequest) -> OpResult<ListTasksResponse> {
                     .to_string(),
             ),
             last_status: None,
+            not_stopped: false,
         };
         let page = tx.tasks(&filter, after.as_deref(), limit)?;
         let next_token = page

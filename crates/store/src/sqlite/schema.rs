@@ -169,14 +169,30 @@ CREATE TABLE documents (
 CREATE INDEX documents_parent ON documents (kind, parent, key);
 ";
 
-/// Reserved for the task indexes of a parallel change; this placeholder
-/// keeps the meters below numbered 5 and is replaced by that migration.
-const V4: &str = "SELECT 1;";
+/// Tasks not yet STOPPED, by instance and by group (a service's tasks), with
+/// their desired status: what the scheduler reads every tick. Partial
+/// indexes, so those reads never walk the tasks stopped before, however
+/// many; used by a listing with [`crate::TaskFilter::not_stopped`], whose
+/// condition is literally theirs; with the version (and the last status),
+/// so a listing of ARNs and versions ([`crate::Tx::task_versions`]) reads
+/// the index alone. And tasks by last status in ARN order
+/// (replacing the index without the ARN), so the tasks waiting for
+/// placement (PROVISIONING) are read without walking every other task.
+const V4: &str = "
+CREATE INDEX tasks_live_instance
+    ON tasks (cluster_arn, container_instance_arn, desired_status, arn, version, last_status)
+    WHERE last_status IS NOT 'STOPPED';
+CREATE INDEX tasks_live_group
+    ON tasks (cluster_arn, grp, desired_status, arn, version, last_status)
+    WHERE last_status IS NOT 'STOPPED';
+DROP INDEX tasks_cluster_last;
+CREATE INDEX tasks_cluster_last_arn ON tasks (cluster_arn, last_status, arn);
+";
 
-/// Metering (depends on nothing after V3): one row per instance with its
+/// Metering: one row per instance with its
 /// price and fee frozen at launch, one per task's stay on an instance.
 /// Written in the transactions of the state changes they record; costs are
-/// computed from these alone, never from tasks (which may be pruned).
+/// computed from these alone, never from the tasks table.
 const V5: &str = "
 CREATE TABLE instance_meters (
     instance_id            TEXT PRIMARY KEY,
