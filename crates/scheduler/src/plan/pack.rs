@@ -297,6 +297,11 @@ fn search(p: &Problem, fleet: &mut Vec<Inst>, lim: &mut Limits<'_>, by_cost: &[u
             }
         }
     }
+    // A problem small enough is re-planned exactly as a whole: the moves
+    // above touch at most three instances, and a cheaper fleet may need every
+    // task divided anew (four small instances into one larger and one small).
+    let mut every: Vec<usize> = (0..fleet.len()).collect();
+    exact(p, fleet, &mut every, lim, by_cost);
     for inst in fleet.iter_mut() {
         right_size(p, inst, lim, by_cost);
     }
