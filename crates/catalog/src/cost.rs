@@ -93,7 +93,7 @@ impl GroupBy {
     }
 
     /// Whether rows are instances' bills (true) or tasks' shares (false).
-    fn by_instance(&self) -> bool {
+    pub fn by_instance(&self) -> bool {
         match self {
             Self::Task | Self::Service => false,
             Self::Cluster

@@ -4,6 +4,7 @@
 use crate::client::{parse_duration, Client, EndpointArgs};
 use crate::user::when;
 use anyhow::Context as _;
+use berth_catalog::cost::GroupBy;
 use berth_catalog::{table_info, Catalog, CatalogCsv};
 use clap::ValueEnum;
 use serde_json::{json, Value};
@@ -15,29 +16,11 @@ enum Output {
     Json,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum By {
-    Task,
-    Service,
-    Cluster,
-    CapacityProvider,
-    Instance,
-    InstanceType,
-    Day,
-}
-
-impl By {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Self::Task => "task",
-            Self::Service => "service",
-            Self::Cluster => "cluster",
-            Self::CapacityProvider => "capacity-provider",
-            Self::Instance => "instance",
-            Self::InstanceType => "instance-type",
-            Self::Day => "day",
-        }
-    }
+/// `--by`: the API's own spellings ([`GroupBy::as_str`]).
+fn group_by() -> impl clap::builder::TypedValueParser<Value = GroupBy> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(GroupBy::ALL.iter().map(|g| g.as_str()))
+        .map(|s: String| GroupBy::parse(&s).unwrap_or(GroupBy::Cluster))
 }
 
 #[derive(clap::Args)]
@@ -47,8 +30,8 @@ pub struct CostArgs {
     cluster: Option<String>,
     /// What each row is: a task, a service (task group), a cluster, a
     /// capacity provider, an instance, an instance type or a UTC day.
-    #[arg(long, value_enum, default_value = "cluster")]
-    by: By,
+    #[arg(long, value_parser = group_by(), default_value = "cluster")]
+    by: GroupBy,
     /// From then: a duration back from now (90s, 5m, 2h, 14d) or a time
     /// (2026-01-31T12:00:00Z). Default: since the first meter.
     #[arg(long)]
@@ -108,11 +91,11 @@ pub async fn run(args: CostArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    let by_instance = !matches!(args.by, By::Task | By::Service);
+    let by_instance = args.by.by_instance();
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     let mut header = vec![args.by.as_str().to_uppercase()];
-    if let By::Instance = args.by {
+    if args.by == GroupBy::Instance {
         header.extend(["TYPE".to_string(), "PURCHASE".to_string()]);
     }
     header.extend(
@@ -131,7 +114,7 @@ pub async fn run(args: CostArgs) -> anyhow::Result<()> {
     t.set_header(header);
     for row in r["rows"].as_array().into_iter().flatten() {
         let mut cells = vec![text(&row["key"])];
-        if let By::Instance = args.by {
+        if args.by == GroupBy::Instance {
             cells.push(text(&row["instanceType"]));
             cells.push(text(&row["purchaseOption"]));
         }
