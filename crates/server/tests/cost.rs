@@ -6,15 +6,11 @@ mod common;
 
 use berth_control::agents;
 use berth_control::scheduler::Scheduler;
-use berth_model::arn::ArnContext;
 use berth_model::clock::{Clock, ManualClock};
 use berth_protocol::TaskReport;
-use berth_server::api::{app, AppState};
-use berth_server::credentials::RootKey;
-use berth_server::ops::Ctx;
 use berth_store::{Durability, Store};
-use common::sched::{instance_id, join_all, live_tasks, scheduler, Recorder};
-use common::{setup, Harness, KEY, SECRET};
+use common::sched::{agents_act, join_all, live_tasks, scheduler, Recorder};
+use common::{setup, Harness};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -32,33 +28,12 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
-/// Every live task runs (or stops, when asked to), as agents report.
-async fn agents_act(h: &Harness) {
-    for t in live_tasks(h).await {
-        let Some(ci) = t["containerInstanceArn"].as_str() else {
-            continue;
-        };
-        let id = instance_id(h, ci).await;
-        let status = if t["desiredStatus"] == "STOPPED" {
-            "STOPPED"
-        } else {
-            "RUNNING"
-        };
-        let r = TaskReport {
-            task_arn: t["taskArn"].as_str().unwrap_or("").into(),
-            last_status: status.into(),
-            ..Default::default()
-        };
-        agents::report(&h.state.ctx, &id, &r).expect("report");
-    }
-}
-
 async fn settle(h: &Harness, s: &Scheduler, rec: &Recorder) {
     for _ in 0..6 {
         tick(s);
         join_all(h, rec);
         tick(s);
-        agents_act(h).await;
+        agents_act(h, &[]).await;
     }
 }
 
@@ -286,28 +261,8 @@ async fn a_service_moved_to_another_instance_is_charged_on_each() {
 
 /// A harness over a SQLite file, with its own clock.
 fn file_harness(path: &Path, clock: Arc<ManualClock>) -> Harness {
-    let ctx = Ctx {
-        store: Store::open_sqlite(path, Durability::Process).expect("store"),
-        arns: ArnContext {
-            region: "us-east-1".into(),
-            account: "000000000000".into(),
-        },
-        clock: clock.clone(),
-        catalog: berth_catalog::Catalog::embedded(),
-    };
-    let root = RootKey {
-        access_key_id: KEY.into(),
-        secret_access_key: SECRET.into(),
-        file: None,
-        generated: false,
-    };
-    let dir = path.parent().unwrap_or(path).join("state");
-    let state = Arc::new(AppState::new(ctx, &root, &dir).expect("state"));
-    Harness {
-        router: app(state.clone()),
-        clock,
-        state,
-    }
+    let store = Store::open_sqlite(path, Durability::Process).expect("store");
+    Harness::over(store, clock, &path.parent().unwrap_or(path).join("state"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,8 @@ mod common;
 
 use berth_control::agents;
 use berth_control::scheduler::Scheduler;
-use berth_protocol::{DesiredStatus, ServerMessage, TaskReport};
-use common::sched::{join_all, live_tasks, scheduler_with, Recorder};
+use berth_protocol::{DesiredStatus, ServerMessage};
+use common::sched::{agents_act, join_all, live_tasks, scheduler_with, Recorder};
 use common::{setup, Harness};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -56,35 +56,6 @@ async fn instances(h: &Harness, status: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
-}
-
-/// Connected agents: placed tasks run, tasks to stop stop. `silent`
-/// instances do nothing.
-async fn agents_act(h: &Harness, silent: &[String]) {
-    for t in live_tasks(h).await {
-        let Some(ci) = t["containerInstanceArn"].as_str() else {
-            continue;
-        };
-        let id = instance(h, &json!(ci)).await["ec2InstanceId"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if silent.contains(&id) {
-            continue;
-        }
-        let status = if t["desiredStatus"] == "STOPPED" {
-            "STOPPED"
-        } else {
-            "RUNNING"
-        };
-        let r = TaskReport {
-            task_arn: t["taskArn"].as_str().unwrap_or("").into(),
-            last_status: status.into(),
-            started_at: Some(1.0),
-            ..Default::default()
-        };
-        agents::report(&h.state.ctx, &id, &r).expect("report");
-    }
 }
 
 async fn settle(h: &Harness, s: &Scheduler, rec: &Recorder, silent: &[String]) {

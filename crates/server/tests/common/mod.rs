@@ -31,8 +31,14 @@ pub struct Harness {
 impl Harness {
     pub fn new() -> Self {
         let clock = Arc::new(ManualClock::new(Duration::from_secs(1_795_000_000)));
+        let dir = std::env::temp_dir().join(format!("berth-test-{}", std::process::id()));
+        Self::over(Store::in_memory().expect("store"), clock, &dir)
+    }
+
+    /// A harness over `store`, on `clock`, keeping its other state in `dir`.
+    pub fn over(store: Store, clock: Arc<ManualClock>, dir: &std::path::Path) -> Self {
         let ctx = Ctx {
-            store: Store::in_memory().expect("store"),
+            store,
             arns: ArnContext {
                 region: "us-east-1".into(),
                 account: "000000000000".into(),
@@ -46,8 +52,7 @@ impl Harness {
             file: None,
             generated: false,
         };
-        let dir = std::env::temp_dir().join(format!("berth-test-{}", std::process::id()));
-        let state = Arc::new(AppState::new(ctx, &root, &dir).expect("state"));
+        let state = Arc::new(AppState::new(ctx, &root, dir).expect("state"));
         Self {
             router: app(state.clone()),
             clock,

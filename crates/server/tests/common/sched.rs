@@ -212,3 +212,29 @@ pub async fn instance_id(h: &Harness, ci: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// Connected agents: placed tasks run, tasks to stop stop. `silent`
+/// instances do nothing.
+pub async fn agents_act(h: &Harness, silent: &[String]) {
+    for t in live_tasks(h).await {
+        let Some(ci) = t["containerInstanceArn"].as_str() else {
+            continue;
+        };
+        let id = instance_id(h, ci).await;
+        if silent.contains(&id) {
+            continue;
+        }
+        let status = if t["desiredStatus"] == "STOPPED" {
+            "STOPPED"
+        } else {
+            "RUNNING"
+        };
+        let r = berth_protocol::TaskReport {
+            task_arn: t["taskArn"].as_str().unwrap_or("").into(),
+            last_status: status.into(),
+            started_at: Some(1.0),
+            ..Default::default()
+        };
+        agents::report(&h.state.ctx, &id, &r).expect("report");
+    }
+}
