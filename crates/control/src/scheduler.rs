@@ -242,6 +242,14 @@ struct Waiting {
     architecture: CPUArchitecture,
 }
 
+/// The CPU architecture a task definition asks for (X86_64 unless its
+/// `runtimePlatform` says otherwise).
+fn architecture_of(td: Option<&TaskDefinition>) -> CPUArchitecture {
+    td.and_then(|d| d.runtime_platform.as_ref())
+        .and_then(|p| p.cpu_architecture)
+        .unwrap_or(CPUArchitecture::X8664)
+}
+
 /// How the reason of a task waiting for capacity starts.
 const WAITING: &str = "Waiting for capacity";
 
@@ -693,11 +701,7 @@ impl Scheduler {
                     waiting.entry(cp.clone()).or_default().push(Waiting {
                         task_arn: t.task_arn.clone().unwrap_or_default(),
                         demand: d.clone(),
-                        architecture: td
-                            .as_ref()
-                            .and_then(|d| d.runtime_platform.as_ref())
-                            .and_then(|p| p.cpu_architecture)
-                            .unwrap_or(CPUArchitecture::X8664),
+                        architecture: architecture_of(td.as_ref()),
                     });
                 }
             }
@@ -1251,11 +1255,7 @@ impl Scheduler {
                 out.push(Waiting {
                     task_arn: arn,
                     demand: placing::demand(&t, td.as_ref(), &requested),
-                    architecture: td
-                        .as_ref()
-                        .and_then(|d| d.runtime_platform.as_ref())
-                        .and_then(|p| p.cpu_architecture)
-                        .unwrap_or(CPUArchitecture::X8664),
+                    architecture: architecture_of(td.as_ref()),
                 });
             }
             Ok(out)
