@@ -157,7 +157,7 @@ pub fn released(ctx: &Ctx, instance_id: &str, task_arn: &str) -> Result<(), EcsE
     })
 }
 
-fn record_key(instance_id: &str) -> String {
+pub(crate) fn record_key(instance_id: &str) -> String {
     format!("instance/{instance_id}")
 }
 

@@ -22,6 +22,7 @@
 use berth_model::EcsError;
 use berth_store::Tx;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// A task's scale-in protection.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,16 +51,47 @@ struct Record {
     expires_at: Option<f64>,
 }
 
+const PREFIX: &str = "protection/";
+
 fn key(task_arn: &str) -> String {
-    format!("protection/{task_arn}")
+    format!("{PREFIX}{task_arn}")
 }
 
 /// The stored protection of a task, expired or not (`Off` when none was ever set).
 pub fn load(tx: &dyn Tx, task_arn: &str) -> Result<Protection, EcsError> {
-    let Some(text) = tx.meta(&key(task_arn))? else {
-        return Ok(Protection::Off);
-    };
-    let record: Record = serde_json::from_str(&text).map_err(|e| {
+    match tx.meta(&key(task_arn))? {
+        Some(text) => parse(task_arn, &text),
+        None => Ok(Protection::Off),
+    }
+}
+
+/// Every stored protection, read at once: what a pass over many tasks asks
+/// instead of reading each task's.
+pub struct Protections(HashMap<String, String>);
+
+impl Protections {
+    pub fn load(tx: &dyn Tx) -> Result<Protections, EcsError> {
+        let mut by_task = HashMap::new();
+        for (k, text) in tx.metas(PREFIX)? {
+            if let Some(arn) = k.strip_prefix(PREFIX) {
+                by_task.insert(arn.to_string(), text);
+            }
+        }
+        Ok(Protections(by_task))
+    }
+
+    /// [`is_protected`] from what was read.
+    pub fn is_protected(&self, task_arn: &str, now: f64) -> Result<bool, EcsError> {
+        let p = match self.0.get(task_arn) {
+            Some(text) => parse(task_arn, text)?,
+            None => Protection::Off,
+        };
+        Ok(matches!(p.at(now), Protection::Until { .. }))
+    }
+}
+
+fn parse(task_arn: &str, text: &str) -> Result<Protection, EcsError> {
+    let record: Record = serde_json::from_str(text).map_err(|e| {
         EcsError::server(format!("stored protection of {task_arn} is corrupt: {e}"))
     })?;
     match (record.enabled, record.expires_at) {
@@ -122,6 +154,39 @@ mod tests {
         }
         let other = store.read(|tx| is_protected(tx, "arn:other", 100.0));
         assert!(matches!(other, Ok(false)));
+    }
+
+    #[test]
+    fn read_at_once_they_say_what_one_by_one_says() {
+        let store = Store::in_memory().expect("store");
+        let other = "arn:aws:ecs:us-east-1:000000000000:task/c1/ffffffffffffffffffffffffffffffff";
+        let saved = store.write(|tx| {
+            save(tx, ARN, Protection::Until { expires_at: 160.0 })?;
+            save(tx, other, Protection::Off)?;
+            tx.put_meta("protectionless", "{}")?;
+            Ok::<_, EcsError>(())
+        });
+        assert!(saved.is_ok());
+        let all = store.read(|tx| Protections::load(tx)).expect("load");
+        for arn in [ARN, other, "arn:unknown"] {
+            for now in [100.0, 159.9, 160.0] {
+                let one = store.read(|tx| is_protected(tx, arn, now)).expect("one");
+                assert_eq!(
+                    all.is_protected(arn, now).expect("all"),
+                    one,
+                    "{arn} at {now}"
+                );
+            }
+        }
+        assert!(all.is_protected(ARN, 100.0).expect("all"));
+        let corrupt = store.write(|tx| {
+            tx.put_meta(&key(other), "{\"enabled\":true}")?;
+            Ok::<_, EcsError>(())
+        });
+        assert!(corrupt.is_ok());
+        let all = store.read(|tx| Protections::load(tx)).expect("load");
+        assert!(all.is_protected(other, 100.0).is_err());
+        assert!(all.is_protected(ARN, 100.0).expect("the others still read"));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use berth_scheduler::placement::{
     self, AgentVersion, Constraint, Demand, Facts, InstanceSpec, PlaceOptions, Placement, Snapshot,
 };
 use berth_scheduler::plan::{CapacityOption, PlanRequest, Reservation, TaskGroup};
-use berth_store::{Expect, TaskFilter, Tx, Versioned};
-use std::collections::{BTreeMap, BTreeSet};
+use berth_store::{Expect, PlacedTask, TaskFilter, Tx, Versioned};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -175,6 +175,8 @@ struct KnownInstances {
     tick: u64,
     by_arn: BTreeMap<String, (u64, i64, Arc<ContainerInstance>)>,
     tasks: BTreeMap<String, (u64, i64, Arc<Task>)>,
+    /// Instance records by instance id: the text as stored, and decoded.
+    records: HashMap<String, (u64, String, Arc<InstanceRecord>)>,
 }
 
 /// A desired set as last sent to an instance.
@@ -223,7 +225,7 @@ pub struct Scheduler {
 }
 
 struct Slot {
-    record: InstanceRecord,
+    record: Arc<InstanceRecord>,
     connected: bool,
     /// Takes tasks now: ACTIVE, and no daemon task starting there.
     active: bool,
@@ -398,35 +400,73 @@ impl Scheduler {
         Ok(out)
     }
 
-    /// [`agents::instance_tasks`], each task decoded again only when its
-    /// version changed since a tick read it (as [`Self::instances`], and
-    /// with its rule: before any write in the transaction).
-    fn instance_tasks(&self, tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<Arc<Task>>, EcsError> {
+    /// [`load_record`], decoded again only when its stored text changed
+    /// since a tick read it.
+    fn record(
+        &self,
+        tx: &dyn Tx,
+        instance_id: &str,
+    ) -> Result<Option<Arc<InstanceRecord>>, EcsError> {
+        let Some(text) = tx.meta(&agents::record_key(instance_id))? else {
+            return Ok(None);
+        };
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let tick = known.tick;
+        if let Some((seen, known_text, r)) = known.records.get_mut(instance_id) {
+            if *known_text == text {
+                *seen = tick;
+                return Ok(Some(r.clone()));
+            }
+        }
+        let r: InstanceRecord = serde_json::from_str(&text).map_err(|e| {
+            EcsError::server(format!("instance record {instance_id} is corrupt: {e}"))
+        })?;
+        let r = Arc::new(r);
+        known
+            .records
+            .insert(instance_id.to_string(), (tick, text, r.clone()));
+        Ok(Some(r))
+    }
+
+    /// [`agents::instance_tasks`] of an instance whose placed tasks
+    /// ([`Tx::placed_task_versions`]) are `placed`: desired RUNNING, then
+    /// STOPPED, each task decoded again only when its version changed since
+    /// a tick read it (as [`Self::instances`], and with its rule: before any
+    /// write in the transaction).
+    fn instance_tasks(
+        &self,
+        tx: &dyn Tx,
+        placed: &[&PlacedTask],
+    ) -> Result<Vec<Arc<Task>>, EcsError> {
         let mut out = vec![];
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let tick = known.tick;
         for desired in ["RUNNING", "STOPPED"] {
-            let filter = TaskFilter {
-                cluster_arn: r.cluster_arn.clone(),
-                container_instance_arn: Some(r.container_instance_arn.clone()),
-                desired_status: Some(desired.into()),
-                not_stopped: true,
-                ..Default::default()
-            };
-            for (arn, version) in berth_store::all(|a, n| tx.task_versions(&filter, a, n))? {
+            for p in placed
+                .iter()
+                .filter(|p| p.desired_status.as_deref() == Some(desired))
+            {
                 let hit = known
                     .tasks
-                    .get(&arn)
-                    .filter(|(_, v, _)| *v == version)
-                    .map(|(_, _, t)| t.clone());
+                    .get_mut(&p.arn)
+                    .filter(|(_, v, _)| *v == p.version)
+                    .map(|(seen, _, t)| {
+                        *seen = tick;
+                        t.clone()
+                    });
                 let task = match hit {
                     Some(t) => t,
-                    None => match tx.task(&arn)? {
-                        Some(v) if v.version == version => Arc::new(v.value),
+                    None => match tx.task(&p.arn)? {
+                        Some(v) if v.version == p.version => {
+                            let t = Arc::new(v.value);
+                            known
+                                .tasks
+                                .insert(p.arn.clone(), (tick, p.version, t.clone()));
+                            t
+                        }
                         _ => continue,
                     },
                 };
-                known.tasks.insert(arn, (tick, version, task.clone()));
                 out.push(task);
             }
         }
@@ -452,6 +492,7 @@ impl Scheduler {
             let tick = known.tick;
             known.by_arn.retain(|_, (seen, _, _)| *seen + 2 >= tick);
             known.tasks.retain(|_, (seen, _, _)| *seen + 2 >= tick);
+            known.records.retain(|_, (seen, _, _)| *seen + 2 >= tick);
         }
         // Addresses of stopped tasks go back to the provider.
         for (instance_id, task_arn) in agents::pending_releases(&self.ctx)? {
@@ -513,7 +554,7 @@ impl Scheduler {
             }
             for ci in self.instances(tx, &cluster_arn, "ACTIVE")? {
                 let ci = ci.value;
-                let Some(record) = load_record(tx, ci.ec2_instance_id.as_deref().unwrap_or(""))?
+                let Some(record) = self.record(tx, ci.ec2_instance_id.as_deref().unwrap_or(""))?
                 else {
                     continue;
                 };
@@ -728,7 +769,7 @@ impl Scheduler {
 
     /// Pushes the desired sets of these connected ACTIVE instances and of
     /// every connected DRAINING one (whose tasks are being stopped).
-    fn push_draining(&self, cluster_arn: &str, mut connected: Vec<String>) -> Result<(), EcsError> {
+    fn push_draining(&self, cluster_arn: &str, connected: Vec<String>) -> Result<(), EcsError> {
         let mark = self.ctx.store.change_mark()?;
         let settled = self
             .pushed
@@ -737,19 +778,38 @@ impl Scheduler {
         if settled {
             return Ok(());
         }
-        let draining = self.ctx.store.read(|tx| {
-            Ok::<_, EcsError>(
-                self.instances(tx, cluster_arn, "DRAINING")?
-                    .into_iter()
-                    .filter(|ci| ci.value.agent_connected)
-                    .filter_map(|ci| ci.value.ec2_instance_id.clone())
-                    .collect::<Vec<_>>(),
-            )
+        // The records and the tasks of every instance to push to, in one read.
+        let current = self.ctx.store.read(|tx| {
+            let draining: Vec<String> = self
+                .instances(tx, cluster_arn, "DRAINING")?
+                .into_iter()
+                .filter(|ci| ci.value.agent_connected)
+                .filter_map(|ci| ci.value.ec2_instance_id.clone())
+                .collect();
+            let mut versions: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+            for p in tx.placed_task_versions(cluster_arn)? {
+                if p.desired_status.as_deref() == Some("RUNNING") {
+                    versions
+                        .entry(p.container_instance_arn)
+                        .or_default()
+                        .push((p.arn, p.version));
+                }
+            }
+            let mut current = vec![];
+            for id in connected.iter().chain(&draining) {
+                if let Some(r) = self.record(tx, id)? {
+                    let v = versions
+                        .get(&r.container_instance_arn)
+                        .cloned()
+                        .unwrap_or_default();
+                    current.push((r, v));
+                }
+            }
+            Ok::<_, EcsError>(current)
         })?;
-        connected.extend(draining);
         let mut all_settled = true;
-        for id in connected {
-            all_settled &= self.push(&id)?;
+        for (record, versions) in current {
+            all_settled &= self.push_versions(&record, versions)?;
         }
         if let Ok(mut pushed) = self.pushed.lock() {
             if all_settled {
@@ -782,6 +842,15 @@ impl Scheduler {
                 n,
             )
         })?;
+        // The tasks on every instance, in one read.
+        let placed = tx.placed_task_versions(cluster_arn)?;
+        let mut by_instance: HashMap<&str, Vec<&PlacedTask>> = HashMap::new();
+        for p in &placed {
+            by_instance
+                .entry(p.container_instance_arn.as_str())
+                .or_default()
+                .push(p);
+        }
         let mut out = vec![];
         for status in ["ACTIVE", "REGISTERING"] {
             for ci in self.instances(tx, cluster_arn, status)? {
@@ -789,7 +858,7 @@ impl Scheduler {
                 let Some(id) = ci.ec2_instance_id.clone() else {
                     continue;
                 };
-                let Some(record) = load_record(tx, &id)? else {
+                let Some(record) = self.record(tx, &id)? else {
                     continue;
                 };
                 let (reg_cpu, reg_mem) = match registered(&ci) {
@@ -807,7 +876,10 @@ impl Scheduler {
                 let mut on = vec![];
                 let mut app_tasks = 0;
                 let (mut used_cpu, mut used_mem) = (0i64, 0i64);
-                for t in self.instance_tasks(tx, &record)? {
+                let placed = by_instance
+                    .get(record.container_instance_arn.as_str())
+                    .map_or(&[][..], Vec::as_slice);
+                for t in self.instance_tasks(tx, placed)? {
                     if !crate::daemons::is_daemon_task(&t) {
                         app_tasks += 1;
                     }
@@ -983,13 +1055,13 @@ impl Scheduler {
         let now = self.ctx.now();
         let config = &self.config.lifecycle;
         // Per capacity provider: its instances, their records, and whether empty.
-        type Member = (Arc<ContainerInstance>, InstanceRecord, bool);
+        type Member = (Arc<ContainerInstance>, Arc<InstanceRecord>, bool);
         let (fleets, current) = self.ctx.store.read(|tx| {
             let mut fleets: BTreeMap<String, Vec<Member>> = BTreeMap::new();
             for status in ["ACTIVE", "DRAINING"] {
                 for ci in self.instances(tx, &cluster_arn, status)? {
                     let Some(r) =
-                        load_record(tx, ci.value.ec2_instance_id.as_deref().unwrap_or(""))?
+                        self.record(tx, ci.value.ec2_instance_id.as_deref().unwrap_or(""))?
                     else {
                         continue;
                     };
@@ -1130,7 +1202,10 @@ impl Scheduler {
                 }
                 let waited = now - p.since;
                 if !self.replacements_ready(r, p)? && waited < config.prepare_timeout {
-                    let left = (config.prepare_timeout - waited).min(5.0);
+                    // A replacement joining is a change the next tick sees
+                    // (the server ticks at least every second); what is due
+                    // here is the timeout.
+                    let left = config.prepare_timeout - waited;
                     report.next_tick = Some(report.next_tick.map_or(left, |n: f64| n.min(left)));
                     continue;
                 }
@@ -1234,7 +1309,7 @@ impl Scheduler {
         now: f64,
     ) -> Result<Vec<String>, EcsError> {
         let waiting = self.ctx.store.read(|tx| {
-            let Some(r) = load_record(tx, instance_id)? else {
+            let Some(r) = self.record(tx, instance_id)? else {
                 return Ok::<_, EcsError>(vec![]);
             };
             let mut tds = TdCache::default();
@@ -1312,7 +1387,7 @@ impl Scheduler {
             let mut joined = vec![];
             let mut waiting = false;
             for id in &p.replacements {
-                let Some(rr) = load_record(tx, id)? else {
+                let Some(rr) = self.record(tx, id)? else {
                     continue;
                 };
                 let ci = tx.container_instance(&rr.container_instance_arn)?;
@@ -1941,7 +2016,7 @@ impl Scheduler {
         // skipped. A set depends on nothing else that changes: a task's
         // definition never does, its address comes with a write of the task.
         let current = self.ctx.store.read(|tx| {
-            let Some(r) = load_record(tx, instance_id)? else {
+            let Some(r) = self.record(tx, instance_id)? else {
                 return Ok::<_, EcsError>(None);
             };
             Ok(Some((agents::desired_versions(tx, &r)?, r)))
@@ -1950,6 +2025,17 @@ impl Scheduler {
             // Nothing to send to an instance berth does not know.
             return Ok(true);
         };
+        self.push_versions(&record, versions)
+    }
+
+    /// [`Self::push`] of an instance whose set's tasks and versions
+    /// ([`agents::desired_versions`]) are `versions`.
+    fn push_versions(
+        &self,
+        record: &InstanceRecord,
+        versions: Vec<(String, i64)>,
+    ) -> Result<bool, EcsError> {
+        let instance_id = record.instance_id.as_str();
         let unchanged = self.sent.lock().is_ok_and(|sent| {
             sent.get(instance_id)
                 .is_some_and(|last| last.tasks == versions)
@@ -1957,7 +2043,7 @@ impl Scheduler {
         if unchanged {
             return Ok(true);
         }
-        let tasks = self.ctx.store.read(|tx| agents::desired(tx, &record))?;
+        let tasks = self.ctx.store.read(|tx| agents::desired(tx, record))?;
         let fingerprint = serde_json::to_string(&tasks).unwrap_or_default();
         let Ok(mut sent) = self.sent.lock() else {
             return Ok(false);

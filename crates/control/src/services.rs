@@ -17,7 +17,7 @@ use berth_model::ecs::*;
 use berth_model::EcsError;
 use berth_scheduler::service::{self as decide, CircuitBreaker, Health, Rollout, TaskStatus};
 use berth_store::{Expect, ServiceFilter, TaskFilter, Tx, Versioned};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// Marks the deployment of a task on a DRAINING instance, so the service
@@ -38,8 +38,9 @@ struct Seen {
     draining: BTreeSet<String>,
 }
 
-/// A task as a pass read it, by ARN: its version and document.
-type Known = BTreeMap<String, (i64, Arc<Task>)>;
+/// A task as a pass read it, by ARN: its version and document, and the
+/// pass that last read it.
+type Known = HashMap<String, (i64, Arc<Task>, u64)>;
 
 /// What the reconciler keeps between passes, by service ARN, so a pass
 /// reads its tasks' versions (an index) and little else:
@@ -52,7 +53,7 @@ type Known = BTreeMap<String, (i64, Arc<Task>)>;
 #[derive(Debug, Default)]
 pub struct Steady {
     seen: Mutex<BTreeMap<String, Seen>>,
-    tasks: Mutex<BTreeMap<String, Known>>,
+    tasks: Mutex<BTreeMap<String, (u64, Known)>>,
 }
 
 impl Steady {
@@ -80,32 +81,44 @@ impl Steady {
         service_arn: &str,
         versions: &[(String, i64)],
     ) -> Result<Vec<Versioned<Arc<Task>>>, EcsError> {
-        let mut before = self
+        // Taken out while the pass reads (a failed read forgets it all).
+        let (pass, mut known) = self
             .tasks
             .lock()
             .ok()
             .and_then(|mut m| m.remove(service_arn))
             .unwrap_or_default();
-        let mut now = Known::new();
+        let pass = pass + 1;
         let mut out = Vec::with_capacity(versions.len());
         for (arn, version) in versions {
-            let task = match before.remove(arn) {
-                Some((v, t)) if v == *version => t,
-                _ => match tx.task(arn)? {
-                    Some(v) if v.version == *version => Arc::new(v.value),
+            let hit = known.get_mut(arn.as_str()).and_then(|(v, t, seen)| {
+                (*v == *version).then(|| {
+                    *seen = pass;
+                    t.clone()
+                })
+            });
+            let task = match hit {
+                Some(t) => t,
+                None => match tx.task(arn)? {
+                    Some(v) if v.version == *version => {
+                        let t = Arc::new(v.value);
+                        known.insert(arn.clone(), (*version, t.clone(), pass));
+                        t
+                    }
                     // Listed in this transaction, so read the same; skip
                     // what would not be.
                     _ => continue,
                 },
             };
-            now.insert(arn.clone(), (*version, task.clone()));
             out.push(Versioned {
                 version: *version,
                 value: task,
             });
         }
+        // Exactly the tasks of this pass are kept for the next.
+        known.retain(|_, (_, _, seen)| *seen == pass);
         if let Ok(mut m) = self.tasks.lock() {
-            m.insert(service_arn.to_string(), now);
+            m.insert(service_arn.to_string(), (pass, known));
         }
         Ok(out)
     }
@@ -321,6 +334,7 @@ fn reconcile_service(
     }
     let mut zones: Vec<String> = vec![];
     let mut tasks = vec![];
+    let protections = protection::Protections::load(tx)?;
     for v in running.iter().chain(&stopping) {
         let t = &v.value;
         let arn = t.task_arn.clone().unwrap_or_default();
@@ -334,7 +348,7 @@ fn reconcile_service(
                 _ => Health::Unknown,
             }
         };
-        let protected = protection::is_protected(tx, &arn, now)?;
+        let protected = protections.is_protected(&arn, now)?;
         timed |= protected || !matches!(health, Health::NoCheck | Health::Healthy);
         let zone = t.availability_zone.clone().unwrap_or_default();
         if !zone.is_empty() && !zones.contains(&zone) {

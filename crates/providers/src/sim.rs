@@ -53,6 +53,8 @@ struct SimInstance {
     terminated_at: Option<f64>,
     /// Task addresses held on the instance, by task id (freed on terminate).
     tasks: BTreeMap<String, Ipv4Addr>,
+    /// Its place in the launch order.
+    seq: u64,
 }
 
 #[derive(Debug)]
@@ -62,24 +64,13 @@ struct Inner {
     instances: BTreeMap<String, SimInstance>,
     /// Launch order, for `list`.
     order: Vec<String>,
+    /// Instances still to change state on their own (`Pending`,
+    /// `ShuttingDown`), by launch order: what [`SimProvider::settle`] walks.
+    unsettled: BTreeMap<u64, String>,
+    /// The addresses of live instances and of their tasks.
+    used: BTreeSet<Ipv4Addr>,
     failures: VecDeque<String>,
     cursor: Option<Ipv4Addr>,
-}
-
-impl Inner {
-    /// The addresses of live instances and of their tasks.
-    fn used_addresses(&self) -> BTreeSet<Ipv4Addr> {
-        self.instances
-            .values()
-            .filter(|si| si.instance.state.is_live())
-            .flat_map(|si| {
-                si.instance
-                    .private_ip
-                    .into_iter()
-                    .chain(si.tasks.values().copied())
-            })
-            .collect()
-    }
 }
 
 /// Virtual instances for simulation: launch, terminate and list in memory.
@@ -104,6 +95,8 @@ impl SimProvider {
             now: 0.0,
             instances: BTreeMap::new(),
             order: vec![],
+            unsettled: BTreeMap::new(),
+            used: BTreeSet::new(),
             failures: VecDeque::new(),
             cursor: None,
         };
@@ -148,10 +141,15 @@ impl SimProvider {
         let now = inner.now;
         let mut changes = vec![];
         let Inner {
-            instances, order, ..
+            instances,
+            unsettled,
+            used,
+            ..
         } = inner;
-        for id in order.iter() {
+        let mut settled = vec![];
+        for (seq, id) in unsettled.iter() {
             let Some(si) = instances.get_mut(id) else {
+                settled.push(*seq);
                 continue;
             };
             let next = match si.instance.state {
@@ -166,7 +164,19 @@ impl SimProvider {
             if next != si.instance.state {
                 si.instance.state = next;
                 changes.push((id.clone(), next));
+                settled.push(*seq);
+                if next == InstanceState::Terminated {
+                    if let Some(ip) = si.instance.private_ip {
+                        used.remove(&ip);
+                    }
+                    for addr in si.tasks.values() {
+                        used.remove(addr);
+                    }
+                }
             }
+        }
+        for seq in settled {
+            unsettled.remove(&seq);
         }
         changes
     }
@@ -246,11 +256,10 @@ impl InstanceProvider for SimProvider {
                 });
             }
         }
-        let used = inner.used_addresses();
         let addr = self
             .config
             .range
-            .allocate(&used, inner.cursor)
+            .allocate(&inner.used, inner.cursor)
             .ok_or_else(|| ProviderError::AddressesExhausted {
                 instance_id: id.clone(),
                 range: self.config.range.to_string(),
@@ -269,6 +278,7 @@ impl InstanceProvider for SimProvider {
             state: InstanceState::Pending,
             launched_at: spec.now,
         };
+        let seq = inner.order.len() as u64;
         inner.instances.insert(
             id.clone(),
             SimInstance {
@@ -276,9 +286,12 @@ impl InstanceProvider for SimProvider {
                 spec: spec.clone(),
                 terminated_at: None,
                 tasks: BTreeMap::new(),
+                seq,
             },
         );
+        inner.used.insert(addr);
         inner.order.push(id.clone());
+        inner.unsettled.insert(seq, id.clone());
         Self::settle(&mut inner, self.config.boot_delay);
         inner
             .instances
@@ -291,7 +304,8 @@ impl InstanceProvider for SimProvider {
     }
 
     fn terminate(&self, instance_id: &str) -> Result<(), ProviderError> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let now = inner.now;
         let Some(si) = inner.instances.get_mut(instance_id) else {
             return Ok(());
@@ -302,9 +316,13 @@ impl InstanceProvider for SimProvider {
         ) {
             si.instance.state = InstanceState::ShuttingDown;
             si.terminated_at = Some(now + self.config.shutdown_delay);
+            inner.unsettled.insert(si.seq, instance_id.to_string());
+        }
+        for addr in si.tasks.values() {
+            inner.used.remove(addr);
         }
         si.tasks.clear();
-        Self::settle(&mut inner, self.config.boot_delay);
+        Self::settle(inner, self.config.boot_delay);
         Ok(())
     }
 
@@ -352,13 +370,14 @@ impl InstanceProvider for SimProvider {
                 reason: format!("is {state}: it takes no new task addresses"),
             });
         }
-        let addr = range
-            .allocate(&inner.used_addresses(), inner.cursor)
-            .ok_or_else(|| ProviderError::AddressesExhausted {
+        let addr = range.allocate(&inner.used, inner.cursor).ok_or_else(|| {
+            ProviderError::AddressesExhausted {
                 instance_id: instance_id.into(),
                 range: range.to_string(),
-            })?;
+            }
+        })?;
         inner.cursor = Some(addr);
+        inner.used.insert(addr);
         if let Some(si) = inner.instances.get_mut(instance_id) {
             si.tasks.insert(task_id.into(), addr);
         }
@@ -366,8 +385,14 @@ impl InstanceProvider for SimProvider {
     }
 
     fn release_task_address(&self, instance_id: &str, task_id: &str) -> Result<(), ProviderError> {
-        if let Some(si) = self.lock().instances.get_mut(instance_id) {
-            si.tasks.remove(task_id);
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if let Some(addr) = inner
+            .instances
+            .get_mut(instance_id)
+            .and_then(|si| si.tasks.remove(task_id))
+        {
+            inner.used.remove(&addr);
         }
         Ok(())
     }

@@ -88,6 +88,15 @@ pub struct TaskFilter {
     pub not_stopped: bool,
 }
 
+/// A task placed on an instance, as [`Tx::placed_task_versions`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedTask {
+    pub container_instance_arn: String,
+    pub desired_status: Option<String>,
+    pub arn: String,
+    pub version: i64,
+}
+
 /// Filters of ListTaskDefinitions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskDefinitionFilter {
@@ -200,6 +209,10 @@ pub trait Tx {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<Versioned<Task>>>;
+    /// Every task of a cluster placed on an instance and not yet STOPPED,
+    /// without the documents, by instance, desired status and ARN: what a
+    /// pass over all instances reads once instead of once per instance.
+    fn placed_task_versions(&self, cluster_arn: &str) -> Result<Vec<PlacedTask>>;
     /// The ARN and version of each task [`Tx::tasks`] lists, without the
     /// documents: what tells cheaply whether any of them changed.
     fn task_versions(
@@ -316,6 +329,8 @@ pub trait Tx {
     // ---- small key/value state (server identity, counters) ----
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn put_meta(&self, key: &str, value: &str) -> Result<()>;
+    /// Every entry whose key starts with `prefix`, by key.
+    fn metas(&self, prefix: &str) -> Result<Vec<(String, String)>>;
 
     // ---- metering (see berth_model::meter) ----
     /// Opens an instance's meter; false (and nothing changed) when it has one.

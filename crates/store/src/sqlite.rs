@@ -16,8 +16,8 @@
 mod schema;
 
 use crate::{
-    AttributeFilter, ClientToken, Durability, Expect, Page, Result, ServiceFilter, StoreError,
-    TaskDefinitionFilter, TaskFilter, Tx, Versioned,
+    AttributeFilter, ClientToken, Durability, Expect, Page, PlacedTask, Result, ServiceFilter,
+    StoreError, TaskDefinitionFilter, TaskFilter, Tx, Versioned,
 };
 use berth_model::ecs::{
     Attribute, CapacityProvider, Cluster, ContainerInstance, LaunchType, Service,
@@ -878,6 +878,28 @@ impl Tx for SqliteTx<'_> {
         })
     }
 
+    fn placed_task_versions(&self, cluster_arn: &str) -> Result<Vec<PlacedTask>> {
+        // The condition of the partial index `tasks_live_instance`, which
+        // holds every column read: the index alone is read.
+        let mut stmt = self.stmt(
+            "SELECT container_instance_arn, desired_status, arn, version FROM tasks
+             WHERE cluster_arn = ?1 AND container_instance_arn IS NOT NULL
+               AND last_status IS NOT 'STOPPED'
+             ORDER BY container_instance_arn, desired_status, arn",
+        )?;
+        let rows = stmt
+            .query_map([cluster_arn], |r| {
+                Ok(PlacedTask {
+                    container_instance_arn: r.get(0)?,
+                    desired_status: r.get(1)?,
+                    arn: r.get(2)?,
+                    version: r.get(3)?,
+                })
+            })
+            .db()?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().db()
+    }
+
     fn task_versions(
         &self,
         filter: &TaskFilter,
@@ -1456,6 +1478,18 @@ impl Tx for SqliteTx<'_> {
             &[&key, &value],
         )?;
         Ok(())
+    }
+
+    fn metas(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        // Keys compare bytewise: those starting with the prefix lie between
+        // it and it followed by the greatest character.
+        let end = format!("{prefix}{}", char::MAX);
+        let mut stmt =
+            self.stmt("SELECT key, value FROM meta WHERE key >= ?1 AND key < ?2 ORDER BY key")?;
+        let rows = stmt
+            .query_map([prefix, end.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .db()?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().db()
     }
 
     // ---- metering ----

@@ -8,8 +8,8 @@ use berth_model::ecs::{
     Setting, SettingName, SettingType, TargetType, Task, TaskDefinition, TaskDefinitionStatus,
 };
 use berth_store::{
-    AttributeFilter, ClientToken, Durability, Expect, Page, ServiceFilter, SqliteStore, Store,
-    StoreError, TaskDefinitionFilter, TaskFilter, Versioned,
+    AttributeFilter, ClientToken, Durability, Expect, Page, PlacedTask, ServiceFilter, SqliteStore,
+    Store, StoreError, TaskDefinitionFilter, TaskFilter, Versioned,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Barrier};
@@ -571,6 +571,21 @@ fn client_token_and_meta_round_trip() {
         store.read(|tx| tx.meta("server-id")).unwrap().as_deref(),
         Some("two")
     );
+
+    // By prefix: only the keys that start with it, in key order.
+    store
+        .write(|tx| {
+            for k in ["p/b", "p/a", "p", "p0", "q/a", "o/z", "p/\u{e9}"] {
+                tx.put_meta(k, &format!("v-{k}"))?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let got = store.read(|tx| tx.metas("p/")).unwrap();
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["p/a", "p/b", "p/\u{e9}"]);
+    assert_eq!(got[0].1, "v-p/a");
+    assert!(store.read(|tx| tx.metas("none/")).unwrap().is_empty());
 }
 
 #[test]
@@ -1210,11 +1225,44 @@ fn task_filters() {
         1
     );
 
+    // Placed and not yet stopped, in one read: by instance, desired status, ARN.
+    let mut unplaced = task("default", "t99", "web");
+    unplaced.container_instance_arn = None;
+    unplaced.last_status = Some("PROVISIONING".into());
+    store
+        .write(|tx| tx.put_task(&unplaced, Expect::Absent))
+        .unwrap();
+    let placed = store.read(|tx| tx.placed_task_versions(&cl)).unwrap();
+    let mut expected: Vec<PlacedTask> = tasks
+        .iter()
+        .filter(|t| t.last_status.as_deref() != Some("STOPPED"))
+        .map(|t| PlacedTask {
+            container_instance_arn: t.container_instance_arn.clone().unwrap(),
+            desired_status: t.desired_status.clone(),
+            arn: t.task_arn.clone().unwrap(),
+            version: 1,
+        })
+        .collect();
+    expected.sort_by(|a, b| {
+        (&a.container_instance_arn, &a.desired_status, &a.arn).cmp(&(
+            &b.container_instance_arn,
+            &b.desired_status,
+            &b.arn,
+        ))
+    });
+    assert_eq!(placed.len(), 8);
+    assert_eq!(placed, expected);
+    assert!(store
+        .read(|tx| tx.placed_task_versions(&cluster_arn("empty")))
+        .unwrap()
+        .is_empty());
+
     let counts = store.read(|tx| tx.task_counts(&cl)).unwrap();
     assert_eq!(
         counts,
         vec![
             ("PENDING".into(), 4),
+            ("PROVISIONING".into(), 1),
             ("RUNNING".into(), 4),
             ("STOPPED".into(), 4)
         ]
