@@ -337,11 +337,20 @@ pub fn disconnected(ctx: &Ctx, instance_id: &str) -> Result<(), EcsError> {
 
 /// Applies a task report from an agent. Returns whether the desired set changed.
 pub fn report(ctx: &Ctx, instance_id: &str, report: &TaskReport) -> Result<bool, EcsError> {
+    reports(ctx, instance_id, std::slice::from_ref(report))
+}
+
+/// Applies an agent's task reports in order, in one transaction (the
+/// instance's counts refreshed once). Returns whether the desired set changed.
+pub fn reports(ctx: &Ctx, instance_id: &str, reports: &[TaskReport]) -> Result<bool, EcsError> {
     ctx.store.write(|tx| {
         let Some(r) = load_record(tx, instance_id)? else {
             return Ok(false);
         };
-        let changed = apply_report(ctx, tx, &r, report)?;
+        let mut changed = false;
+        for report in reports {
+            changed |= apply_report(ctx, tx, &r, report)?;
+        }
         refresh_counts(tx, &r)?;
         Ok(changed)
     })

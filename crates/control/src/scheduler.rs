@@ -168,6 +168,9 @@ fn default_requirements() -> InstanceRequirementsRequest {
     }
 }
 
+/// Ticks an entry of [`KnownInstances`] is kept unread.
+const KNOWN_KEPT: u64 = 8;
+
 /// Container instances and the tasks placed on them as read, by ARN: the
 /// tick that last read each, its version and document.
 #[derive(Default)]
@@ -490,9 +493,19 @@ impl Scheduler {
             let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
             known.tick += 1;
             let tick = known.tick;
-            known.by_arn.retain(|_, (seen, _, _)| *seen + 2 >= tick);
-            known.tasks.retain(|_, (seen, _, _)| *seen + 2 >= tick);
-            known.records.retain(|_, (seen, _, _)| *seen + 2 >= tick);
+            // What no tick read for a while is let go, looked for every
+            // few ticks rather than walked each time.
+            if tick % KNOWN_KEPT == 0 {
+                known
+                    .by_arn
+                    .retain(|_, (seen, _, _)| *seen + KNOWN_KEPT >= tick);
+                known
+                    .tasks
+                    .retain(|_, (seen, _, _)| *seen + KNOWN_KEPT >= tick);
+                known
+                    .records
+                    .retain(|_, (seen, _, _)| *seen + KNOWN_KEPT >= tick);
+            }
         }
         // Addresses of stopped tasks go back to the provider.
         for (instance_id, task_arn) in agents::pending_releases(&self.ctx)? {
@@ -549,7 +562,7 @@ impl Scheduler {
         // Nothing to place: what is connected and what is idle, from the
         // container instances' own counts, in a read.
         let quiet = self.ctx.store.read(|tx| {
-            if !pending_tasks(tx, &cluster_arn)?.is_empty() {
+            if has_pending_tasks(tx, &cluster_arn)? {
                 return Ok::<_, EcsError>(false);
             }
             for ci in self.instances(tx, &cluster_arn, "ACTIVE")? {
@@ -1182,7 +1195,11 @@ impl Scheduler {
                         self.prepare_replacement(cluster, &cp_name, id, *kind, now)?;
                     if !replacements.is_empty() {
                         report.prepared.push((id.clone(), replacements));
-                        report.next_tick = Some(report.next_tick.map_or(1.0, |n: f64| n.min(1.0)));
+                        // Due next: the replacements joining (a change the
+                        // next tick sees), else the wait's end.
+                        let left = config.prepare_timeout;
+                        report.next_tick =
+                            Some(report.next_tick.map_or(left, |n: f64| n.min(left)));
                         continue;
                     }
                 }
@@ -2075,6 +2092,18 @@ impl Scheduler {
         );
         Ok(true)
     }
+}
+
+/// Whether any task waits for placement: PROVISIONING, desired RUNNING (a
+/// read of versions; [`pending_tasks`] reads the tasks).
+fn has_pending_tasks(tx: &dyn Tx, cluster_arn: &str) -> Result<bool, EcsError> {
+    let filter = TaskFilter {
+        cluster_arn: cluster_arn.to_string(),
+        desired_status: Some("RUNNING".into()),
+        last_status: Some("PROVISIONING".into()),
+        ..Default::default()
+    };
+    Ok(!tx.task_versions(&filter, None, 1)?.items.is_empty())
 }
 
 fn pending_tasks(tx: &dyn Tx, cluster_arn: &str) -> Result<Vec<Versioned<Task>>, EcsError> {

@@ -436,3 +436,78 @@ async fn an_unhealthy_task_is_replaced_when_its_grace_period_ends_with_nothing_e
         "replacements start once the grace period is over: {after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_reports_apply_in_order_in_one_write() {
+    let h = Harness::new();
+    setup(&h).await;
+    let rec = Arc::new(Recorder::default());
+    let s = scheduler(&h, &rec);
+    h.ok(
+        "CreateService",
+        json!({"cluster": "c1", "serviceName": "api", "taskDefinition": "web", "desiredCount": 4,
+               "capacityProviderStrategy": [{"capacityProvider": "mi", "weight": 1}]}),
+    )
+    .await;
+    tick(&s);
+    join_all(&h, &rec);
+    tick(&s);
+    // Each instance's tasks reported at once: RUNNING, then one of them
+    // STOPPED in the same batch, and a task berth does not know.
+    let mut by_instance: std::collections::BTreeMap<String, (String, Vec<String>)> =
+        Default::default();
+    for t in tasks(&h).await {
+        let ci = t["containerInstanceArn"]
+            .as_str()
+            .expect("placed")
+            .to_string();
+        let id = instance_id(&h, &ci).await;
+        let e = by_instance.entry(id).or_insert((ci, vec![]));
+        e.1.push(t["taskArn"].as_str().unwrap_or("").to_string());
+    }
+    assert!(!by_instance.is_empty());
+    let mut stopped = vec![];
+    for (id, (_, arns)) in &by_instance {
+        let mut reports: Vec<TaskReport> = arns
+            .iter()
+            .map(|a| TaskReport {
+                task_arn: a.clone(),
+                last_status: "RUNNING".into(),
+                started_at: Some(1.0),
+                ..Default::default()
+            })
+            .collect();
+        reports.push(TaskReport {
+            task_arn: format!("{}-unknown", arns[0]),
+            last_status: "RUNNING".into(),
+            ..Default::default()
+        });
+        reports.push(TaskReport {
+            task_arn: arns[0].clone(),
+            last_status: "STOPPED".into(),
+            stop_code: Some("EssentialContainerExited".into()),
+            ..Default::default()
+        });
+        stopped.push(arns[0].clone());
+        agents::reports(&h.state.ctx, id, &reports).expect("reports");
+    }
+    // Later reports of a batch apply over earlier ones.
+    let d = h
+        .ok("DescribeTasks", json!({"cluster": "c1", "tasks": stopped}))
+        .await;
+    for t in d["tasks"].as_array().expect("tasks") {
+        assert_eq!(t["lastStatus"], "STOPPED", "{t}");
+    }
+    // The counts are the batch's outcome.
+    for (ci, arns) in by_instance.values() {
+        let d = h
+            .ok(
+                "DescribeContainerInstances",
+                json!({"cluster": "c1", "containerInstances": [ci]}),
+            )
+            .await;
+        let c = &d["containerInstances"][0];
+        assert_eq!(c["runningTasksCount"], arns.len() - 1, "{c}");
+        assert_eq!(c["pendingTasksCount"], 0, "{c}");
+    }
+}

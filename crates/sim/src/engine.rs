@@ -1098,6 +1098,8 @@ impl Simulation {
             .cloned()
             .collect();
         let mut changed = false;
+        // What the agent reports, at once: starts before stops.
+        let mut reports = vec![];
         for s in new {
             if let Some(other) = self.task_home.get(&s.task_arn) {
                 if other != id {
@@ -1115,7 +1117,7 @@ impl Simulation {
                 started_at: now,
                 ends_at: self.run_for.get(&s.family).map(|d| now + d),
             };
-            agents::report(&self.ctx, id, &running_report(&s.task_arn, &task))?;
+            reports.push(running_report(&s.task_arn, &task));
             if let Some(end) = task.ends_at {
                 self.schedule(end, Timer::TaskEnd(id.to_string(), s.task_arn.clone()));
             }
@@ -1134,13 +1136,18 @@ impl Simulation {
             else {
                 continue;
             };
-            agents::report(
-                &self.ctx,
-                id,
-                &stopped_report(&arn, &t.containers, t.started_at, now, false),
-            )?;
+            reports.push(stopped_report(
+                &arn,
+                &t.containers,
+                t.started_at,
+                now,
+                false,
+            ));
             self.forget_task(id, &arn, &t.family);
             changed = true;
+        }
+        if !reports.is_empty() {
+            agents::reports(&self.ctx, id, &reports)?;
         }
         Ok(changed)
     }
