@@ -812,13 +812,14 @@ pub fn check_credential(ctx: &Ctx, instance_id: &str, secret: &str) -> bool {
 }
 
 /// An instance is gone: its container instance becomes INACTIVE and the tasks
-/// it ran are STOPPED with `TerminationNotice`.
-pub fn terminated(ctx: &Ctx, instance_id: &str, reason: &str) -> Result<(), EcsError> {
+/// it ran are STOPPED with `TerminationNotice`. Returns how many were.
+pub fn terminated(ctx: &Ctx, instance_id: &str, reason: &str) -> Result<usize, EcsError> {
     let now = ctx.now();
     ctx.store.write(|tx| {
         let Some(r) = load_record(tx, instance_id)? else {
-            return Ok(());
+            return Ok(0);
         };
+        let mut stopped = 0;
         for mut t in instance_tasks(tx, &r)? {
             let Some(current) = tx.task(t.task_arn.as_deref().unwrap_or(""))? else {
                 continue;
@@ -836,6 +837,7 @@ pub fn terminated(ctx: &Ctx, instance_id: &str, reason: &str) -> Result<(), EcsE
             t.version += 1;
             tx.put_task(&t, Expect::Version(current.version))?;
             queue_release(tx, t.task_arn.as_deref().unwrap_or(""))?;
+            stopped += 1;
         }
         crate::metering::instance_ended(tx, instance_id, now)?;
         if let Some(Versioned {
@@ -853,7 +855,7 @@ pub fn terminated(ctx: &Ctx, instance_id: &str, reason: &str) -> Result<(), EcsE
                 tx.put_container_instance(&r.cluster_arn, &ci, Expect::Version(version))?;
             }
         }
-        Ok(())
+        Ok(stopped)
     })
 }
 

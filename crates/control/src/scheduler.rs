@@ -144,6 +144,8 @@ pub struct TickReport {
     /// Instances terminated by the lifecycle (drained, expired, lost,
     /// interrupted), with the reason.
     pub retired: Vec<(String, String)>,
+    /// Tasks the retirements stopped (those still on the instances).
+    pub retired_tasks: usize,
     /// Instances due for a planned drain that got replacement capacity
     /// first: the instance and the replacements launched for it.
     pub prepared: Vec<(String, Vec<String>)>,
@@ -1246,7 +1248,8 @@ impl Scheduler {
                 );
             }
             for (id, why) in retire {
-                if self.retire(&id, &why)? {
+                if let Some(stopped) = self.retire(&id, &why)? {
+                    report.retired_tasks += stopped;
                     report.retired.push((id, why));
                 }
             }
@@ -1466,9 +1469,9 @@ impl Scheduler {
     }
 
     /// Deregisters and terminates an instance for the lifecycle; whatever
-    /// still runs there is STOPPED with `TerminationNotice`. False when it
-    /// was already gone.
-    fn retire(&self, instance_id: &str, why: &str) -> Result<bool, EcsError> {
+    /// still runs there is STOPPED with `TerminationNotice`. How many tasks
+    /// were; `None` when it was already gone.
+    fn retire(&self, instance_id: &str, why: &str) -> Result<Option<usize>, EcsError> {
         let deregistering = self.ctx.store.write(|tx| {
             let Some(r) = load_record(tx, instance_id)? else {
                 return Ok::<_, EcsError>(false);
@@ -1490,14 +1493,14 @@ impl Scheduler {
             Ok(true)
         })?;
         if !deregistering {
-            return Ok(false);
+            return Ok(None);
         }
         if let Err(e) = self.provider.terminate(instance_id) {
             tracing::warn!(instance_id, error = e, "cannot terminate an instance");
         }
-        agents::terminated(&self.ctx, instance_id, why)?;
+        let stopped = agents::terminated(&self.ctx, instance_id, why)?;
         tracing::info!(instance_id, why, "instance retired");
-        Ok(true)
+        Ok(Some(stopped))
     }
 
     /// A capacity provider's `scaleInAfter` in seconds; `None` when scale-in is off (-1).

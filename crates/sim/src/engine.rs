@@ -916,7 +916,10 @@ impl Simulation {
             || report.daemon_started > 0
             || report.daemon_stopped > 0
             || !report.drained.is_empty()
-            || !report.retired.is_empty())
+            // An emptied instance retired leaves nothing to follow up (the
+            // budget it frees was counted free in the same tick); one whose
+            // tasks were stopped with it has them to replace.
+            || report.retired_tasks > 0)
     }
 
     fn count_drain(&mut self, id: &str, kind: DrainKind) {
