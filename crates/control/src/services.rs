@@ -150,8 +150,9 @@ pub fn reconcile_cluster_with(
         // service's, and an emptied one leaving DRAINING changes no pass.
         let mut draining: BTreeSet<String> = BTreeSet::new();
         if !services.is_empty() {
-            let all =
-                berth_store::all(|a, n| tx.container_instance_versions(&cluster_arn, Some("DRAINING"), a, n))?;
+            let all = berth_store::all(|a, n| {
+                tx.container_instance_versions(&cluster_arn, Some("DRAINING"), a, n)
+            })?;
             for (arn, _) in all {
                 let on_it = TaskFilter {
                     cluster_arn: cluster_arn.clone(),

@@ -223,6 +223,9 @@ pub trait Tx {
     ) -> Result<Page<(String, i64)>>;
     /// How many tasks of a cluster are in each `lastStatus`: `(lastStatus, count)`.
     fn task_counts(&self, cluster_arn: &str) -> Result<Vec<(String, i64)>>;
+    /// A task's cluster, task definition family, `startedBy` and `group`
+    /// are fixed when it is created: an update changing any of them is a
+    /// `Conflict`.
     fn put_task(&self, task: &Task, expect: Expect) -> Result<i64>;
 
     // ---- services (keyed by ARN: `service/CLUSTER/NAME`, so a new service

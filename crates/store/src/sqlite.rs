@@ -939,10 +939,15 @@ impl Tx for SqliteTx<'_> {
             "INSERT INTO tasks (arn, cluster_arn, family, started_by, grp, container_instance_arn,
                                 desired_status, last_status, doc, version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
-            "UPDATE tasks SET cluster_arn = ?2, family = ?3, started_by = ?4, grp = ?5,
-                              container_instance_arn = ?6, desired_status = ?7, last_status = ?8,
+            // Cluster, family, startedBy and group are fixed when a task is
+            // created: not set again, so the indexes of those alone are
+            // left as they are (SQLite rewrites every index holding a
+            // column an UPDATE sets), and a write that would change them
+            // matches no row (a conflict).
+            "UPDATE tasks SET container_instance_arn = ?6, desired_status = ?7, last_status = ?8,
                               doc = ?9, version = ?10
-             WHERE arn = ?1 AND version = ?11",
+             WHERE arn = ?1 AND version = ?11
+               AND cluster_arn = ?2 AND family IS ?3 AND started_by IS ?4 AND grp IS ?5",
             &[
                 &arn,
                 &cluster_arn,

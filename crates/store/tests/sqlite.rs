@@ -330,6 +330,28 @@ fn task_round_trip() {
         1
     );
     assert_eq!(store.read(|tx| tx.task("nope")).unwrap(), None);
+
+    // What is fixed at creation stays: changing it is a conflict, and
+    // nothing is written.
+    for change in [
+        |t: &mut Task| t.started_by = Some("someone-else".into()),
+        |t: &mut Task| t.group = None,
+        |t: &mut Task| t.task_definition_arn = Some(td_arn("other", 1)),
+        |t: &mut Task| t.cluster_arn = Some(cluster_arn("other")),
+    ] {
+        let mut changed = t.clone();
+        change(&mut changed);
+        changed.version = 3;
+        let r = store.write(|tx| tx.put_task(&changed, Expect::Version(2)));
+        assert!(is_conflict(r), "{changed:?}");
+    }
+    assert_eq!(
+        store.read(|tx| tx.task(&arn)).unwrap(),
+        Some(Versioned {
+            version: 2,
+            value: t.clone()
+        })
+    );
 }
 
 #[test]
