@@ -1,7 +1,7 @@
 //! [`Catalog`]: instance types, regional offerings, prices and fees.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -229,7 +229,12 @@ pub struct Catalog {
     fee_ratio_configured: bool,
     price_table: TableInfo,
     fee_table: TableInfo,
+    /// Answers of `matching_with`, by question (see there).
+    matches: Mutex<HashMap<String, MatchFound>>,
 }
+
+/// A kept answer of `matching_with`: positions in `types`.
+pub(crate) type MatchFound = Result<Vec<usize>, crate::matching::RequirementsError>;
 
 static EMBEDDED: OnceLock<Catalog> = OnceLock::new();
 
@@ -347,7 +352,12 @@ impl Catalog {
             fee_ratio_configured: false,
             price_table: embedded_price_table(),
             fee_table: embedded_fee_table(),
+            matches: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub(crate) fn matches(&self) -> &Mutex<HashMap<String, MatchFound>> {
+        &self.matches
     }
 
     /// The same catalog with these provenances for its price and fee tables.

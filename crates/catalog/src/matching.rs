@@ -15,6 +15,9 @@ use berth_model::ecs::{
 
 use crate::{Catalog, InstanceType};
 
+/// Answers of [`Catalog::matching_with`] kept at most (all are dropped past it).
+const MATCHES_KEPT: usize = 256;
+
 /// `onDemandMaxPricePercentageOverLowestPrice` when the request omits it.
 /// EC2 API reference, `InstanceRequirementsRequest.OnDemandMaxPricePercentageOverLowestPrice`:
 /// "Default: 20".
@@ -735,7 +738,43 @@ impl Catalog {
     /// no spot prices.
     ///
     /// An empty result is [`RequirementsError::NoMatch`].
+    ///
+    /// The catalog is immutable, so the answer to the same question is kept
+    /// (as positions in [`Catalog::types`]) and given again at once.
     pub fn matching_with(
+        &self,
+        region: &str,
+        req: &InstanceRequirementsRequest,
+        options: &MatchOptions,
+    ) -> Result<Vec<&InstanceType>, RequirementsError> {
+        let key = serde_json::to_string(req)
+            .ok()
+            .map(|r| format!("{region}\n{options:?}\n{r}"));
+        let types = self.types();
+        let from_positions = |found: &Result<Vec<usize>, RequirementsError>| match found {
+            Ok(at) => Ok(at.iter().filter_map(|&i| types.get(i)).collect()),
+            Err(e) => Err(e.clone()),
+        };
+        if let Some(key) = &key {
+            if let Some(found) = self.matches().lock().ok().and_then(|m| m.get(key).cloned()) {
+                return from_positions(&found);
+            }
+        }
+        let found = self.matching_uncached(region, req, options).map(|ts| {
+            ts.iter()
+                .filter_map(|t| types.binary_search_by(|x| x.name.cmp(&t.name)).ok())
+                .collect::<Vec<usize>>()
+        });
+        if let (Some(key), Ok(mut m)) = (key, self.matches().lock()) {
+            if m.len() >= MATCHES_KEPT {
+                m.clear();
+            }
+            m.insert(key, found.clone());
+        }
+        from_positions(&found)
+    }
+
+    fn matching_uncached(
         &self,
         region: &str,
         req: &InstanceRequirementsRequest,

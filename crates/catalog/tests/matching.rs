@@ -853,3 +853,59 @@ fn cheapest_fitting_over_a_match() {
     }
     assert!(pick.cpu_units() >= 4096 && pick.memory_mib >= 8192);
 }
+
+#[test]
+fn a_question_asked_again_gets_the_same_answer_as_a_fresh_catalog() {
+    use berth_catalog::{Architecture, CatalogCsv};
+    let fresh = || Catalog::from_csv(&CatalogCsv::EMBEDDED).unwrap();
+    let kept = fresh();
+    let questions = [
+        (
+            open(json!({"vCpuCount": {"min": 2, "max": 8}})),
+            MatchOptions::default(),
+        ),
+        (
+            req(json!({"vCpuCount": {"min": 2, "max": 16}, "memoryMiB": {"min": 4096}})),
+            MatchOptions {
+                architecture: Some(Architecture::Arm64),
+                ..MatchOptions::default()
+            },
+        ),
+        (
+            req(json!({"vCpuCount": {"min": 2, "max": 16}, "memoryMiB": {"min": 4096}})),
+            MatchOptions {
+                price_basis: PriceBasis::PerVcpu,
+                ..MatchOptions::default()
+            },
+        ),
+        // No type has this much: an error, kept as well.
+        (
+            open(json!({"vCpuCount": {"min": 100000}})),
+            MatchOptions::default(),
+        ),
+    ];
+    for round in 0..3 {
+        for (r, o) in &questions {
+            let want = fresh()
+                .matching_with(REGION, r, o)
+                .map(|ts| names(&ts))
+                .map_err(|e| e.to_string());
+            let got = kept
+                .matching_with(REGION, r, o)
+                .map(|ts| names(&ts))
+                .map_err(|e| e.to_string());
+            assert_eq!(got, want, "round {round}: {o:?}");
+        }
+        // Another region is another question.
+        let other = kept
+            .matching_with("eu-west-1", &questions[0].0, &questions[0].1)
+            .map(|ts| names(&ts))
+            .map_err(|e| e.to_string());
+        let want = fresh()
+            .matching_with("eu-west-1", &questions[0].0, &questions[0].1)
+            .map(|ts| names(&ts))
+            .map_err(|e| e.to_string());
+        assert_eq!(other, want);
+        assert_ne!(other, Ok(BTreeSet::new()));
+    }
+}
