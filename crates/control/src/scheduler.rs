@@ -497,7 +497,7 @@ impl Scheduler {
             let tick = known.tick;
             // What no tick read for a while is let go, looked for every
             // few ticks rather than walked each time.
-            if tick % KNOWN_KEPT == 0 {
+            if tick.is_multiple_of(KNOWN_KEPT) {
                 known
                     .by_arn
                     .retain(|_, (seen, _, _)| *seen + KNOWN_KEPT >= tick);

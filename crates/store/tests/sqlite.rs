@@ -2184,3 +2184,79 @@ fn the_change_mark_moves_with_writes_only() {
     }
     assert_ne!(store.change_mark().unwrap(), after);
 }
+
+#[test]
+fn documents_read_again_are_what_is_stored_even_after_a_rollback() {
+    let (_dir, _path, on_file) = file_store();
+    for store in [Store::in_memory().unwrap(), on_file] {
+        let mut t = task("default", "d1", "web");
+        store.write(|tx| tx.put_task(&t, Expect::Absent)).unwrap();
+        let arn = t.task_arn.clone().unwrap();
+        let read = |store: &Store| store.read(|tx| tx.task(&arn)).unwrap().unwrap().value;
+        assert_eq!(read(&store), t);
+        // Version 2 written and read inside a transaction that fails: the
+        // next reads see version 1 again, not what the failed one read.
+        let mut uncommitted = t.clone();
+        uncommitted.last_status = Some("RUNNING".into());
+        uncommitted.version = 2;
+        let failed: Result<(), StoreError> = store.write(|tx| {
+            tx.put_task(&uncommitted, Expect::Version(1))?;
+            assert_eq!(tx.task(&arn)?.unwrap().value, uncommitted);
+            let listed = tx.tasks(
+                &TaskFilter {
+                    cluster_arn: cluster_arn("default"),
+                    ..Default::default()
+                },
+                None,
+                10,
+            )?;
+            assert_eq!(listed.items[0].value, uncommitted);
+            Err(StoreError::Backend("fails on purpose".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(read(&store), t);
+        // Another version 2, with other content, is read as written.
+        t.last_status = Some("STOPPED".into());
+        t.version = 2;
+        store
+            .write(|tx| tx.put_task(&t, Expect::Version(1)))
+            .unwrap();
+        assert_eq!(read(&store), t);
+        let listed = store
+            .read(|tx| {
+                tx.tasks(
+                    &TaskFilter {
+                        cluster_arn: cluster_arn("default"),
+                        ..Default::default()
+                    },
+                    None,
+                    10,
+                )
+            })
+            .unwrap();
+        assert_eq!(listed.items[0].value, t);
+
+        // Container instances too.
+        let cl = cluster_arn("default");
+        let mut ci = container_instance("default", "c9");
+        let ci_arn = ci.container_instance_arn.clone().unwrap();
+        store
+            .write(|tx| tx.put_container_instance(&cl, &ci, Expect::Absent))
+            .unwrap();
+        let read_ci = |store: &Store| {
+            store
+                .read(|tx| tx.container_instance(&ci_arn))
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(read_ci(&store).value, ci);
+        ci.status = Some("DRAINING".into());
+        let failed: Result<(), StoreError> = store.write(|tx| {
+            tx.put_container_instance(&cl, &ci, Expect::Version(1))?;
+            assert_eq!(tx.container_instance(&ci_arn)?.unwrap().value, ci);
+            Err(StoreError::Backend("fails on purpose".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(read_ci(&store).value.status.as_deref(), Some("ACTIVE"));
+    }
+}
