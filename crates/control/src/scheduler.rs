@@ -180,8 +180,25 @@ struct KnownInstances {
     tick: u64,
     by_arn: BTreeMap<String, (u64, i64, Arc<ContainerInstance>)>,
     tasks: BTreeMap<String, (u64, i64, Arc<Task>)>,
-    /// Instance records by instance id: the text as stored, and decoded.
-    records: HashMap<String, (u64, String, Arc<InstanceRecord>)>,
+    /// Instance records by instance id: the text as stored, decoded, and
+    /// the store's change mark it is known to hold at.
+    records: HashMap<String, KnownRecord>,
+    /// Listings of a cluster's instances of a status, with the change mark
+    /// they were read at.
+    listings: HashMap<(String, String), (Mark, Listing)>,
+}
+
+/// Container instances as [`Scheduler::instances`] lists them.
+type Listing = Vec<Versioned<Arc<ContainerInstance>>>;
+
+/// [`berth_store::Store::change_mark`].
+type Mark = (u64, i64);
+
+struct KnownRecord {
+    seen: u64,
+    text: String,
+    record: Arc<InstanceRecord>,
+    at: Option<Mark>,
 }
 
 /// A desired set as last sent to an instance.
@@ -380,6 +397,42 @@ impl Scheduler {
         cluster_arn: &str,
         status: &str,
     ) -> Result<Vec<Versioned<Arc<ContainerInstance>>>, EcsError> {
+        self.instances_at(tx, cluster_arn, status, None)
+    }
+
+    /// [`Self::instances`] in a read transaction begun at the store's
+    /// change `mark` (as [`Self::record_at`]): a listing read at that mark
+    /// is not read again.
+    fn instances_at(
+        &self,
+        tx: &dyn Tx,
+        cluster_arn: &str,
+        status: &str,
+        mark: Option<Mark>,
+    ) -> Result<Vec<Versioned<Arc<ContainerInstance>>>, EcsError> {
+        let key = (cluster_arn.to_string(), status.to_string());
+        if let Some(m) = mark {
+            let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, listing)) = known.listings.get(&key) {
+                if *at == m {
+                    return Ok(listing.clone());
+                }
+            }
+        }
+        let out = self.instances_read(tx, cluster_arn, status)?;
+        if let Some(m) = mark {
+            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            known.listings.insert(key, (m, out.clone()));
+        }
+        Ok(out)
+    }
+
+    fn instances_read(
+        &self,
+        tx: &dyn Tx,
+        cluster_arn: &str,
+        status: &str,
+    ) -> Result<Vec<Versioned<Arc<ContainerInstance>>>, EcsError> {
         let versions = berth_store::all(|a, n| {
             tx.container_instance_versions(cluster_arn, Some(status), a, n)
         })?;
@@ -412,24 +465,53 @@ impl Scheduler {
         tx: &dyn Tx,
         instance_id: &str,
     ) -> Result<Option<Arc<InstanceRecord>>, EcsError> {
+        self.record_at(tx, instance_id, None)
+    }
+
+    /// [`Self::record`] in a read transaction begun at the store's change
+    /// `mark` (taken before it): a record known at that mark is not read
+    /// again (nothing was written since, see `Store::change_mark`).
+    fn record_at(
+        &self,
+        tx: &dyn Tx,
+        instance_id: &str,
+        mark: Option<Mark>,
+    ) -> Result<Option<Arc<InstanceRecord>>, EcsError> {
+        if let Some(m) = mark {
+            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            let tick = known.tick;
+            if let Some(k) = known.records.get_mut(instance_id) {
+                if k.at == Some(m) {
+                    k.seen = tick;
+                    return Ok(Some(k.record.clone()));
+                }
+            }
+        }
         let Some(text) = tx.meta(&agents::record_key(instance_id))? else {
             return Ok(None);
         };
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let tick = known.tick;
-        if let Some((seen, known_text, r)) = known.records.get_mut(instance_id) {
-            if *known_text == text {
-                *seen = tick;
-                return Ok(Some(r.clone()));
+        if let Some(k) = known.records.get_mut(instance_id) {
+            if k.text == text {
+                k.seen = tick;
+                k.at = mark;
+                return Ok(Some(k.record.clone()));
             }
         }
         let r: InstanceRecord = serde_json::from_str(&text).map_err(|e| {
             EcsError::server(format!("instance record {instance_id} is corrupt: {e}"))
         })?;
         let r = Arc::new(r);
-        known
-            .records
-            .insert(instance_id.to_string(), (tick, text, r.clone()));
+        known.records.insert(
+            instance_id.to_string(),
+            KnownRecord {
+                seen: tick,
+                text,
+                record: r.clone(),
+                at: mark,
+            },
+        );
         Ok(Some(r))
     }
 
@@ -504,9 +586,8 @@ impl Scheduler {
                 known
                     .tasks
                     .retain(|_, (seen, _, _)| *seen + KNOWN_KEPT >= tick);
-                known
-                    .records
-                    .retain(|_, (seen, _, _)| *seen + KNOWN_KEPT >= tick);
+                known.records.retain(|_, r| r.seen + KNOWN_KEPT >= tick);
+                known.listings.clear();
             }
         }
         // Addresses of stopped tasks go back to the provider.
@@ -563,13 +644,15 @@ impl Scheduler {
         let seed = self.seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Nothing to place: what is connected and what is idle, from the
         // container instances' own counts, in a read.
+        let mark = self.ctx.store.change_mark().ok();
         let quiet = self.ctx.store.read(|tx| {
             if has_pending_tasks(tx, &cluster_arn)? {
                 return Ok::<_, EcsError>(false);
             }
-            for ci in self.instances(tx, &cluster_arn, "ACTIVE")? {
+            for ci in self.instances_at(tx, &cluster_arn, "ACTIVE", mark)? {
                 let ci = ci.value;
-                let Some(record) = self.record(tx, ci.ec2_instance_id.as_deref().unwrap_or(""))?
+                let Some(record) =
+                    self.record_at(tx, ci.ec2_instance_id.as_deref().unwrap_or(""), mark)?
                 else {
                     continue;
                 };
@@ -796,28 +879,42 @@ impl Scheduler {
         // The records and the tasks of every instance to push to, in one read.
         let current = self.ctx.store.read(|tx| {
             let draining: Vec<String> = self
-                .instances(tx, cluster_arn, "DRAINING")?
+                .instances_at(tx, cluster_arn, "DRAINING", Some(mark))?
                 .into_iter()
                 .filter(|ci| ci.value.agent_connected)
                 .filter_map(|ci| ci.value.ec2_instance_id.clone())
                 .collect();
-            let mut versions: HashMap<String, Vec<(String, i64)>> = HashMap::new();
-            for p in tx.placed_task_versions(cluster_arn)? {
+            let placed = tx.placed_task_versions(cluster_arn)?;
+            let mut versions: HashMap<&str, Vec<(&str, i64)>> = HashMap::new();
+            for p in &placed {
                 if p.desired_status.as_deref() == Some("RUNNING") {
                     versions
-                        .entry(p.container_instance_arn)
+                        .entry(p.container_instance_arn.as_str())
                         .or_default()
-                        .push((p.arn, p.version));
+                        .push((p.arn.as_str(), p.version));
                 }
             }
+            // Only the instances whose tasks changed since their set was
+            // sent are taken further.
+            let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
             let mut current = vec![];
             for id in connected.iter().chain(&draining) {
-                if let Some(r) = self.record(tx, id)? {
+                if let Some(r) = self.record_at(tx, id, Some(mark))? {
                     let v = versions
-                        .get(&r.container_instance_arn)
-                        .cloned()
-                        .unwrap_or_default();
-                    current.push((r, v));
+                        .get(r.container_instance_arn.as_str())
+                        .map_or(&[][..], Vec::as_slice);
+                    let unchanged = sent.get(id.as_str()).is_some_and(|last| {
+                        last.tasks.len() == v.len()
+                            && last
+                                .tasks
+                                .iter()
+                                .zip(v)
+                                .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+                    });
+                    if !unchanged {
+                        let v = v.iter().map(|(a, n)| (a.to_string(), *n)).collect();
+                        current.push((r, v));
+                    }
                 }
             }
             Ok::<_, EcsError>(current)
@@ -1071,12 +1168,16 @@ impl Scheduler {
         let config = &self.config.lifecycle;
         // Per capacity provider: its instances, their records, and whether empty.
         type Member = (Arc<ContainerInstance>, Arc<InstanceRecord>, bool);
+        let mark = self.ctx.store.change_mark().ok();
         let (fleets, current) = self.ctx.store.read(|tx| {
             let mut fleets: BTreeMap<String, Vec<Member>> = BTreeMap::new();
             for status in ["ACTIVE", "DRAINING"] {
-                for ci in self.instances(tx, &cluster_arn, status)? {
-                    let Some(r) =
-                        self.record(tx, ci.value.ec2_instance_id.as_deref().unwrap_or(""))?
+                for ci in self.instances_at(tx, &cluster_arn, status, mark)? {
+                    let Some(r) = self.record_at(
+                        tx,
+                        ci.value.ec2_instance_id.as_deref().unwrap_or(""),
+                        mark,
+                    )?
                     else {
                         continue;
                     };

@@ -495,6 +495,23 @@ impl<'c> SqliteTx<'c> {
         Ok(page(items, last, limit))
     }
 
+    /// Rows of a listing of `(key, version)` pairs, paged by the key.
+    fn list_versions(
+        &self,
+        sql: &str,
+        params: &[&dyn ToSql],
+        limit: usize,
+    ) -> Result<Page<(String, i64)>> {
+        let mut stmt = self.stmt(sql)?;
+        let mut rows = stmt.query(params).db()?;
+        let mut items: Vec<(String, i64)> = Vec::new();
+        while let Some(row) = rows.next().db()? {
+            items.push((row.get(0).db()?, row.get(1).db()?));
+        }
+        let last = items.last().map(|(k, _)| k.clone());
+        Ok(page(items, last, limit))
+    }
+
     /// Compare-and-swap write of a document row. `params` are the values of
     /// `?1..?N` of both statements; `update` also takes the new version as
     /// `?N+1` and the expected one as `?N+2`.
@@ -908,11 +925,7 @@ impl Tx for SqliteTx<'_> {
     ) -> Result<Page<(String, i64)>> {
         let limit_p = limit_param(limit);
         let (sql, params) = task_listing("arn, version", filter, &after, &limit_p);
-        self.list(&sql, &params, limit, |row| {
-            let arn: String = row.get(0).db()?;
-            let version: i64 = row.get(1).db()?;
-            Ok((arn.clone(), (arn, version)))
-        })
+        self.list_versions(&sql, &params, limit)
     }
 
     fn task_counts(&self, cluster_arn: &str) -> Result<Vec<(String, i64)>> {
@@ -1181,11 +1194,7 @@ impl Tx for SqliteTx<'_> {
         let limit_p = limit_param(limit);
         let (sql, params) =
             instance_listing("arn, version", &cluster_arn, &status, &after, &limit_p);
-        self.list(&sql, &params, limit, |row| {
-            let arn: String = row.get(0).db()?;
-            let version: i64 = row.get(1).db()?;
-            Ok((arn.clone(), (arn, version)))
-        })
+        self.list_versions(&sql, &params, limit)
     }
 
     fn put_container_instance(
