@@ -18,7 +18,11 @@
 //! * **floor** ([`Options::min_step`], 1 s): after a step in which
 //!   something changed (the tick did anything, or an agent reported), the
 //!   next step comes 1 s later, as the server ticks at least every second
-//!   while there is work; a due time closer than that waits for it.
+//!   while there is work; a due time closer than that waits for it. A tick
+//!   whose only work was retiring instances that held no task
+//!   ([`berth_control::scheduler::TickReport::retired_tasks`] is 0) leaves
+//!   nothing to follow up: the budget it frees was counted free in the same
+//!   tick, so it asks for no step of its own.
 //! * **cap** ([`Options::max_step`], 6 h): nothing is left unticked for
 //!   longer. Every timed behaviour of the controllers this engine drives
 //!   says when it is due — the scheduler's `next_tick` covers batches,
