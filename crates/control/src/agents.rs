@@ -163,11 +163,15 @@ pub(crate) fn record_key(instance_id: &str) -> String {
 
 pub fn load_record(tx: &dyn Tx, instance_id: &str) -> Result<Option<InstanceRecord>, EcsError> {
     match tx.meta(&record_key(instance_id))? {
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
-            EcsError::server(format!("instance record {instance_id} is corrupt: {e}"))
-        }),
+        Some(text) => parse_record(instance_id, &text).map(Some),
         None => Ok(None),
     }
+}
+
+/// An instance record from its stored text.
+pub(crate) fn parse_record(instance_id: &str, text: &str) -> Result<InstanceRecord, EcsError> {
+    serde_json::from_str(text)
+        .map_err(|e| EcsError::server(format!("instance record {instance_id} is corrupt: {e}")))
 }
 
 pub fn save_record(tx: &dyn Tx, r: &InstanceRecord) -> Result<(), EcsError> {

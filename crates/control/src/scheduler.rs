@@ -499,10 +499,7 @@ impl Scheduler {
                 return Ok(Some(k.record.clone()));
             }
         }
-        let r: InstanceRecord = serde_json::from_str(&text).map_err(|e| {
-            EcsError::server(format!("instance record {instance_id} is corrupt: {e}"))
-        })?;
-        let r = Arc::new(r);
+        let r = Arc::new(agents::parse_record(instance_id, &text)?);
         known.records.insert(
             instance_id.to_string(),
             KnownRecord {
@@ -885,34 +882,31 @@ impl Scheduler {
                 .filter_map(|ci| ci.value.ec2_instance_id.clone())
                 .collect();
             let placed = tx.placed_task_versions(cluster_arn)?;
-            let mut versions: HashMap<&str, Vec<(&str, i64)>> = HashMap::new();
-            for p in &placed {
-                if p.desired_status.as_deref() == Some("RUNNING") {
-                    versions
-                        .entry(p.container_instance_arn.as_str())
-                        .or_default()
-                        .push((p.arn.as_str(), p.version));
-                }
-            }
+            let by_instance = by_instance(&placed);
             // Only the instances whose tasks changed since their set was
             // sent are taken further.
             let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
             let mut current = vec![];
             for id in connected.iter().chain(&draining) {
                 if let Some(r) = self.record_at(tx, id, Some(mark))? {
-                    let v = versions
+                    // The set is made of the tasks desired RUNNING.
+                    let v: Vec<&PlacedTask> = by_instance
                         .get(r.container_instance_arn.as_str())
-                        .map_or(&[][..], Vec::as_slice);
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .filter(|p| p.desired_status.as_deref() == Some("RUNNING"))
+                        .collect();
                     let unchanged = sent.get(id.as_str()).is_some_and(|last| {
                         last.tasks.len() == v.len()
                             && last
                                 .tasks
                                 .iter()
-                                .zip(v)
-                                .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+                                .zip(&v)
+                                .all(|(a, p)| a.0 == p.arn && a.1 == p.version)
                     });
                     if !unchanged {
-                        let v = v.iter().map(|(a, n)| (a.to_string(), *n)).collect();
+                        let v = v.iter().map(|p| (p.arn.clone(), p.version)).collect();
                         current.push((r, v));
                     }
                 }
@@ -956,13 +950,7 @@ impl Scheduler {
         })?;
         // The tasks on every instance, in one read.
         let placed = tx.placed_task_versions(cluster_arn)?;
-        let mut by_instance: HashMap<&str, Vec<&PlacedTask>> = HashMap::new();
-        for p in &placed {
-            by_instance
-                .entry(p.container_instance_arn.as_str())
-                .or_default()
-                .push(p);
-        }
+        let by_instance = by_instance(&placed);
         let mut out = vec![];
         for status in ["ACTIVE", "REGISTERING"] {
             for ci in self.instances(tx, cluster_arn, status)? {
@@ -2198,25 +2186,36 @@ impl Scheduler {
     }
 }
 
+/// Placed tasks by container instance ARN, in their listing's order.
+fn by_instance(placed: &[PlacedTask]) -> HashMap<&str, Vec<&PlacedTask>> {
+    let mut out: HashMap<&str, Vec<&PlacedTask>> = HashMap::new();
+    for p in placed {
+        out.entry(p.container_instance_arn.as_str())
+            .or_default()
+            .push(p);
+    }
+    out
+}
+
 /// Whether any task waits for placement: PROVISIONING, desired RUNNING (a
 /// read of versions; [`pending_tasks`] reads the tasks).
 fn has_pending_tasks(tx: &dyn Tx, cluster_arn: &str) -> Result<bool, EcsError> {
-    let filter = TaskFilter {
-        cluster_arn: cluster_arn.to_string(),
-        desired_status: Some("RUNNING".into()),
-        last_status: Some("PROVISIONING".into()),
-        ..Default::default()
-    };
+    let filter = pending_filter(cluster_arn);
     Ok(!tx.task_versions(&filter, None, 1)?.items.is_empty())
 }
 
-fn pending_tasks(tx: &dyn Tx, cluster_arn: &str) -> Result<Vec<Versioned<Task>>, EcsError> {
-    let filter = TaskFilter {
+/// Tasks waiting for placement: PROVISIONING, desired RUNNING.
+fn pending_filter(cluster_arn: &str) -> TaskFilter {
+    TaskFilter {
         cluster_arn: cluster_arn.to_string(),
         desired_status: Some("RUNNING".into()),
         last_status: Some("PROVISIONING".into()),
         ..Default::default()
-    };
+    }
+}
+
+fn pending_tasks(tx: &dyn Tx, cluster_arn: &str) -> Result<Vec<Versioned<Task>>, EcsError> {
+    let filter = pending_filter(cluster_arn);
     let mut out: Vec<Versioned<Task>> = berth_store::all(|a, n| tx.tasks(&filter, a, n))?
         .into_iter()
         .filter(|t| t.value.container_instance_arn.is_none())

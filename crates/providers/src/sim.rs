@@ -165,12 +165,10 @@ impl SimProvider {
                 si.instance.state = next;
                 changes.push((id.clone(), next));
                 settled.push(*seq);
+                // Its task addresses went with `terminate`.
                 if next == InstanceState::Terminated {
                     if let Some(ip) = si.instance.private_ip {
                         used.remove(&ip);
-                    }
-                    for addr in si.tasks.values() {
-                        used.remove(addr);
                     }
                 }
             }

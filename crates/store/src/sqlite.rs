@@ -389,6 +389,16 @@ fn task_listing<'p>(
         // (migration 4), so the planner can use them: not a parameter.
         sql.push_str(" AND last_status IS NOT 'STOPPED'");
     }
+    page_by_arn(sql, params, after, limit)
+}
+
+/// Ends a listing's statement: rows after `after` by ARN, at most `limit`.
+fn page_by_arn<'p>(
+    mut sql: String,
+    mut params: Vec<&'p dyn ToSql>,
+    after: &'p Option<&str>,
+    limit: &'p i64,
+) -> (String, Vec<&'p dyn ToSql>) {
     if let Some(after) = after {
         params.push(after);
         sql.push_str(&format!(" AND arn > ?{}", params.len()));
@@ -414,13 +424,7 @@ fn instance_listing<'p>(
         params.push(status);
         sql.push_str(&format!(" AND status = ?{}", params.len()));
     }
-    if let Some(after) = after {
-        params.push(after);
-        sql.push_str(&format!(" AND arn > ?{}", params.len()));
-    }
-    params.push(limit);
-    sql.push_str(&format!(" ORDER BY arn LIMIT ?{}", params.len()));
-    (sql, params)
+    page_by_arn(sql, params, after, limit)
 }
 
 /// A transaction on one connection.
