@@ -146,25 +146,16 @@ pub fn reconcile_cluster_with(
             ..Default::default()
         };
         let services = berth_store::all(|a, n| tx.services(&filter, a, n))?;
-        // Draining instances that still hold tasks: only those can hold a
-        // service's, and an emptied one leaving DRAINING changes no pass.
-        let mut draining: BTreeSet<String> = BTreeSet::new();
-        if !services.is_empty() {
-            let all = berth_store::all(|a, n| {
+        let draining: BTreeSet<String> = if services.is_empty() {
+            BTreeSet::new()
+        } else {
+            berth_store::all(|a, n| {
                 tx.container_instance_versions(&cluster_arn, Some("DRAINING"), a, n)
-            })?;
-            for (arn, _) in all {
-                let on_it = TaskFilter {
-                    cluster_arn: cluster_arn.clone(),
-                    container_instance_arn: Some(arn.clone()),
-                    not_stopped: true,
-                    ..Default::default()
-                };
-                if !tx.task_versions(&on_it, None, 1)?.items.is_empty() {
-                    draining.insert(arn);
-                }
-            }
-        }
+            })?
+            .into_iter()
+            .map(|(arn, _)| arn)
+            .collect()
+        };
         Ok::<_, EcsError>((services, draining))
     })?;
     let (services, draining) = services;
