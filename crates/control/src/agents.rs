@@ -662,7 +662,7 @@ pub fn desired(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<TaskSpec>, EcsErro
     };
     for t in instance_tasks_wanted(tx, r, wanted)? {
         if let Some(td) = tds.get(tx, t.task_definition_arn.as_deref())? {
-            if let Some(mut spec) = spec_with(tx, &t, td)? {
+            if let Some(mut spec) = spec_with(tx, &t, &td)? {
                 if spec.desired_status == DesiredStatus::Stopped {
                     spec.stop_timeout_cap = Some(crate::lifecycle::SPOT_NOTICE as u32);
                 }
@@ -698,17 +698,9 @@ pub fn load_task_definition(tx: &dyn Tx, td_arn: &str) -> Result<Option<TaskDefi
 pub struct TdCache(std::collections::BTreeMap<String, Option<Arc<TaskDefinition>>>);
 
 impl TdCache {
-    /// The task definition of `arn` (`None` when absent or not found).
+    /// The task definition of `arn` (`None` when absent or not found),
+    /// shared with every other task of this cache's pass.
     pub fn get(
-        &mut self,
-        tx: &dyn Tx,
-        arn: Option<&str>,
-    ) -> Result<Option<TaskDefinition>, EcsError> {
-        Ok(self.shared(tx, arn)?.map(|td| TaskDefinition::clone(&td)))
-    }
-
-    /// [`Self::get`] without a copy.
-    pub fn shared(
         &mut self,
         tx: &dyn Tx,
         arn: Option<&str>,
@@ -728,13 +720,13 @@ impl TdCache {
 /// The spec of one task: its definition's containers with the overrides applied.
 pub fn spec_for(tx: &dyn Tx, t: &Task) -> Result<Option<TaskSpec>, EcsError> {
     match load_task_definition(tx, t.task_definition_arn.as_deref().unwrap_or(""))? {
-        Some(td) => spec_with(tx, t, td),
+        Some(td) => spec_with(tx, t, &td),
         None => Ok(None),
     }
 }
 
 /// The spec of one task of `td`.
-fn spec_with(tx: &dyn Tx, t: &Task, td: TaskDefinition) -> Result<Option<TaskSpec>, EcsError> {
+fn spec_with(tx: &dyn Tx, t: &Task, td: &TaskDefinition) -> Result<Option<TaskSpec>, EcsError> {
     let family = td.family.clone().unwrap_or_default();
     let revision = td.revision;
     let overrides = t.overrides.clone().unwrap_or_default();
@@ -799,7 +791,7 @@ fn spec_with(tx: &dyn Tx, t: &Task, td: TaskDefinition) -> Result<Option<TaskSpe
             .filter(|(_, ids)| !ids.is_empty())
             .collect(),
         address: task_address(tx, t.task_arn.as_deref().unwrap_or(""))?.map(|(_, a)| a),
-        volumes: td.volumes.unwrap_or_default(),
+        volumes: td.volumes.clone().unwrap_or_default(),
         stop_timeout_cap: None,
     }))
 }

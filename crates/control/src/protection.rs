@@ -21,8 +21,8 @@
 
 use berth_model::EcsError;
 use berth_store::Tx;
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// A task's scale-in protection.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,7 +71,7 @@ pub struct Protections(HashMap<String, String>);
 
 impl Protections {
     pub fn load(tx: &dyn Tx) -> Result<Protections, EcsError> {
-        let mut by_task = HashMap::new();
+        let mut by_task = HashMap::default();
         for (k, text) in tx.metas(PREFIX)? {
             if let Some(arn) = k.strip_prefix(PREFIX) {
                 by_task.insert(arn.to_string(), text);

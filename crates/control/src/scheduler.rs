@@ -15,7 +15,8 @@ use berth_scheduler::placement::{
 };
 use berth_scheduler::plan::{CapacityOption, PlanRequest, Reservation, TaskGroup};
 use berth_store::{Expect, PlacedTask, TaskFilter, Tx, Versioned};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use foldhash::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -520,7 +521,7 @@ impl Scheduler {
     fn instance_tasks(
         &self,
         tx: &dyn Tx,
-        placed: &[&PlacedTask],
+        placed: &[PlacedTask],
     ) -> Result<Vec<Arc<Task>>, EcsError> {
         let mut out = vec![];
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
@@ -710,7 +711,7 @@ impl Scheduler {
                     let td = tds.get(tx, v.value.task_definition_arn.as_deref())?;
                     let requested =
                         placing::requested(tx, v.value.task_arn.as_deref().unwrap_or(""))?;
-                    demands.push(placing::demand(&v.value, td.as_ref(), &requested));
+                    demands.push(placing::demand(&v.value, td.as_deref(), &requested));
                 }
                 let options = PlaceOptions::run_task(seed);
                 // Tasks the planner launched an instance for go there first,
@@ -837,7 +838,7 @@ impl Scheduler {
                     waiting.entry(cp.clone()).or_default().push(Waiting {
                         task_arn: t.task_arn.clone().unwrap_or_default(),
                         demand: d.clone(),
-                        architecture: architecture_of(td.as_ref()),
+                        architecture: architecture_of(td.as_deref()),
                     });
                 }
             }
@@ -892,9 +893,9 @@ impl Scheduler {
                     // The set is made of the tasks desired RUNNING.
                     let v: Vec<&PlacedTask> = by_instance
                         .get(r.container_instance_arn.as_str())
-                        .into_iter()
-                        .flatten()
                         .copied()
+                        .unwrap_or_default()
+                        .iter()
                         .filter(|p| p.desired_status.as_deref() == Some("RUNNING"))
                         .collect();
                     let unchanged = sent.get(id.as_str()).is_some_and(|last| {
@@ -978,7 +979,8 @@ impl Scheduler {
                 let (mut used_cpu, mut used_mem) = (0i64, 0i64);
                 let placed = by_instance
                     .get(record.container_instance_arn.as_str())
-                    .map_or(&[][..], Vec::as_slice);
+                    .copied()
+                    .unwrap_or_default();
                 for t in self.instance_tasks(tx, placed)? {
                     if !crate::daemons::is_daemon_task(&t) {
                         app_tasks += 1;
@@ -986,7 +988,7 @@ impl Scheduler {
                     let (c, m) = task_needs(&t);
                     used_cpu += i64::from(c);
                     used_mem += m as i64;
-                    let td = tds.shared(tx, t.task_definition_arn.as_deref())?;
+                    let td = tds.get(tx, t.task_definition_arn.as_deref())?;
                     on.push((t, td));
                 }
                 let arn = ci.container_instance_arn.clone().unwrap_or_default();
@@ -1438,8 +1440,8 @@ impl Scheduler {
                 let requested = placing::requested(tx, &arn)?;
                 out.push(Waiting {
                     task_arn: arn,
-                    demand: placing::demand(&t, td.as_ref(), &requested),
-                    architecture: architecture_of(td.as_ref()),
+                    demand: placing::demand(&t, td.as_deref(), &requested),
+                    architecture: architecture_of(td.as_deref()),
                 });
             }
             Ok(out)
@@ -2186,15 +2188,13 @@ impl Scheduler {
     }
 }
 
-/// Placed tasks by container instance ARN, in their listing's order.
-fn by_instance(placed: &[PlacedTask]) -> HashMap<&str, Vec<&PlacedTask>> {
-    let mut out: HashMap<&str, Vec<&PlacedTask>> = HashMap::new();
-    for p in placed {
-        out.entry(p.container_instance_arn.as_str())
-            .or_default()
-            .push(p);
-    }
-    out
+/// Placed tasks by container instance ARN, in their listing's order (which
+/// is by instance: each instance's tasks are one run of the listing).
+fn by_instance(placed: &[PlacedTask]) -> HashMap<&str, &[PlacedTask]> {
+    placed
+        .chunk_by(|a, b| a.container_instance_arn == b.container_instance_arn)
+        .filter_map(|run| Some((run.first()?.container_instance_arn.as_str(), run)))
+        .collect()
 }
 
 /// Whether any task waits for placement: PROVISIONING, desired RUNNING (a

@@ -17,7 +17,8 @@ use berth_model::ecs::*;
 use berth_model::EcsError;
 use berth_scheduler::service::{self as decide, CircuitBreaker, Health, Rollout, TaskStatus};
 use berth_store::{Expect, ServiceFilter, TaskFilter, Tx, Versioned};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use foldhash::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// Marks the deployment of a task on a DRAINING instance, so the service
@@ -341,7 +342,7 @@ fn reconcile_service(
         let t = &v.value;
         let arn = t.task_arn.clone().unwrap_or_default();
         let td = tds.get(tx, t.task_definition_arn.as_deref())?;
-        let health = if !has_health_check(td.as_ref()) {
+        let health = if !has_health_check(td.as_deref()) {
             Health::NoCheck
         } else {
             match t.health_status {

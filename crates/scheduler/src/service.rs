@@ -93,8 +93,9 @@
 //! `berth bench services` (BENCHMARKS.md); `service_cases::thousand_tasks_is_fast`
 //! only guards against a gross regression.
 
+use foldhash::HashMap;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -321,6 +322,9 @@ pub enum Event {
     },
 }
 
+/// Tasks an event names; the rest it counts.
+const LISTED_TASKS: usize = 10;
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -334,8 +338,13 @@ impl fmt::Display for Event {
             ),
             Event::Stopped { service, tasks } => {
                 write!(f, "(service {service}) has stopped {} running tasks:", tasks.len())?;
-                for t in tasks {
-                    write!(f, " (task {t})")?;
+                // Tasks by ID, as ECS names them; a long list is cut, so a
+                // service's 100 events stay small whatever the fleet's size.
+                for t in tasks.iter().take(LISTED_TASKS) {
+                    write!(f, " (task {})", t.rsplit('/').next().unwrap_or(t))?;
+                }
+                if tasks.len() > LISTED_TASKS {
+                    write!(f, " and {} more", tasks.len() - LISTED_TASKS)?;
                 }
                 f.write_str(".")
             }
@@ -733,7 +742,7 @@ fn scale_in(good: &[Live], excess: u64, take: &mut dyn FnMut(&Live) -> bool) -> 
         zones.entry(l.task.zone.as_str()).or_default().push(l);
     }
     let mut heap: BinaryHeap<(usize, Reverse<&str>)> = BinaryHeap::new();
-    let mut cursor: HashMap<&str, usize> = HashMap::new();
+    let mut cursor: HashMap<&str, usize> = HashMap::default();
     for (z, v) in &mut zones {
         // Reverse order of preference, so the best candidate is popped last.
         v.sort_by(|a, b| {

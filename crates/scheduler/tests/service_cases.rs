@@ -387,3 +387,32 @@ fn completion_is_reported_once_and_old_deployment_retired() {
         "(service web) has reached a steady state."
     );
 }
+
+#[test]
+fn a_stop_event_names_ten_tasks_by_id_and_counts_the_rest() {
+    let one = Event::Stopped {
+        service: "web".into(),
+        tasks: vec!["arn:aws:ecs:us-east-1:123456789012:task/c/abc".into()],
+    };
+    assert_eq!(
+        one.to_string(),
+        "(service web) has stopped 1 running tasks: (task abc)."
+    );
+    let many = Event::Stopped {
+        service: "web".into(),
+        tasks: (0..800)
+            .map(|i| format!("arn:aws:ecs:us-east-1:123456789012:task/c/{i:032x}"))
+            .collect(),
+    };
+    let text = many.to_string();
+    assert!(
+        text.starts_with("(service web) has stopped 800 running tasks: (task 00000000000000000000000000000000) (task 00000000000000000000000000000001)"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(" (task 00000000000000000000000000000009) and 790 more."),
+        "{text}"
+    );
+    assert_eq!(text.matches("(task ").count(), 10);
+    assert!(text.len() < 500, "{} characters", text.len());
+}

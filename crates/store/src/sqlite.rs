@@ -28,7 +28,8 @@ use berth_model::meter::{InstanceMeter, TaskUsage};
 use rusqlite::config::DbConfig;
 use rusqlite::types::ValueRef;
 use rusqlite::{
-    CachedStatement, Connection, ErrorCode, OpenFlags, Row, ToSql, Transaction, TransactionBehavior,
+    CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, ToSql, Transaction,
+    TransactionBehavior,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -968,34 +969,99 @@ impl Tx for SqliteTx<'_> {
         let cluster_arn = required(task.cluster_arn.as_deref(), TASK, "clusterArn")?;
         let family = task.task_definition_arn.as_deref().map(family_of);
         let doc = to_doc(task, TASK, arn)?;
-        self.put(
-            TASK,
-            arn,
-            expect,
-            "INSERT INTO tasks (arn, cluster_arn, family, started_by, grp, container_instance_arn,
-                                desired_status, last_status, doc, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
-            // Cluster, family, startedBy and group are fixed when a task is
-            // created: not set again, so the indexes of those alone are
-            // left as they are (SQLite rewrites every index holding a
-            // column an UPDATE sets), and a write that would change them
-            // matches no row (a conflict).
-            "UPDATE tasks SET container_instance_arn = ?6, desired_status = ?7, last_status = ?8,
-                              doc = ?9, version = ?10
-             WHERE arn = ?1 AND version = ?11
-               AND cluster_arn = ?2 AND family IS ?3 AND started_by IS ?4 AND grp IS ?5",
-            &[
-                &arn,
-                &cluster_arn,
-                &family,
-                &task.started_by,
-                &task.group,
-                &task.container_instance_arn,
-                &task.desired_status,
-                &task.last_status,
-                &doc,
-            ],
-        )
+        let Expect::Version(expected) = expect else {
+            self.insert(
+                TASK,
+                arn,
+                "INSERT INTO tasks (arn, cluster_arn, family, started_by, grp, container_instance_arn,
+                                    desired_status, last_status, doc, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1)",
+                &[
+                    &arn,
+                    &cluster_arn,
+                    &family,
+                    &task.started_by,
+                    &task.group,
+                    &task.container_instance_arn,
+                    &task.desired_status,
+                    &task.last_status,
+                    &doc,
+                ],
+            )?;
+            return Ok(1);
+        };
+        self.check_writable()?;
+        let next = expected.checked_add(1).ok_or_else(|| conflict(TASK, arn))?;
+        // The row as it is: SQLite rewrites the entries of every index
+        // holding a column an UPDATE sets, changed or not, so only the
+        // indexed columns whose values change are set (most writes change
+        // one status, or none). Cluster, family, startedBy and group are
+        // fixed when a task is created: a write that would change them is a
+        // conflict, as is one at another version.
+        type Row = (
+            i64,
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<(Row, [Option<String>; 3])> = self
+            .stmt(
+                "SELECT rowid, version, cluster_arn, family, started_by, grp,
+                        container_instance_arn, desired_status, last_status
+                 FROM tasks WHERE arn = ?1",
+            )?
+            .query_row([arn], |r| {
+                Ok((
+                    (
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ),
+                    [r.get(6)?, r.get(7)?, r.get(8)?],
+                ))
+            })
+            .optional()
+            .db()?;
+        let Some(((rowid, version, cluster, fam, started_by, group), indexed)) = row else {
+            return Err(conflict(TASK, arn));
+        };
+        if version != expected
+            || cluster != cluster_arn
+            || fam.as_deref() != family
+            || started_by != task.started_by
+            || group != task.group
+        {
+            return Err(conflict(TASK, arn));
+        }
+        let mut sql = String::from("UPDATE tasks SET doc = ?1, version = ?2");
+        let mut params: Vec<&dyn ToSql> = vec![&doc, &next];
+        let now = [
+            ("container_instance_arn", &task.container_instance_arn),
+            ("desired_status", &task.desired_status),
+            ("last_status", &task.last_status),
+        ];
+        for ((column, value), old) in now.iter().zip(&indexed) {
+            if *value != old {
+                params.push(*value);
+                sql.push_str(&format!(", {column} = ?{}", params.len()));
+            }
+        }
+        params.push(&rowid);
+        params.push(&expected);
+        sql.push_str(&format!(
+            " WHERE rowid = ?{} AND version = ?{}",
+            params.len() - 1,
+            params.len()
+        ));
+        match self.stmt(&sql)?.execute(&*params).db()? {
+            0 => Err(conflict(TASK, arn)),
+            _ => Ok(next),
+        }
     }
 
     // ---- services ----

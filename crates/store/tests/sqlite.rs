@@ -354,6 +354,151 @@ fn task_round_trip() {
     );
 }
 
+/// A write sets only the indexed columns that change; every listing follows
+/// each kind of change (none, one, several, back to none), and a stale
+/// version still conflicts.
+#[test]
+fn task_listings_follow_every_kind_of_write() {
+    let (_dir, _path, store) = file_store();
+    let cl = cluster_arn("default");
+    let mut t = task("default", "w1", "web");
+    t.group = Some("service:web".into());
+    t.last_status = Some("PROVISIONING".into());
+    store.write(|tx| tx.put_task(&t, Expect::Absent)).unwrap();
+    let arn = t.task_arn.clone().unwrap();
+    let ci_a = format!("{ACCOUNT}:container-instance/default/a");
+    let ci_b = format!("{ACCOUNT}:container-instance/default/b");
+    // Where the task is listed: (instance, desired, last, placed on).
+    let listed = |store: &Store, t: &Task| {
+        store
+            .read(|tx| {
+                let count = |f: TaskFilter| -> Result<usize, StoreError> {
+                    let ids: Vec<String> = berth_store::all(|a, n| tx.task_versions(&f, a, n))?
+                        .into_iter()
+                        .map(|(a, _)| a)
+                        .collect();
+                    Ok(ids.iter().filter(|a| **a == arn).count())
+                };
+                let base = TaskFilter {
+                    cluster_arn: cl.clone(),
+                    ..Default::default()
+                };
+                let on = |ci: &str| TaskFilter {
+                    container_instance_arn: Some(ci.to_string()),
+                    ..base.clone()
+                };
+                let live = |ci: &str| TaskFilter {
+                    not_stopped: true,
+                    desired_status: t.desired_status.clone(),
+                    ..on(ci)
+                };
+                let placed: Vec<(String, Option<String>, i64)> = tx
+                    .placed_task_versions(&cl)?
+                    .into_iter()
+                    .filter(|p| p.arn == arn)
+                    .map(|p| (p.container_instance_arn, p.desired_status, p.version))
+                    .collect();
+                Ok::<_, StoreError>((
+                    [count(on(&ci_a))?, count(on(&ci_b))?],
+                    [count(live(&ci_a))?, count(live(&ci_b))?],
+                    [
+                        count(TaskFilter {
+                            desired_status: Some("RUNNING".into()),
+                            ..base.clone()
+                        })?,
+                        count(TaskFilter {
+                            desired_status: Some("STOPPED".into()),
+                            ..base.clone()
+                        })?,
+                    ],
+                    [
+                        count(TaskFilter {
+                            last_status: t.last_status.clone(),
+                            ..base.clone()
+                        })?,
+                        count(TaskFilter {
+                            group: Some("service:web".into()),
+                            desired_status: t.desired_status.clone(),
+                            not_stopped: true,
+                            ..base.clone()
+                        })?,
+                    ],
+                    placed,
+                ))
+            })
+            .unwrap()
+    };
+    let mut version = 1;
+    let steps: [fn(&mut Task); 7] = [
+        // Only the document.
+        |t| t.stopped_reason = Some("waiting".into()),
+        // Placed: instance and last status.
+        |t| {
+            t.container_instance_arn = Some(format!("{ACCOUNT}:container-instance/default/a"));
+            t.last_status = Some("PENDING".into());
+        },
+        |t| t.last_status = Some("RUNNING".into()),
+        // Moved to another instance, nothing else.
+        |t| t.container_instance_arn = Some(format!("{ACCOUNT}:container-instance/default/b")),
+        |t| t.desired_status = Some("STOPPED".into()),
+        // Every indexed column at once.
+        |t| {
+            t.container_instance_arn = Some(format!("{ACCOUNT}:container-instance/default/a"));
+            t.desired_status = Some("RUNNING".into());
+            t.last_status = Some("PENDING".into());
+        },
+        // Back to no instance, and stopped.
+        |t| {
+            t.container_instance_arn = None;
+            t.last_status = Some("STOPPED".into());
+            t.desired_status = Some("STOPPED".into());
+        },
+    ];
+    for step in steps {
+        step(&mut t);
+        t.version = version + 1;
+        assert!(is_conflict(
+            store.write(|tx| tx.put_task(&t, Expect::Version(version - 1)))
+        ));
+        version = store
+            .write(|tx| tx.put_task(&t, Expect::Version(version)))
+            .unwrap();
+        assert_eq!(version, t.version);
+        let (on, live, desired, last, placed) = listed(&store, &t);
+        let ci = t.container_instance_arn.as_deref();
+        let at = |x: &str| usize::from(ci == Some(x));
+        let stopped = t.last_status.as_deref() == Some("STOPPED");
+        assert_eq!(on, [at(&ci_a), at(&ci_b)], "{t:?}");
+        assert_eq!(
+            live,
+            [
+                at(&ci_a) * usize::from(!stopped),
+                at(&ci_b) * usize::from(!stopped)
+            ],
+            "{t:?}"
+        );
+        let running = t.desired_status.as_deref() == Some("RUNNING");
+        assert_eq!(
+            desired,
+            [usize::from(running), usize::from(!running)],
+            "{t:?}"
+        );
+        assert_eq!(last, [1, usize::from(!stopped)], "{t:?}");
+        let expected: Vec<_> = match ci {
+            Some(ci) if !stopped => vec![(ci.to_string(), t.desired_status.clone(), version)],
+            _ => vec![],
+        };
+        assert_eq!(placed, expected, "{t:?}");
+        assert_eq!(
+            store
+                .read(|tx| tx.task(&arn))
+                .unwrap()
+                .map(|v| (v.version, v.value)),
+            Some((version, t.clone()))
+        );
+    }
+}
+
 #[test]
 fn container_instance_round_trip() {
     let (_dir, _path, store) = file_store();
