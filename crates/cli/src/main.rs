@@ -278,6 +278,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .await
 }
 
+/// mimalloc rather than the system's allocator: the control plane's work is
+/// many small documents decoded and dropped, where glibc's malloc and free
+/// took a fifth of a simulated month (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // `berth shim …` supervises one container; it parses its own arguments.
     if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
