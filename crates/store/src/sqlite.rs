@@ -315,9 +315,11 @@ fn to_doc<T: Serialize>(value: &T, what: &str, key: &str) -> Result<String> {
 /// The document in column `idx` of `row`.
 fn doc<T: DeserializeOwned>(row: &Row<'_>, idx: usize, what: &str, key: &str) -> Result<T> {
     match row.get_ref(idx).db()? {
-        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-            serde_json::from_slice(bytes).map_err(|e| corrupt(what, key, e))
-        }
+        // Checked as UTF-8 once, whole: `from_slice` would check each
+        // string of the document on its own, at several times the cost.
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => std::str::from_utf8(bytes)
+            .map_err(|e| corrupt(what, key, e))
+            .and_then(|text| serde_json::from_str(text).map_err(|e| corrupt(what, key, e))),
         other => Err(corrupt(
             what,
             key,
@@ -1955,6 +1957,12 @@ mod tests {
                 [],
             )
             .unwrap();
+            // Not UTF-8: `{"\xff":1}`.
+            conn.execute(
+                "INSERT INTO clusters (cluster_name, arn, status, doc, version) VALUES ('d', 'arn:d', NULL, X'7b22ff223a317d', 1)",
+                [],
+            )
+            .unwrap();
             conn.execute(
                 "INSERT INTO settings (principal_arn, name, value, type) VALUES ('default', 'noSuchSetting', 'x', NULL)",
                 [],
@@ -1964,6 +1972,11 @@ mod tests {
         let err = store.read(|tx| tx.cluster("c")).unwrap_err();
         assert!(
             matches!(&err, StoreError::Corrupt { key, .. } if key == "cluster c"),
+            "{err}"
+        );
+        let err = store.read(|tx| tx.cluster("d")).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { key, reason } if key == "cluster d" && reason.contains("utf-8")),
             "{err}"
         );
         let err = store.read(|tx| tx.clusters(None, 10)).unwrap_err();
