@@ -1,7 +1,7 @@
 //! The agent state machine: authentication, registration, reports, and the
 //! desired set of tasks each instance should run.
 
-use crate::usage::{registered, resource_list, task_needs};
+use crate::usage::{registered, resource_list};
 use crate::{digest, new_secret, Ctx};
 use berth_model::arn::{Arn, Resource as ArnResource};
 use berth_model::ecs::*;
@@ -9,6 +9,7 @@ use berth_model::EcsError;
 use berth_protocol::{DesiredStatus, Hello, TaskReport, TaskSpec};
 use berth_store::{Expect, TaskFilter, Tx, Versioned};
 use serde::{Deserialize, Serialize};
+use std::borrow::Borrow;
 use std::sync::Arc;
 use subtle::ConstantTimeEq as _;
 
@@ -569,10 +570,11 @@ pub fn refresh_counts(tx: &dyn Tx, r: &InstanceRecord) -> Result<(), EcsError> {
     else {
         return Ok(());
     };
-    let tasks = instance_tasks(tx, r)?;
+    // Only what the counts are made of is decoded.
+    let tasks = tx.task_loads(&r.cluster_arn, &r.container_instance_arn)?;
     let (mut cpu, mut mem, mut running, mut pending) = (0i64, 0i64, 0, 0);
     for t in &tasks {
-        let (c, m) = task_needs(t);
+        let (c, m) = crate::usage::load_needs(t);
         cpu += i64::from(c);
         mem += m as i64;
         match t.last_status.as_deref() {
@@ -581,10 +583,14 @@ pub fn refresh_counts(tx: &dyn Tx, r: &InstanceRecord) -> Result<(), EcsError> {
         }
     }
     let (reg_cpu, reg_mem) = registered(&ci);
-    let used = crate::placing::gpus_in_use(&tasks);
+    let used: Vec<&String> = tasks
+        .iter()
+        .flat_map(|t| t.containers.iter().flatten())
+        .flat_map(|c| c.gpu_ids.iter().flatten())
+        .collect();
     let free_gpus: Vec<String> = crate::placing::registered_gpus(&ci)
         .into_iter()
-        .filter(|g| !used.contains(g))
+        .filter(|g| !used.contains(&g))
         .collect();
     let remaining = resource_list(reg_cpu - cpu, reg_mem - mem, &free_gpus);
     if ci.remaining_resources.as_ref() != Some(&remaining)
@@ -653,16 +659,23 @@ pub fn desired_versions(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<(String, 
 /// the interruption's notice ([`crate::lifecycle::SPOT_NOTICE`]), since the
 /// capacity goes when it runs out.
 pub fn desired(tx: &dyn Tx, r: &InstanceRecord) -> Result<Vec<TaskSpec>, EcsError> {
-    let mut specs = vec![];
-    let mut tds = TdCache::default();
     let wanted: &[&str] = if r.interrupted_at.is_some() {
         &["RUNNING", "STOPPED"]
     } else {
         &["RUNNING"]
     };
-    for t in instance_tasks_wanted(tx, r, wanted)? {
+    desired_of(tx, &instance_tasks_wanted(tx, r, wanted)?)
+}
+
+/// [`desired`] of the tasks it would read, read by the caller (who may
+/// keep them decoded): those not STOPPED, desired RUNNING first.
+pub fn desired_of<T: Borrow<Task>>(tx: &dyn Tx, tasks: &[T]) -> Result<Vec<TaskSpec>, EcsError> {
+    let mut specs = vec![];
+    let mut tds = TdCache::default();
+    for t in tasks {
+        let t: &Task = t.borrow();
         if let Some(td) = tds.get(tx, t.task_definition_arn.as_deref())? {
-            if let Some(mut spec) = spec_with(tx, &t, &td)? {
+            if let Some(mut spec) = spec_with(tx, t, &td)? {
                 if spec.desired_status == DesiredStatus::Stopped {
                     spec.stop_timeout_cap = Some(crate::lifecycle::SPOT_NOTICE as u32);
                 }

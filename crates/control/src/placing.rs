@@ -213,10 +213,6 @@ pub fn registered_gpus(ci: &ContainerInstance) -> Vec<String> {
 }
 
 /// The GPU ids the tasks hold.
-pub fn gpus_in_use(tasks: &[Task]) -> Vec<String> {
-    gpus_of(tasks.iter())
-}
-
 fn gpus_of<'a>(tasks: impl Iterator<Item = &'a Task>) -> Vec<String> {
     tasks
         .flat_map(|t| t.containers.iter().flatten())

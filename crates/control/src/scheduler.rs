@@ -531,28 +531,9 @@ impl Scheduler {
                 .iter()
                 .filter(|p| p.desired_status.as_deref() == Some(desired))
             {
-                let hit = known
-                    .tasks
-                    .get_mut(&p.arn)
-                    .filter(|(_, v, _)| *v == p.version)
-                    .map(|(seen, _, t)| {
-                        *seen = tick;
-                        t.clone()
-                    });
-                let task = match hit {
-                    Some(t) => t,
-                    None => match tx.task(&p.arn)? {
-                        Some(v) if v.version == p.version => {
-                            let t = Arc::new(v.value);
-                            known
-                                .tasks
-                                .insert(p.arn.clone(), (tick, p.version, t.clone()));
-                            t
-                        }
-                        _ => continue,
-                    },
-                };
-                out.push(task);
+                if let Some(t) = known_task(&mut known, tx, tick, &p.arn, p.version)? {
+                    out.push(t);
+                }
             }
         }
         Ok(out)
@@ -2154,7 +2135,29 @@ impl Scheduler {
         if unchanged {
             return Ok(true);
         }
-        let tasks = self.ctx.store.read(|tx| agents::desired(tx, record))?;
+        let tasks = self.ctx.store.read(|tx| {
+            // The tasks listed, as decoded before where their versions are
+            // the same (a read transaction sees only what is committed);
+            // the set is read afresh where the listing is not what this
+            // read sees, and for an interrupted instance (its stopping
+            // tasks are in its set too).
+            if record.interrupted_at.is_none() {
+                let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+                let tick = known.tick;
+                let mut tasks = Vec::with_capacity(versions.len());
+                for (arn, version) in &versions {
+                    match known_task(&mut known, tx, tick, arn, *version)? {
+                        Some(t) => tasks.push(t),
+                        None => break,
+                    }
+                }
+                drop(known);
+                if tasks.len() == versions.len() {
+                    return agents::desired_of(tx, &tasks);
+                }
+            }
+            agents::desired(tx, record)
+        })?;
         let fingerprint = serde_json::to_string(&tasks).unwrap_or_default();
         let Ok(mut sent) = self.sent.lock() else {
             return Ok(false);
@@ -2185,6 +2188,32 @@ impl Scheduler {
             },
         );
         Ok(true)
+    }
+}
+
+/// A task at `version`: as a tick decoded it, else read (and kept) when the
+/// transaction sees it at that version; `None` when it does not. Called
+/// before any write in the transaction, so what is kept is committed.
+fn known_task(
+    known: &mut KnownInstances,
+    tx: &dyn Tx,
+    tick: u64,
+    arn: &str,
+    version: i64,
+) -> Result<Option<Arc<Task>>, EcsError> {
+    if let Some((seen, _, t)) = known.tasks.get_mut(arn).filter(|(_, v, _)| *v == version) {
+        *seen = tick;
+        return Ok(Some(t.clone()));
+    }
+    match tx.task(arn)? {
+        Some(v) if v.version == version => {
+            let t = Arc::new(v.value);
+            known
+                .tasks
+                .insert(arn.to_string(), (tick, version, t.clone()));
+            Ok(Some(t))
+        }
+        _ => Ok(None),
     }
 }
 

@@ -1,34 +1,57 @@
 //! What tasks reserve, and what an instance has left.
 
 use berth_model::ecs::{ContainerInstance, Resource, Task};
+use berth_store::TaskLoad;
 
 /// CPU units and MiB a task reserves: the task-level values when set, else
 /// the sum over its containers (memory, else memoryReservation).
 pub fn task_needs(t: &Task) -> (u32, u64) {
-    let containers = t.containers.as_deref().unwrap_or_default();
-    let cpu = t
-        .cpu
-        .as_deref()
-        .and_then(|c| c.parse::<u32>().ok())
-        .unwrap_or_else(|| {
-            containers
-                .iter()
-                .filter_map(|c| c.cpu.as_deref()?.parse::<u32>().ok())
-                .sum()
-        });
-    let memory = t
-        .memory
-        .as_deref()
+    needs(
+        t.cpu.as_deref(),
+        t.memory.as_deref(),
+        t.containers.iter().flatten().map(|c| {
+            (
+                c.cpu.as_deref(),
+                c.memory.as_deref(),
+                c.memory_reservation.as_deref(),
+            )
+        }),
+    )
+}
+
+/// [`task_needs`] of a task as [`berth_store::Tx::task_loads`] reads it.
+pub fn load_needs(t: &TaskLoad) -> (u32, u64) {
+    needs(
+        t.cpu.as_deref(),
+        t.memory.as_deref(),
+        t.containers.iter().flatten().map(|c| {
+            (
+                c.cpu.as_deref(),
+                c.memory.as_deref(),
+                c.memory_reservation.as_deref(),
+            )
+        }),
+    )
+}
+
+/// The task-level CPU and memory when they parse, else the sums over the
+/// containers' `(cpu, memory, memoryReservation)`.
+fn needs<'a>(
+    cpu: Option<&str>,
+    memory: Option<&str>,
+    containers: impl Iterator<Item = (Option<&'a str>, Option<&'a str>, Option<&'a str>)> + Clone,
+) -> (u32, u64) {
+    let cpu = cpu.and_then(|c| c.parse::<u32>().ok()).unwrap_or_else(|| {
+        containers
+            .clone()
+            .filter_map(|(c, _, _)| c?.parse::<u32>().ok())
+            .sum()
+    });
+    let memory = memory
         .and_then(|m| m.parse::<u64>().ok())
         .unwrap_or_else(|| {
             containers
-                .iter()
-                .filter_map(|c| {
-                    c.memory
-                        .as_deref()
-                        .or(c.memory_reservation.as_deref())
-                        .and_then(|m| m.parse::<u64>().ok())
-                })
+                .filter_map(|(_, m, r)| m.or(r).and_then(|m| m.parse::<u64>().ok()))
                 .sum()
         });
     (cpu, memory)

@@ -97,6 +97,34 @@ pub struct PlacedTask {
     pub version: i64,
 }
 
+/// What a task not yet STOPPED holds on its instance, as
+/// [`Tx::task_loads`] reads it: the fields of its document that say so
+/// (named as in the document), the rest of it skipped, not decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct TaskLoad {
+    #[serde(rename = "lastStatus", default)]
+    pub last_status: Option<String>,
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub containers: Option<Vec<ContainerLoad>>,
+}
+
+/// A container of a [`TaskLoad`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ContainerLoad {
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(rename = "memoryReservation", default)]
+    pub memory_reservation: Option<String>,
+    #[serde(rename = "gpuIds", default)]
+    pub gpu_ids: Option<Vec<String>>,
+}
+
 /// Filters of ListTaskDefinitions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskDefinitionFilter {
@@ -213,6 +241,10 @@ pub trait Tx {
     /// without the documents, by instance, desired status and ARN: what a
     /// pass over all instances reads once instead of once per instance.
     fn placed_task_versions(&self, cluster_arn: &str) -> Result<Vec<PlacedTask>>;
+    /// What each task placed on an instance and not yet STOPPED holds,
+    /// read from the live index and the part of the documents that says
+    /// so: what an instance's counts are made of.
+    fn task_loads(&self, cluster_arn: &str, container_instance_arn: &str) -> Result<Vec<TaskLoad>>;
     /// The ARN and version of each task [`Tx::tasks`] lists, without the
     /// documents: what tells cheaply whether any of them changed.
     fn task_versions(

@@ -17,7 +17,7 @@ mod schema;
 
 use crate::{
     AttributeFilter, ClientToken, Durability, Expect, Page, PlacedTask, Result, ServiceFilter,
-    StoreError, TaskDefinitionFilter, TaskFilter, Tx, Versioned,
+    StoreError, TaskDefinitionFilter, TaskFilter, TaskLoad, Tx, Versioned,
 };
 use berth_model::ecs::{
     Attribute, CapacityProvider, Cluster, ContainerInstance, LaunchType, Service,
@@ -941,6 +941,23 @@ impl Tx for SqliteTx<'_> {
             })
             .db()?;
         rows.collect::<rusqlite::Result<Vec<_>>>().db()
+    }
+
+    fn task_loads(&self, cluster_arn: &str, container_instance_arn: &str) -> Result<Vec<TaskLoad>> {
+        // The condition of the partial index `tasks_live_instance`.
+        let mut stmt = self.stmt(
+            "SELECT arn, doc FROM tasks
+             WHERE cluster_arn = ?1 AND container_instance_arn = ?2
+               AND last_status IS NOT 'STOPPED'
+             ORDER BY desired_status, arn",
+        )?;
+        let mut rows = stmt.query([cluster_arn, container_instance_arn]).db()?;
+        let mut out = vec![];
+        while let Some(row) = rows.next().db()? {
+            let arn: String = row.get(0).db()?;
+            out.push(doc(row, 1, TASK, &arn)?);
+        }
+        Ok(out)
     }
 
     fn task_versions(

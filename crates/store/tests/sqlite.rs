@@ -3,13 +3,14 @@
 #![allow(clippy::unwrap_used)]
 
 use berth_model::ecs::{
-    Attribute, CapacityProvider, CapacityProviderStatus, Cluster, ContainerInstance,
+    Attribute, CapacityProvider, CapacityProviderStatus, Cluster, Container, ContainerInstance,
     SchedulingStrategy, Service, ServiceDeployment, ServiceDeploymentStatus, ServiceRevision,
     Setting, SettingName, SettingType, TargetType, Task, TaskDefinition, TaskDefinitionStatus,
 };
 use berth_store::{
-    AttributeFilter, ClientToken, Durability, Expect, Page, PlacedTask, ServiceFilter, SqliteStore,
-    Store, StoreError, TaskDefinitionFilter, TaskFilter, Versioned,
+    AttributeFilter, ClientToken, ContainerLoad, Durability, Expect, Page, PlacedTask,
+    ServiceFilter, SqliteStore, Store, StoreError, TaskDefinitionFilter, TaskFilter, TaskLoad,
+    Versioned,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Barrier};
@@ -497,6 +498,72 @@ fn task_listings_follow_every_kind_of_write() {
             Some((version, t.clone()))
         );
     }
+}
+
+/// An instance's live tasks as `task_loads` reads them: what they hold,
+/// nothing of another instance's or of a STOPPED task.
+#[test]
+fn task_loads_read_what_an_instances_live_tasks_hold() {
+    let (_dir, _path, store) = file_store();
+    let cl = cluster_arn("default");
+    let on = |id: &str, ci: &str, last: &str| {
+        let mut t = task("default", id, "web");
+        t.container_instance_arn = Some(format!("{ACCOUNT}:container-instance/default/{ci}"));
+        t.last_status = Some(last.into());
+        t
+    };
+    let mut gpu = on("t1", "a", "RUNNING");
+    gpu.cpu = Some("1024".into());
+    gpu.memory = Some("2048".into());
+    gpu.containers = Some(vec![Container {
+        name: Some("main".into()),
+        cpu: Some("512".into()),
+        memory_reservation: Some("256".into()),
+        gpu_ids: Some(vec!["GPU-1".into()]),
+        ..Default::default()
+    }]);
+    let mut pending = on("t2", "a", "PENDING");
+    pending.desired_status = Some("STOPPED".into());
+    let tasks = [
+        gpu,
+        pending,
+        on("t3", "a", "STOPPED"),
+        on("t4", "b", "RUNNING"),
+    ];
+    store
+        .write(|tx| {
+            for t in &tasks {
+                tx.put_task(t, Expect::Absent)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let a = format!("{ACCOUNT}:container-instance/default/a");
+    let loads = store.read(|tx| tx.task_loads(&cl, &a)).unwrap();
+    assert_eq!(
+        loads,
+        vec![
+            TaskLoad {
+                last_status: Some("RUNNING".into()),
+                cpu: Some("1024".into()),
+                memory: Some("2048".into()),
+                containers: Some(vec![ContainerLoad {
+                    cpu: Some("512".into()),
+                    memory: None,
+                    memory_reservation: Some("256".into()),
+                    gpu_ids: Some(vec!["GPU-1".into()]),
+                }]),
+            },
+            TaskLoad {
+                last_status: Some("PENDING".into()),
+                ..Default::default()
+            },
+        ]
+    );
+    assert_eq!(
+        store.read(|tx| tx.task_loads(&cl, "nowhere")).unwrap(),
+        vec![]
+    );
 }
 
 #[test]
