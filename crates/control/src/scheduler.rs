@@ -245,6 +245,8 @@ pub struct Scheduler {
     reserve: Mutex<BTreeMap<String, (u32, u64)>>,
     /// Replacement instances already told to pull their images.
     prefetched: Mutex<BTreeSet<String>>,
+    /// The planner's answers over `ctx.catalog`, by request.
+    plans: berth_scheduler::plan::PlanCache,
 }
 
 struct Slot {
@@ -376,6 +378,7 @@ impl Scheduler {
             steady: crate::services::Steady::default(),
             pushed: Mutex::new(BTreeMap::new()),
             known: Mutex::new(KnownInstances::default()),
+            plans: Default::default(),
             seed: AtomicU64::new(0x5eed),
             idle_since: Mutex::new(BTreeMap::new()),
             batches: Mutex::new(BTreeMap::new()),
@@ -1829,7 +1832,7 @@ impl Scheduler {
                 };
                 request.unavailable = excluded.clone();
                 request.availability_zones = class_zones.iter().map(|(z, _)| z.clone()).collect();
-                let plan = match berth_scheduler::plan::plan(self.ctx.catalog, &request) {
+                let plan = match self.plans.plan(self.ctx.catalog, &request) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(capacity_provider = cp_name, error = %e, "cannot plan capacity");

@@ -6,7 +6,7 @@
 use berth_catalog::Catalog;
 use berth_model::ecs::{CPUArchitecture, InstanceRequirementsRequest};
 use berth_scheduler::plan::{
-    permissive_requirements, plan, plan_ffd, CapacityOption, PlanRequest, TaskGroup,
+    permissive_requirements, plan, plan_ffd, CapacityOption, PlanCache, PlanRequest, TaskGroup,
 };
 
 fn g(name: &str, cpu: u32, memory_mib: u64, gpu: u32, count: u32, arm: bool) -> TaskGroup {
@@ -215,4 +215,33 @@ fn empty_request_is_an_empty_plan() {
     let p = plan(Catalog::embedded(), &req(vec![])).unwrap();
     assert!(p.instances.is_empty() && p.unplaceable.is_empty());
     assert_eq!((p.hourly_cost, p.lower_bound), (0.0, 0.0));
+}
+
+/// The cache answers every question as the planner does, the same question
+/// again included, and a question that differs in one field gets its own
+/// answer, not a kept one.
+#[test]
+fn a_cached_plan_is_the_plan() {
+    let c = Catalog::embedded();
+    let cache = PlanCache::default();
+    let web = req(vec![g("g0", 512, 1024, 0, 4, false)]);
+    let mut spot = web.clone();
+    spot.capacity = CapacityOption::Spot;
+    let mut without = web.clone();
+    let first = plan(c, &web).unwrap();
+    without.unavailable = first
+        .instances
+        .iter()
+        .map(|i| i.instance_type.clone())
+        .collect();
+    let mut zones = web.clone();
+    zones.availability_zones = vec!["us-east-1a".into(), "us-east-1b".into()];
+    let bad = PlanRequest::new("nowhere-1", permissive_requirements(), vec![]);
+    for _ in 0..2 {
+        for r in [&web, &spot, &without, &zones, &bad] {
+            assert_eq!(cache.plan(c, r), plan(c, r), "{r:?}");
+        }
+    }
+    assert_ne!(cache.plan(c, &without), cache.plan(c, &web));
+    assert!(cache.plan(c, &bad).is_err());
 }

@@ -308,8 +308,14 @@ fn required<'a>(value: Option<&'a str>, what: &str, field: &str) -> Result<&'a s
 }
 
 fn to_doc<T: Serialize>(value: &T, what: &str, key: &str) -> Result<String> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Backend(format!("cannot serialise {what} {key}: {e}")))
+    let failed = |e: &dyn std::fmt::Display| {
+        StoreError::Backend(format!("cannot serialise {what} {key}: {e}"))
+    };
+    // Most documents fit in 4 KiB: written into one allocation rather than
+    // a growing one copied at each doubling.
+    let mut out = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut out, value).map_err(|e| failed(&e))?;
+    String::from_utf8(out).map_err(|e| failed(&e))
 }
 
 /// The document in column `idx` of `row`.

@@ -362,6 +362,38 @@ pub fn plan(catalog: &Catalog, request: &PlanRequest) -> Result<Plan, PlanError>
     Ok(problem.render(fleet))
 }
 
+/// Answers kept by a [`PlanCache`] before it starts afresh.
+const PLANS_KEPT: usize = 256;
+
+/// [`plan`]'s answers by request, for one catalog. The planner is a pure
+/// function of the catalog (immutable) and the request, and a scheduler
+/// asks the same question again and again (each instance of a drain wave
+/// is replaced by the same tasks' shape), so an answer is worked out once.
+#[derive(Debug, Default)]
+pub struct PlanCache {
+    /// By the request's `Debug` text: every field, floats exact.
+    answers: std::sync::Mutex<std::collections::HashMap<String, Result<Plan, PlanError>>>,
+}
+
+impl PlanCache {
+    /// [`plan`] of `request` over `catalog`, which must be the catalog of
+    /// every earlier question to this cache.
+    pub fn plan(&self, catalog: &Catalog, request: &PlanRequest) -> Result<Plan, PlanError> {
+        let key = format!("{request:?}");
+        if let Some(found) = self.answers.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return found;
+        }
+        let answer = plan(catalog, request);
+        if let Ok(mut m) = self.answers.lock() {
+            if m.len() >= PLANS_KEPT {
+                m.clear();
+            }
+            m.insert(key, answer.clone());
+        }
+        answer
+    }
+}
+
 /// The per-type limit for a spot fleet of `n` instances.
 fn spot_cap(n: usize, share: f64) -> u32 {
     let share = if share.is_finite() {
