@@ -582,6 +582,77 @@ impl<'c> SqliteTx<'c> {
         }
     }
 
+    /// Updates the document row of `table` whose `key_column` is `key`, at
+    /// exactly version `expected`, to `doc` at the next version. SQLite
+    /// rewrites the entries of every index holding a column an `UPDATE`
+    /// sets, changed or not, so the row's indexed columns are read first
+    /// and of `columns` only those whose values change are set. `fixed`
+    /// columns must keep their values: a write that would change one is a
+    /// conflict, as is a write at another version or of a missing row.
+    /// Every column named is TEXT (or NULL).
+    #[allow(clippy::too_many_arguments)]
+    fn update_doc(
+        &self,
+        what: &str,
+        table: &str,
+        key_column: &str,
+        key: &str,
+        expected: i64,
+        doc: &str,
+        fixed: &[(&str, Option<&str>)],
+        columns: &[(&str, Option<&str>)],
+    ) -> Result<i64> {
+        self.check_writable()?;
+        let next = expected.checked_add(1).ok_or_else(|| conflict(what, key))?;
+        let named: Vec<&str> = fixed.iter().chain(columns).map(|(c, _)| *c).collect();
+        let select = format!(
+            "SELECT rowid, version{}{} FROM {table} WHERE {key_column} = ?1",
+            if named.is_empty() { "" } else { ", " },
+            named.join(", ")
+        );
+        type Now = (i64, i64, Vec<Option<String>>);
+        let row: Option<Now> = self
+            .stmt(&select)?
+            .query_row([key], |r| {
+                let values = (0..named.len())
+                    .map(|i| r.get(i + 2))
+                    .collect::<rusqlite::Result<Vec<Option<String>>>>()?;
+                Ok((r.get(0)?, r.get(1)?, values))
+            })
+            .optional()
+            .db()?;
+        let Some((rowid, version, old)) = row else {
+            return Err(conflict(what, key));
+        };
+        let (old_fixed, old_columns) = old.split_at(fixed.len());
+        let moved = fixed
+            .iter()
+            .zip(old_fixed)
+            .any(|((_, v), o)| *v != o.as_deref());
+        if version != expected || moved {
+            return Err(conflict(what, key));
+        }
+        let mut sql = format!("UPDATE {table} SET doc = ?1, version = ?2");
+        let mut params: Vec<&dyn ToSql> = vec![&doc, &next];
+        for ((column, value), old) in columns.iter().zip(old_columns) {
+            if *value != old.as_deref() {
+                params.push(value);
+                sql.push_str(&format!(", {column} = ?{}", params.len()));
+            }
+        }
+        params.push(&rowid);
+        params.push(&expected);
+        sql.push_str(&format!(
+            " WHERE rowid = ?{} AND version = ?{}",
+            params.len() - 1,
+            params.len()
+        ));
+        match self.stmt(&sql)?.execute(&*params).db()? {
+            0 => Err(conflict(what, key)),
+            _ => Ok(next),
+        }
+    }
+
     /// Inserts a row; one already there under the same key is a `Conflict`.
     fn insert(&self, what: &str, key: &str, sql: &str, params: &[&dyn ToSql]) -> Result<()> {
         self.check_writable()?;
@@ -1015,78 +1086,30 @@ impl Tx for SqliteTx<'_> {
             )?;
             return Ok(1);
         };
-        self.check_writable()?;
-        let next = expected.checked_add(1).ok_or_else(|| conflict(TASK, arn))?;
-        // The row as it is: SQLite rewrites the entries of every index
-        // holding a column an UPDATE sets, changed or not, so only the
-        // indexed columns whose values change are set (most writes change
-        // one status, or none). Cluster, family, startedBy and group are
-        // fixed when a task is created: a write that would change them is a
-        // conflict, as is one at another version.
-        type Row = (
-            i64,
-            i64,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
-        let row: Option<(Row, [Option<String>; 3])> = self
-            .stmt(
-                "SELECT rowid, version, cluster_arn, family, started_by, grp,
-                        container_instance_arn, desired_status, last_status
-                 FROM tasks WHERE arn = ?1",
-            )?
-            .query_row([arn], |r| {
-                Ok((
-                    (
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ),
-                    [r.get(6)?, r.get(7)?, r.get(8)?],
-                ))
-            })
-            .optional()
-            .db()?;
-        let Some(((rowid, version, cluster, fam, started_by, group), indexed)) = row else {
-            return Err(conflict(TASK, arn));
-        };
-        if version != expected
-            || cluster != cluster_arn
-            || fam.as_deref() != family
-            || started_by != task.started_by
-            || group != task.group
-        {
-            return Err(conflict(TASK, arn));
-        }
-        let mut sql = String::from("UPDATE tasks SET doc = ?1, version = ?2");
-        let mut params: Vec<&dyn ToSql> = vec![&doc, &next];
-        let now = [
-            ("container_instance_arn", &task.container_instance_arn),
-            ("desired_status", &task.desired_status),
-            ("last_status", &task.last_status),
-        ];
-        for ((column, value), old) in now.iter().zip(&indexed) {
-            if *value != old {
-                params.push(*value);
-                sql.push_str(&format!(", {column} = ?{}", params.len()));
-            }
-        }
-        params.push(&rowid);
-        params.push(&expected);
-        sql.push_str(&format!(
-            " WHERE rowid = ?{} AND version = ?{}",
-            params.len() - 1,
-            params.len()
-        ));
-        match self.stmt(&sql)?.execute(&*params).db()? {
-            0 => Err(conflict(TASK, arn)),
-            _ => Ok(next),
-        }
+        // Cluster, family, startedBy and group are fixed when a task is
+        // created: a write that would change them is a conflict.
+        self.update_doc(
+            TASK,
+            "tasks",
+            "arn",
+            arn,
+            expected,
+            &doc,
+            &[
+                ("cluster_arn", Some(cluster_arn)),
+                ("family", family),
+                ("started_by", task.started_by.as_deref()),
+                ("grp", task.group.as_deref()),
+            ],
+            &[
+                (
+                    "container_instance_arn",
+                    task.container_instance_arn.as_deref(),
+                ),
+                ("desired_status", task.desired_status.as_deref()),
+                ("last_status", task.last_status.as_deref()),
+            ],
+        )
     }
 
     // ---- services ----
@@ -1323,16 +1346,29 @@ impl Tx for SqliteTx<'_> {
             "containerInstanceArn",
         )?;
         let doc = to_doc(ci, CONTAINER_INSTANCE, arn)?;
-        self.put(
+        let Expect::Version(expected) = expect else {
+            self.insert(
+                CONTAINER_INSTANCE,
+                arn,
+                "INSERT INTO container_instances (arn, cluster_arn, status, ec2_instance_id, doc, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+                &[&arn, &cluster_arn, &ci.status, &ci.ec2_instance_id, &doc],
+            )?;
+            return Ok(1);
+        };
+        self.update_doc(
             CONTAINER_INSTANCE,
+            "container_instances",
+            "arn",
             arn,
-            expect,
-            "INSERT INTO container_instances (arn, cluster_arn, status, ec2_instance_id, doc, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1)",
-            "UPDATE container_instances SET cluster_arn = ?2, status = ?3, ec2_instance_id = ?4,
-                                            doc = ?5, version = ?6
-             WHERE arn = ?1 AND version = ?7",
-            &[&arn, &cluster_arn, &ci.status, &ci.ec2_instance_id, &doc],
+            expected,
+            &doc,
+            &[],
+            &[
+                ("cluster_arn", Some(cluster_arn)),
+                ("status", ci.status.as_deref()),
+                ("ec2_instance_id", ci.ec2_instance_id.as_deref()),
+            ],
         )
     }
 

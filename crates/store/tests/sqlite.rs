@@ -620,6 +620,63 @@ fn container_instance_round_trip() {
     assert_eq!(store.read(|tx| tx.container_instance(&arn)).unwrap(), None);
 }
 
+/// A container instance write sets only the indexed columns that change;
+/// the listings by cluster and status follow each kind of write, and a
+/// stale version still conflicts.
+#[test]
+fn container_instance_listings_follow_every_kind_of_write() {
+    let (_dir, _path, store) = file_store();
+    let (a, b) = (cluster_arn("a"), cluster_arn("b"));
+    let mut ci = container_instance("a", "c1");
+    ci.status = Some("ACTIVE".into());
+    let arn = ci.container_instance_arn.clone().unwrap();
+    store
+        .write(|tx| tx.put_container_instance(&a, &ci, Expect::Absent))
+        .unwrap();
+    let listed = |cluster: &str, status: &str| -> Vec<(String, i64)> {
+        store
+            .read(|tx| tx.container_instance_versions(cluster, Some(status), None, 10))
+            .unwrap()
+            .items
+    };
+    let mut version = 1;
+    // (cluster, status, running tasks): a doc-only write, a status change,
+    // a move to another cluster, both at once.
+    for (cluster, status, running) in [
+        (&a, "ACTIVE", 3),
+        (&a, "DRAINING", 3),
+        (&b, "DRAINING", 0),
+        (&a, "ACTIVE", 1),
+    ] {
+        ci.status = Some(status.into());
+        ci.running_tasks_count = running;
+        assert!(matches!(
+            store.write(|tx| tx.put_container_instance(cluster, &ci, Expect::Version(version - 1))),
+            Err(StoreError::Conflict { .. })
+        ));
+        version = store
+            .write(|tx| tx.put_container_instance(cluster, &ci, Expect::Version(version)))
+            .unwrap();
+        for c in [&a, &b] {
+            for s in ["ACTIVE", "DRAINING"] {
+                let expected = if c == cluster && s == status {
+                    vec![(arn.clone(), version)]
+                } else {
+                    vec![]
+                };
+                assert_eq!(listed(c, s), expected, "{c} {s} after {cluster} {status}");
+            }
+        }
+        assert_eq!(
+            store.read(|tx| tx.container_instance(&arn)).unwrap(),
+            Some(Versioned {
+                version,
+                value: ci.clone()
+            })
+        );
+    }
+}
+
 #[test]
 fn attribute_round_trip() {
     let (_dir, _path, store) = file_store();
